@@ -1,0 +1,63 @@
+#!/usr/bin/env bash
+# Installs everything cacheraw and its local stack need on a fresh Debian 12 machine.
+# Idempotent: a second run checks and returns in about a second.
+set -euo pipefail
+
+top=$(cd "$(dirname "$0")/.." && pwd)
+venv=${VENV:-$top/.venv}
+python=${PYTHON:-python3}
+
+debs=(ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd
+      qemu-utils qemu-block-extra rabbitmq-server uuid-runtime curl procps iproute2)
+
+missing_debs() {
+  local pkg
+  for pkg in "${debs[@]}"; do
+    dpkg-query -W -f='${Status}\n' "$pkg" 2>/dev/null | grep -q '^install ok installed$' \
+      || printf '%s\n' "$pkg"
+  done
+}
+
+install_debs() {
+  local missing
+  missing=$(missing_debs)
+  [ -z "$missing" ] && return 0
+  echo "setup: installing Debian packages: $(echo $missing)"
+  local sudo=""
+  [ "$(id -u)" -eq 0 ] || sudo=sudo
+  $sudo apt-get update -qq
+  # shellcheck disable=SC2086
+  DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
+}
+
+# Debian's rados/rbd bindings are compiled modules in dist-packages; expose just those two to the
+# venv through a folder of symlinks named in a .pth file.
+link_ceph_bindings() {
+  local site dir so
+  site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
+  dir="$venv/ceph-bindings"
+  mkdir -p "$dir"
+  for so in /usr/lib/python3/dist-packages/rados.cpython-*.so /usr/lib/python3/dist-packages/rbd.cpython-*.so; do
+    ln -sf "$so" "$dir/"
+  done
+  echo "$dir" > "$site/ceph-bindings.pth"
+}
+
+install_venv() {
+  local stamp="$venv/.cacheraw-setup" want
+  want=$(cat "$top/requirements.txt" "$top/test-requirements.txt" "$top/setup.py" | sha256sum | cut -d' ' -f1)
+  if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
+    return 0
+  fi
+  echo "setup: installing the Python environment in $venv"
+  [ -x "$venv/bin/python" ] || "$python" -m venv "$venv"
+  "$venv/bin/pip" install -q --upgrade pip
+  "$venv/bin/pip" install -q -r "$top/requirements.txt" -r "$top/test-requirements.txt"
+  "$venv/bin/pip" install -q --no-deps -e "$top"
+  echo "$want" > "$stamp"
+}
+
+install_debs
+install_venv
+link_ceph_bindings
+"$venv/bin/python" -c 'import rados, rbd' || { echo "setup: rados/rbd bindings not importable" >&2; exit 1; }

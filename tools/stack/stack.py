@@ -1,0 +1,730 @@
+"""The local stack cacheraw is run and tested against, on one machine.
+
+A one-node Ceph cluster (memstore), RabbitMQ, Keystone and Glance, all bound to 127.0.0.1 on
+non-default ports, with every file they write under one state folder (default ``.stack/``).
+
+    stack.py up       start everything (does nothing when the stack already runs)
+    stack.py down     stop exactly the processes ``up`` started, by their pid files
+    stack.py status   say what runs
+
+Everything the stack made is described in ``<state>/stack.json`` for the tests and tools.
+"""
+
+import argparse
+import concurrent.futures
+import json
+import os
+import pwd
+import secrets
+import shutil
+import signal
+import socket
+import subprocess
+import sys
+import time
+import urllib.request
+import uuid
+from pathlib import Path
+
+TOP = Path(__file__).resolve().parents[2]
+STATE = Path(os.environ.get("CACHERAW_STACK_DIR", TOP / ".stack")).resolve()
+VENV_BIN = Path(sys.executable).parent
+HOST = "127.0.0.1"
+PORTS = {
+    "ceph-mon": 13300,  # v2; v1 is the next port
+    "epmd": 14369,
+    "rabbitmq": 15673,
+    "rabbitmq-dist": 15674,
+    "keystone": 15357,
+    "glance": 19292,
+}
+CEPH_PORT_RANGE = (16800, 16899)
+MEMSTORE_BYTES = int(os.environ.get("CACHERAW_STACK_MEMSTORE_MIB", "3072")) * 1024 * 1024
+WITH_MGR = os.environ.get("CACHERAW_STACK_MGR", "1") == "1"
+POOL = "images"
+CMD_TIMEOUT = 60
+RABBIT_VHOST = "openstack"
+RABBIT_USER = "openstack"
+
+# Order matters for "down": consumers first, Ceph last.
+SERVICES = ["glance", "keystone", "rabbitmq", "epmd", "ceph-mgr", "ceph-osd", "ceph-mon"]
+
+
+class StackError(Exception):
+    pass
+
+
+# --- small helpers -------------------------------------------------------------------------------
+
+def log(msg):
+    print("stack: %s" % msg, flush=True)
+
+
+def run(argv, timeout=CMD_TIMEOUT, env=None, cwd=None, input=None):
+    try:
+        done = subprocess.run(argv, env=env, cwd=cwd, input=input, capture_output=True,
+                              text=True, timeout=timeout)
+    except subprocess.TimeoutExpired:
+        raise StackError("%s timed out after %ss" % (argv[0], timeout))
+    if done.returncode != 0:
+        raise StackError("%s failed (%s): %s" % (" ".join(map(str, argv[:3])), done.returncode,
+                                                 (done.stderr or done.stdout).strip()[-2000:]))
+    return done.stdout
+
+
+def pid_file(service):
+    return STATE / "pids" / ("%s.pid" % service)
+
+
+def start(service, argv, log_name=None, env=None, cwd=None):
+    """Start a daemon in its own process group and record its pid."""
+    out = open(STATE / "log" / (log_name or "%s.out" % service), "ab")
+    proc = subprocess.Popen(argv, stdout=out, stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL,
+                            env=env, cwd=cwd, start_new_session=True)
+    pid_file(service).write_text("%d\n" % proc.pid)
+    return proc
+
+
+def read_pid(service):
+    try:
+        return int(pid_file(service).read_text().strip())
+    except (OSError, ValueError):
+        return None
+
+
+def alive(pid):
+    if pid is None:
+        return False
+    try:
+        os.kill(pid, 0)
+    except ProcessLookupError:
+        return False
+    except PermissionError:
+        return True
+    # A zombie is not alive.
+    try:
+        with open("/proc/%d/stat" % pid) as f:
+            return f.read().rsplit(")", 1)[1].split()[0] != "Z"
+    except OSError:
+        return False
+
+
+def port_open(port):
+    with socket.socket() as s:
+        s.settimeout(0.5)
+        return s.connect_ex((HOST, port)) == 0
+
+
+def wait_for(what, check, timeout, proc=None):
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        if proc is not None and proc.poll() is not None:
+            raise StackError("%s exited with %s; see %s" % (what, proc.returncode, STATE / "log"))
+        try:
+            if check():
+                return
+        except Exception:  # noqa: BLE001 - not ready yet, whatever the reason
+            pass
+        time.sleep(0.1)
+    raise StackError("%s not ready after %ss; see %s" % (what, timeout, STATE / "log"))
+
+
+def http_ok(url):
+    with urllib.request.urlopen(url, timeout=2) as resp:
+        return resp.status < 500
+
+
+def write(path, text, mode=0o644):
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(text)
+    path.chmod(mode)
+
+
+# --- Ceph ----------------------------------------------------------------------------------------
+
+def ceph_conf_text(fsid):
+    d = STATE / "ceph"
+    mon = PORTS["ceph-mon"]
+    return f"""[global]
+fsid = {fsid}
+mon host = [v2:{HOST}:{mon},v1:{HOST}:{mon + 1}]
+mon initial members = a
+public addr = {HOST}
+auth cluster required = cephx
+auth service required = cephx
+auth client required = cephx
+ms bind port min = {CEPH_PORT_RANGE[0]}
+ms bind port max = {CEPH_PORT_RANGE[1]}
+osd pool default size = 1
+osd pool default min size = 1
+osd pool default pg autoscale mode = off
+osd crush chooseleaf type = 0
+mon allow pool delete = true
+mon warn on pool no redundancy = false
+mon data avail warn = 1
+run dir = {d}/run
+admin socket = {d}/run/$name.asok
+pid file = {d}/run/$name.pid
+log file = {STATE}/log/ceph-$name.log
+crash dir = {d}/crash
+[mon]
+mon data = {d}/mon.$id
+keyring = {d}/mon.$id/keyring
+paxos propose interval = 0.1
+paxos min wait = 0.01
+[mgr]
+mgr data = {d}/mgr.$id
+keyring = {d}/mgr.$id/keyring
+mgr initial modules =
+mgr disabled modules = dashboard prometheus restful
+[osd]
+osd data = {d}/osd.$id
+keyring = {d}/osd.$id/keyring
+osd objectstore = memstore
+memstore device bytes = {MEMSTORE_BYTES}
+osd memory target = 939524096
+[client]
+keyring = {d}/ceph.$name.keyring
+"""
+
+
+def ceph_up(facts):
+    d = STATE / "ceph"
+    for sub in ("run", "crash", "mon.a", "osd.0", "mgr.x"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    fsid = str(uuid.uuid4())
+    conf = d / "ceph.conf"
+    write(conf, ceph_conf_text(fsid))
+    admin_keyring = d / "ceph.client.admin.keyring"
+    mon_keyring = d / "mon-bootstrap.keyring"  # outside mon data: --mkfs wants an empty dir
+    run(["ceph-authtool", "--create-keyring", mon_keyring, "--gen-key", "-n", "mon.",
+         "--cap", "mon", "allow *"])
+    run(["ceph-authtool", "--create-keyring", admin_keyring, "--gen-key", "-n", "client.admin",
+         "--cap", "mon", "allow *", "--cap", "osd", "allow *", "--cap", "mgr", "allow *"])
+    run(["ceph-authtool", mon_keyring, "--import-keyring", admin_keyring])
+    mon = PORTS["ceph-mon"]
+    run(["monmaptool", "--create", "--fsid", fsid, "--addv", "a",
+         "[v2:%s:%d,v1:%s:%d]" % (HOST, mon, HOST, mon + 1), d / "monmap"])
+    run(["ceph-mon", "-c", conf, "--mkfs", "-i", "a", "--monmap", d / "monmap",
+         "--keyring", mon_keyring])
+    start("ceph-mon", ["ceph-mon", "-f", "-c", str(conf), "-i", "a"])
+
+    import rados  # noqa: E402 - only the set-up uses client.admin
+    cluster = rados.Rados(conffile=str(conf), name="client.admin")
+    cluster.connect(timeout=20)
+    try:
+        osd_up(cluster, conf)
+        if WITH_MGR:
+            mgr_up(cluster, conf)
+        pool_up(cluster)
+        facts["ceph"] = {
+            "conf": str(conf), "fsid": fsid, "pool": POOL,
+            "users": {name: ceph_user(cluster, name) for name in ("glance", "cacheraw")},
+        }
+    finally:
+        cluster.shutdown()
+
+
+def mon_command(cluster, cmd, inbuf=b""):
+    ret, out, err = cluster.mon_command(json.dumps(cmd), inbuf, timeout=20)
+    if ret != 0:
+        raise StackError("ceph %s failed (%s): %s" % (cmd["prefix"], ret, err))
+    return out
+
+
+def osd_up(cluster, conf):
+    osd_uuid = str(uuid.uuid4())
+    key = run(["ceph-authtool", "--gen-print-key"]).strip()
+    out = mon_command(cluster, {"prefix": "osd new", "uuid": osd_uuid, "format": "json"},
+                      json.dumps({"cephx_secret": key}).encode())
+    osd_id = json.loads(out)["osdid"]
+    run(["ceph-authtool", "--create-keyring", STATE / "ceph" / ("osd.%d" % osd_id) / "keyring",
+         "--name", "osd.%d" % osd_id, "--add-key", key])
+    run(["ceph-osd", "-c", conf, "-i", str(osd_id), "--mkfs", "--osd-uuid", osd_uuid])
+    proc = start("ceph-osd", ["ceph-osd", "-f", "-c", str(conf), "-i", str(osd_id)])
+
+    def osd_is_up():
+        stat = json.loads(mon_command(cluster, {"prefix": "osd stat", "format": "json"}))
+        return stat.get("num_up_osds", stat.get("osdmap", {}).get("num_up_osds")) == 1
+    wait_for("ceph-osd", osd_is_up, 30, proc)
+
+
+def mgr_up(cluster, conf):
+    out = mon_command(cluster, {"prefix": "auth get-or-create", "entity": "mgr.x",
+                                "caps": ["mon", "allow profile mgr", "osd", "allow *",
+                                         "mds", "allow *"]})
+    write(STATE / "ceph" / "mgr.x" / "keyring", out.decode(), 0o600)
+    start("ceph-mgr", ["ceph-mgr", "-f", "-c", str(conf), "-i", "x"])
+
+
+def pool_up(cluster):
+    import rbd
+    mon_command(cluster, {"prefix": "osd pool create", "pool": POOL, "pg_num": 8, "pgp_num": 8})
+    with cluster.open_ioctx(POOL) as ioctx:
+        rbd.RBD().pool_init(ioctx, True)
+
+
+def ceph_user(cluster, name):
+    entity = "client.%s" % name
+    out = mon_command(cluster, {"prefix": "auth get-or-create", "entity": entity, "format": "plain",
+                                "caps": ["mon", "profile rbd", "osd", "profile rbd pool=%s" % POOL,
+                                         "mgr", "profile rbd pool=%s" % POOL]})
+    keyring = STATE / "ceph" / ("ceph.%s.keyring" % entity)
+    write(keyring, out.decode(), 0o600)
+    return {"name": name, "keyring": str(keyring)}
+
+
+# --- RabbitMQ ------------------------------------------------------------------------------------
+
+def rabbit_env():
+    d = STATE / "rabbitmq"
+    env = dict(os.environ)
+    env.update({
+        "HOME": str(d),
+        "RABBITMQ_CONF_ENV_FILE": str(d / "rabbitmq-env.conf"),
+        "RABBITMQ_NODENAME": "cacheraw-stack@localhost",
+        "RABBITMQ_NODE_IP_ADDRESS": HOST,
+        "RABBITMQ_NODE_PORT": str(PORTS["rabbitmq"]),
+        "RABBITMQ_DIST_PORT": str(PORTS["rabbitmq-dist"]),
+        "ERL_EPMD_ADDRESS": HOST,
+        "ERL_EPMD_PORT": str(PORTS["epmd"]),
+        "RABBITMQ_MNESIA_BASE": str(d / "mnesia"),
+        "RABBITMQ_LOG_BASE": str(STATE / "log" / "rabbitmq"),
+        "RABBITMQ_PID_FILE": str(d / "rabbitmq.pid"),
+        "RABBITMQ_CONFIG_FILE": str(d / "rabbitmq.conf"),
+        "RABBITMQ_ENABLED_PLUGINS_FILE": str(d / "enabled_plugins"),
+    })
+    return env
+
+
+def rabbit_up(facts):
+    d = STATE / "rabbitmq"
+    d.mkdir(parents=True, exist_ok=True)
+    password = secrets.token_hex(12)
+    write(d / "rabbitmq-env.conf", "")
+    write(d / "enabled_plugins", "[].\n")
+    write(d / "rabbitmq.conf", "\n".join([
+        "listeners.tcp.default = %s:%d" % (HOST, PORTS["rabbitmq"]),
+        "loopback_users = none",
+        "default_vhost = %s" % RABBIT_VHOST,
+        "default_user = %s" % RABBIT_USER,
+        "default_pass = %s" % password,
+        "default_permissions.configure = .*",
+        "default_permissions.read = .*",
+        "default_permissions.write = .*",
+        "log.console = false",
+        "",
+    ]), 0o600)
+    write(d / ".erlang.cookie", secrets.token_hex(16), 0o400)
+    env = rabbit_env()
+    epmd = start("epmd", ["epmd", "-address", HOST, "-port", str(PORTS["epmd"])], env=env)
+    wait_for("epmd", lambda: port_open(PORTS["epmd"]), 10, epmd)
+    proc = start("rabbitmq", ["/usr/lib/rabbitmq/bin/rabbitmq-server"], env=env)
+    wait_for("rabbitmq", lambda: port_open(PORTS["rabbitmq"]), 40, proc)
+    facts["rabbitmq"] = {
+        "transport_url": "rabbit://%s:%s@%s:%d/%s" % (RABBIT_USER, password, HOST,
+                                                      PORTS["rabbitmq"], RABBIT_VHOST),
+    }
+
+
+# --- Keystone ------------------------------------------------------------------------------------
+
+def keystone_url():
+    return "http://%s:%d/v3" % (HOST, PORTS["keystone"])
+
+
+def gunicorn_conf(name, app, port, env):
+    return "\n".join([
+        "bind = %r" % ("%s:%d" % (HOST, port)),
+        "wsgi_app = %r" % app,
+        "workers = 1",
+        "threads = 4",
+        "timeout = 300",
+        "control_socket_disable = True",
+        "errorlog = %r" % str(STATE / "log" / ("%s-error.log" % name)),
+        "accesslog = %r" % str(STATE / "log" / ("%s-access.log" % name)),
+        "raw_env = %r" % ["%s=%s" % kv for kv in env.items()],
+        "",
+    ])
+
+
+def keystone_prepare(facts):
+    d = STATE / "keystone"
+    d.mkdir(parents=True, exist_ok=True)
+    conf = d / "keystone.conf"
+    write(conf, f"""[DEFAULT]
+log_file = {STATE}/log/keystone.log
+[database]
+connection = sqlite:///{d}/keystone.sqlite
+[token]
+provider = fernet
+[fernet_tokens]
+key_repository = {d}/fernet-keys
+[fernet_receipts]
+key_repository = {d}/fernet-keys
+[credential]
+key_repository = {d}/credential-keys
+[cache]
+enabled = false
+""")
+    user = pwd.getpwuid(os.getuid()).pw_name
+    manage = [str(VENV_BIN / "keystone-manage"), "--config-file", str(conf)]
+    run(manage + ["db_sync"], timeout=120)
+    owner = ["--keystone-user", user, "--keystone-group", user]
+    run(manage + ["fernet_setup"] + owner)
+    run(manage + ["credential_setup"] + owner)
+    admin_password = secrets.token_hex(12)
+    run(manage + ["bootstrap", "--bootstrap-password", admin_password,
+                  "--bootstrap-username", "admin", "--bootstrap-project-name", "admin",
+                  "--bootstrap-role-name", "admin", "--bootstrap-service-name", "keystone",
+                  "--bootstrap-region-id", "RegionOne",
+                  "--bootstrap-public-url", keystone_url(),
+                  "--bootstrap-internal-url", keystone_url()], timeout=120)
+    facts["keystone"] = {"auth_url": keystone_url(), "users": {
+        "admin": {"username": "admin", "password": admin_password, "project_name": "admin"}}}
+
+
+def keystone_up(facts):
+    d = STATE / "keystone"
+    env = {"OS_KEYSTONE_CONFIG_DIR": str(d)}
+    # Keystone parses the WSGI server's command line as its own: no arguments, a config file.
+    write(d / "gunicorn.conf.py",
+          gunicorn_conf("keystone", "keystone.wsgi.api:application", PORTS["keystone"], env))
+    proc = start("keystone", [str(VENV_BIN / "gunicorn")], cwd=d, env={**os.environ, **env})
+    wait_for("keystone", lambda: http_ok(keystone_url()), 30, proc)
+    keystone_register(facts)
+
+
+def keystone_register(facts):
+    from keystoneauth1 import session as ks_session
+    from keystoneauth1.identity import v3
+
+    admin = facts["keystone"]["users"]["admin"]
+    auth = v3.Password(auth_url=keystone_url(), username="admin", password=admin["password"],
+                       project_name="admin", user_domain_name="Default",
+                       project_domain_name="Default")
+    sess = ks_session.Session(auth=auth, timeout=20)
+
+    def post(path, body):
+        return sess.post(keystone_url() + path, json=body).json()
+
+    def get_id(path, key, name):
+        items = sess.get(keystone_url() + path, params={"name": name}).json()[key]
+        return items[0]["id"]
+
+    roles = {name: get_id("/roles", "roles", name) for name in ("admin", "member")}
+    projects = {}
+    for name in ("service", "demo"):
+        projects[name] = post("/projects", {"project": {"name": name, "domain_id": "default"}})[
+            "project"]["id"]
+    users = facts["keystone"]["users"]
+    for name, project, role in (("glance", "service", "admin"), ("cacheraw", "service", "admin"),
+                                ("demo", "demo", "member")):
+        password = secrets.token_hex(12)
+        user_id = post("/users", {"user": {"name": name, "password": password,
+                                           "domain_id": "default"}})["user"]["id"]
+        sess.put(keystone_url() + "/projects/%s/users/%s/roles/%s" % (
+            projects[project], user_id, roles[role]))
+        users[name] = {"username": name, "password": password, "project_name": project}
+    service_id = post("/services", {"service": {"name": "glance", "type": "image",
+                                                "description": "Image service"}})["service"]["id"]
+    for interface in ("public", "internal"):
+        post("/endpoints", {"endpoint": {"service_id": service_id, "interface": interface,
+                                         "region_id": "RegionOne", "url": glance_url()}})
+
+
+# --- Glance --------------------------------------------------------------------------------------
+
+def glance_url():
+    return "http://%s:%d" % (HOST, PORTS["glance"])
+
+
+PROPERTY_PROTECTIONS = """# Only the cacheraw service (role admin) writes the cache properties; everyone reads them.
+[^cache_raw_(status|url|size|error)$]
+create = admin
+read = @
+update = admin
+delete = admin
+
+# Every other property behaves as in a default Glance.
+[.*]
+create = @
+read = @
+update = @
+delete = @
+"""
+
+
+def glance_prepare(facts):
+    d = STATE / "glance"
+    for sub in ("staging", "tasks", "images"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    write(d / "property-protections.conf", PROPERTY_PROTECTIONS)
+    write(d / "glance-api.conf", "[DEFAULT]\n[database]\nconnection = sqlite:///%s\n"
+          % (d / "glance.sqlite"))
+    run([str(VENV_BIN / "glance-manage"), "--config-file", str(d / "glance-api.conf"),
+         "db_sync"], timeout=120)
+
+
+def glance_conf_text(facts):
+    d = STATE / "glance"
+    glance = facts["keystone"]["users"]["glance"]
+    paste = VENV_BIN.parent / "etc" / "glance" / "glance-api-paste.ini"
+    return f"""[DEFAULT]
+log_file = {STATE}/log/glance.log
+show_image_direct_url = true
+show_multiple_locations = false
+enabled_backends = ceph:rbd, local:file
+enabled_import_methods = [glance-direct,web-download]
+node_staging_uri = file://{d}/staging
+property_protection_file = {d}/property-protections.conf
+property_protection_rule_format = roles
+transport_url = {facts["rabbitmq"]["transport_url"]}
+worker_self_reference_url = {glance_url()}
+[database]
+connection = sqlite:///{d}/glance.sqlite
+[glance_store]
+default_backend = ceph
+[ceph]
+rbd_store_ceph_conf = {facts["ceph"]["conf"]}
+rbd_store_user = glance
+rbd_store_pool = {POOL}
+[local]
+filesystem_store_datadir = {d}/images
+[os_glance_staging_store]
+filesystem_store_datadir = {d}/staging
+[os_glance_tasks_store]
+filesystem_store_datadir = {d}/tasks
+[image_format]
+# The stack lets mislabelled and unsafe images through so that the tests can prove that cacheraw
+# defends itself whatever the image service in front of it checks.
+require_image_format_match = false
+[paste_deploy]
+flavor = keystone
+config_file = {paste}
+[keystone_authtoken]
+www_authenticate_uri = {keystone_url()}
+auth_url = {keystone_url()}
+auth_type = password
+project_domain_name = Default
+user_domain_name = Default
+project_name = service
+username = glance
+password = {glance["password"]}
+region_name = RegionOne
+[oslo_messaging_notifications]
+driver = messagingv2
+[oslo_concurrency]
+lock_path = {d}/locks
+"""
+
+
+def glance_up(facts):
+    d = STATE / "glance"
+    write(d / "glance-api.conf", glance_conf_text(facts), 0o600)
+    env = {"OS_GLANCE_CONFIG_DIR": str(d)}
+    write(d / "gunicorn.conf.py",
+          gunicorn_conf("glance", "glance.wsgi.api:application", PORTS["glance"], env))
+    proc = start("glance", [str(VENV_BIN / "gunicorn")], cwd=d, env={**os.environ, **env})
+    wait_for("glance", lambda: http_ok(glance_url() + "/versions"), 40, proc)
+    facts["glance"] = {"url": glance_url()}
+
+
+# --- files for people and for cacheraw -----------------------------------------------------------
+
+def openrc_text(user):
+    return "\n".join([
+        "export OS_AUTH_URL=%s" % keystone_url(),
+        "export OS_IDENTITY_API_VERSION=3",
+        "export OS_AUTH_TYPE=password",
+        "export OS_USERNAME=%s" % user["username"],
+        "export OS_PASSWORD=%s" % user["password"],
+        "export OS_PROJECT_NAME=%s" % user["project_name"],
+        "export OS_USER_DOMAIN_NAME=Default",
+        "export OS_PROJECT_DOMAIN_NAME=Default",
+        "export OS_REGION_NAME=RegionOne",
+        "export OS_INTERFACE=public",
+        "export OS_IMAGE_API_VERSION=2",
+        "export CEPH_CONF=%s" % (STATE / "ceph" / "ceph.conf"),
+        "",
+    ])
+
+
+def cacheraw_conf_text(facts):
+    user = facts["keystone"]["users"]["cacheraw"]
+    ceph = facts["ceph"]
+    return f"""# cacheraw against the local stack; written by tools/stack/stack.py.
+[DEFAULT]
+transport_url = {facts["rabbitmq"]["transport_url"]}
+
+[notifications]
+pool = cacheraw
+
+[image_api]
+auth_type = password
+auth_url = {keystone_url()}
+username = {user["username"]}
+password = {user["password"]}
+project_name = {user["project_name"]}
+user_domain_name = Default
+project_domain_name = Default
+region_name = RegionOne
+interface = internal
+
+[ceph]
+conf = {ceph["conf"]}
+user = cacheraw
+keyring = {ceph["users"]["cacheraw"]["keyring"]}
+pool = {ceph["pool"]}
+
+[converter]
+conversion_dir = {STATE}/cacheraw/conversions
+"""
+
+
+def write_client_files(facts):
+    users = facts["keystone"]["users"]
+    for name in ("demo", "cacheraw", "admin"):
+        write(STATE / ("%s-openrc" % name), openrc_text(users[name]), 0o600)
+    (STATE / "cacheraw" / "conversions").mkdir(parents=True, exist_ok=True)
+    write(STATE / "cacheraw.conf", cacheraw_conf_text(facts), 0o600)
+    facts["cacheraw_conf"] = str(STATE / "cacheraw.conf")
+    write(STATE / "stack.json", json.dumps(facts, indent=2), 0o600)
+
+
+# --- the commands --------------------------------------------------------------------------------
+
+def running_services():
+    return [s for s in SERVICES if alive(read_pid(s))]
+
+
+def stack_memory_bytes():
+    """Resident memory of every process in the stack's process groups."""
+    groups = {read_pid(s) for s in running_services()}
+    total = 0
+    for entry in os.listdir("/proc"):
+        if not entry.isdigit():
+            continue
+        try:
+            if os.getpgid(int(entry)) not in groups:
+                continue
+            with open("/proc/%s/statm" % entry) as f:
+                total += int(f.read().split()[1]) * os.sysconf("SC_PAGE_SIZE")
+        except (OSError, ValueError):
+            continue
+    return total
+
+
+def up():
+    if (STATE / "stack.json").exists() and set(running_services()) == set(expected_services()):
+        log("already running (%s)" % STATE)
+        return
+    if running_services():
+        log("partly running: stopping it first")
+        down()
+    began = time.monotonic()
+    if STATE.exists():
+        shutil.rmtree(STATE)
+    for sub in ("pids", "log"):
+        (STATE / sub).mkdir(parents=True)
+    facts = {"state_dir": str(STATE), "ports": PORTS}
+    try:
+        with concurrent.futures.ThreadPoolExecutor(4) as pool:
+            jobs = [pool.submit(f, facts) for f in (ceph_up, rabbit_up, keystone_prepare,
+                                                    glance_prepare)]
+            for job in jobs:
+                job.result()
+        keystone_up(facts)
+        glance_up(facts)
+        write_client_files(facts)
+    except Exception:
+        log("start-up failed; stopping what was started")
+        down()
+        raise
+    ready = time.monotonic() - began
+    time.sleep(1)  # let the daemons settle before measuring them
+    log("ready in %.1f s; idle memory %d MiB; state in %s"
+        % (ready, stack_memory_bytes() // (1024 * 1024), STATE))
+
+
+def expected_services():
+    return [s for s in SERVICES if WITH_MGR or s != "ceph-mgr"]
+
+
+def stop_group(service, pid, grace=15):
+    try:
+        os.killpg(pid, signal.SIGTERM)
+    except ProcessLookupError:
+        return
+    deadline = time.monotonic() + grace
+    while time.monotonic() < deadline:
+        if not group_alive(pid):
+            return
+        time.sleep(0.1)
+    log("%s did not stop in %ss: killing it" % (service, grace))
+    try:
+        os.killpg(pid, signal.SIGKILL)
+    except ProcessLookupError:
+        pass
+
+
+def group_alive(pgid):
+    for entry in os.listdir("/proc"):
+        if entry.isdigit():
+            try:
+                if os.getpgid(int(entry)) == pgid and alive(int(entry)):
+                    return True
+            except OSError:
+                continue
+    return False
+
+
+def down():
+    for service in SERVICES:
+        pid = read_pid(service)
+        if pid is not None and group_alive(pid):
+            stop_group(service, pid)
+        pid_file(service).unlink(missing_ok=True)
+    busy = [name for name, port in all_ports() if port_open(port)]
+    if busy:
+        raise StackError("ports still listening after stop: %s" % ", ".join(busy))
+    log("stopped")
+
+
+def all_ports():
+    ports = list(PORTS.items()) + [("ceph-mon-v1", PORTS["ceph-mon"] + 1)]
+    return ports
+
+
+def status():
+    ok = True
+    for service in expected_services():
+        pid = read_pid(service)
+        state = "running" if alive(pid) else "stopped"
+        ok = ok and state == "running"
+        print("%-10s %-8s pid %s" % (service, state, pid or "-"))
+    if ok:
+        print("memory     %d MiB" % (stack_memory_bytes() // (1024 * 1024)))
+    return 0 if ok else 3
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__,
+                                     formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("command", choices=["up", "down", "status"])
+    args = parser.parse_args()
+    try:
+        if args.command == "up":
+            up()
+        elif args.command == "down":
+            down()
+        else:
+            return status()
+    except StackError as exc:
+        print("stack: error: %s" % exc, file=sys.stderr)
+        return 1
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
