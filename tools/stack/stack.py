@@ -569,7 +569,7 @@ project_name = {user["project_name"]}
 user_domain_name = Default
 project_domain_name = Default
 region_name = RegionOne
-interface = internal
+valid_interfaces = internal
 
 [ceph]
 conf = {ceph["conf"]}

@@ -1,0 +1,41 @@
+# cacheraw: every command a developer or CI needs. See README.md.
+VENV ?= .venv
+PY := $(VENV)/bin/python
+STACK := tools/stack/stack.py
+
+.PHONY: setup stack-up stack-down stack-status run test unit functional genconfig bench clean
+
+setup:
+	@tools/setup.sh
+
+stack-up: setup
+	@$(PY) $(STACK) up
+
+# stack.py down and status need nothing but the standard library.
+stack-down:
+	@python3 $(STACK) down
+
+stack-status:
+	@python3 $(STACK) status
+
+run: stack-up
+	$(VENV)/bin/cacheraw-worker --config-file .stack/cacheraw.conf
+
+test: setup
+	@tools/run-tests.sh tests
+
+unit: setup
+	$(PY) -m pytest tests/unit
+
+functional: setup
+	@tools/run-tests.sh tests/functional
+
+genconfig: setup
+	$(VENV)/bin/oslo-config-generator --config-file etc/cacheraw-config-generator.conf
+
+bench: setup
+	@tools/run-tests.sh --bench
+
+clean:
+	-python3 $(STACK) down
+	rm -rf .stack

@@ -1,0 +1,32 @@
+from oslo_config import cfg
+
+GROUP = cfg.OptGroup("converter", title="Conversion of images to RAW with qemu-img")
+
+OPTS = [
+    cfg.ListOpt("allowed_source_formats", default=["qcow2"],
+                help="Disk formats that are converted to RAW. Images of other formats are left "
+                     "alone; a raw image asking for a cache gets an error."),
+    cfg.StrOpt("conversion_dir", default="/var/lib/cacheraw/conversions",
+               help="Directory for the images whose data is not in this Ceph cluster: they are "
+                    "downloaded here, converted and removed."),
+    cfg.StrOpt("qemu_img", default="qemu-img", help="The qemu-img program."),
+    cfg.IntOpt("qemu_img_address_space_mib", default=2048, min=256,
+               help="Address space limit of each qemu-img process, in MiB."),
+    cfg.IntOpt("qemu_img_info_cpu_seconds", default=30, min=1,
+               help="CPU time limit of 'qemu-img info', in seconds."),
+    cfg.IntOpt("qemu_img_convert_cpu_seconds", default=3600, min=1,
+               help="CPU time limit of 'qemu-img convert', in seconds."),
+    cfg.IntOpt("coroutines", default=8, min=1, max=16,
+               help="Parallel requests of qemu-img convert (-m); writes are out of order (-W)."),
+    cfg.IntOpt("max_virtual_size_gib", default=1024, min=1,
+               help="Largest virtual disk size accepted, in GiB. Larger images get an error."),
+]
+
+
+def register_opts(conf):
+    conf.register_group(GROUP)
+    conf.register_opts(OPTS, group=GROUP)
+
+
+def list_opts():
+    return [(GROUP, OPTS)]

@@ -1,0 +1,72 @@
+"""The errors of cacheraw. Library errors (rados, rbd, HTTP) are translated into these at the
+boundary of the module that talks to the outside system; the core never sees a library error."""
+
+
+class CacherawError(Exception):
+    """Base of every error of cacheraw."""
+
+
+class ConfigError(CacherawError):
+    """The configuration cannot work; the daemon cannot start."""
+
+
+class Transient(CacherawError):
+    """A fault that may go away by itself: worth retrying later."""
+
+
+class Permanent(CacherawError):
+    """A fault that retrying cannot mend until the image changes or an operator acts."""
+
+
+# -- Ceph
+
+class CephUnavailable(Transient):
+    """The cluster cannot be reached or did not answer in time."""
+
+
+class CephBusy(Transient):
+    """An RBD image is busy or the cluster refused for now."""
+
+
+class CephNotFound(CacherawError):
+    """An RBD image, snapshot or object does not exist."""
+
+
+class CephError(CacherawError):
+    """Any other error from Ceph."""
+
+
+class LockBusy(CacherawError):
+    """Another worker holds the conversion lock of the image."""
+
+
+class NotEnoughSpace(Permanent):
+    """The cache would not fit in the pool."""
+
+
+# -- image API
+
+class ImageAPIUnavailable(Transient):
+    """The image API or Keystone cannot be reached, timed out or answered 5xx."""
+
+
+class ImageNotFound(CacherawError):
+    """The image does not exist (any more)."""
+
+
+class ImageAPIError(CacherawError):
+    """The image API refused a request for another reason."""
+
+
+# -- images
+
+class UnsafeImage(Permanent):
+    """The image data is malformed, mislabelled or dangerous: it is never converted."""
+
+
+class ConversionFailed(Permanent):
+    """qemu-img could not convert the image."""
+
+
+class ConversionAborted(CacherawError):
+    """The conversion was stopped on purpose (image deleted, worker stopping)."""

@@ -1,0 +1,317 @@
+"""The Ceph cluster: the images' RBD data, the RAW caches and the conversion locks.
+
+Only this module imports rados and rbd. Every handle is a ``with``; every library error is
+translated into cacheraw.exception at this boundary. Snapshot work is idempotent: creating what
+exists or removing what is gone is "already done".
+"""
+
+import configparser
+import contextlib
+import functools
+import json
+import logging
+import os
+import socket
+import uuid
+
+import rados
+import rbd
+
+from cacheraw import exception
+
+LOG = logging.getLogger(__name__)
+
+SNAP = "snap"
+CACHE_SUFFIX = "_raw"
+LOCK_PREFIX = "cacheraw.lock."
+LOCK_NAME = "cacheraw"
+# cls_lock: renew the lock when this cookie already holds it.
+LOCK_FLAG_MAY_RENEW = 0x1
+
+_TRANSIENT = (rados.TimedOut, rados.ConnectionShutdown, rados.InterruptedOrTimeoutError)
+
+
+def translate_errors(func):
+    """Turn rados/rbd exceptions into ours."""
+    @functools.wraps(func)
+    def wrapper(*args, **kwargs):
+        try:
+            return func(*args, **kwargs)
+        except (rbd.ImageNotFound, rados.ObjectNotFound) as exc:
+            raise exception.CephNotFound(str(exc)) from exc
+        except (rbd.ImageBusy, rados.ObjectBusy, rbd.ImageHasSnapshots) as exc:
+            raise exception.CephBusy(str(exc)) from exc
+        except _TRANSIENT as exc:
+            raise exception.CephUnavailable(str(exc)) from exc
+        except (rbd.Error, rados.Error) as exc:
+            raise exception.CephError("%s: %s" % (type(exc).__name__, exc)) from exc
+    return wrapper
+
+
+def cache_name(image_id):
+    return image_id + CACHE_SUFFIX
+
+
+def read_key(keyring_path, user):
+    """The base64 secret of client.<user> in a keyring file."""
+    parser = configparser.ConfigParser()
+    try:
+        with open(keyring_path) as f:
+            parser.read_file(f)
+        return parser["client.%s" % user]["key"].strip()
+    except (OSError, configparser.Error, KeyError, UnicodeDecodeError) as exc:
+        raise exception.ConfigError("cannot read the key of client.%s from keyring %s: %s"
+                                    % (user, keyring_path, exc or type(exc).__name__)) from exc
+
+
+class CephStore:
+    """One connection to the cluster, shared by the threads of a worker (librados is
+    thread-safe), and the operations cacheraw needs on its pool."""
+
+    def __init__(self, conf):
+        self.conffile = conf.ceph.conf
+        self.user = conf.ceph.user
+        self.keyring = conf.ceph.keyring
+        self.pool = conf.ceph.pool
+        self.connect_timeout = conf.ceph.connect_timeout
+        self.lock_duration = conf.ceph.lock_duration
+        self._cluster = None
+        self._lock_cookie = "%s-%d-%s" % (socket.gethostname(), os.getpid(), uuid.uuid4().hex[:8])
+
+    # -- the connection
+
+    def check_config(self):
+        if not os.access(self.conffile, os.R_OK) or not os.path.isfile(self.conffile):
+            raise exception.ConfigError("cannot read Ceph configuration file %s" % self.conffile)
+        if self.keyring:
+            read_key(self.keyring, self.user)
+
+    def connect(self):
+        self.check_config()
+        conf = {"keyring": self.keyring} if self.keyring else {}
+        cluster = rados.Rados(conffile=self.conffile, rados_id=self.user, conf=conf)
+        try:
+            cluster.connect(timeout=self.connect_timeout)
+            with cluster.open_ioctx(self.pool):
+                pass
+        except rados.Error as exc:
+            cluster.shutdown()
+            raise exception.CephUnavailable(
+                "cannot connect to Ceph as client.%s with %s (pool %s): %s"
+                % (self.user, self.conffile, self.pool, exc or type(exc).__name__)) from exc
+        self._cluster = cluster
+
+    def close(self):
+        if self._cluster is not None:
+            self._cluster.shutdown()
+            self._cluster = None
+
+    def __enter__(self):
+        self.connect()
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    @contextlib.contextmanager
+    def _ioctx(self):
+        if self._cluster is None:
+            self.connect()
+        with self._cluster.open_ioctx(self.pool) as ioctx:
+            yield ioctx
+
+    @contextlib.contextmanager
+    def _image(self, name, snapshot=None, read_only=False):
+        with self._ioctx() as ioctx:
+            with rbd.Image(ioctx, name, snapshot=snapshot, read_only=read_only) as image:
+                yield image
+
+    # -- facts
+
+    @translate_errors
+    def fsid(self):
+        if self._cluster is None:
+            self.connect()
+        return self._cluster.get_fsid()
+
+    @translate_errors
+    def exists(self, name):
+        with self._ioctx() as ioctx:
+            return name in rbd.RBD().list(ioctx)
+
+    @translate_errors
+    def has_protected_snap(self, name):
+        """True when ``name@snap`` exists and is protected: a finished cache or Glance image."""
+        try:
+            with self._image(name, read_only=True) as image:
+                if SNAP not in [s["name"] for s in image.list_snaps()]:
+                    return False
+                return image.is_protected_snap(SNAP)
+        except rbd.ImageNotFound:
+            return False
+
+    @translate_errors
+    def read(self, name, offset, length, snapshot=SNAP):
+        with self._image(name, snapshot=snapshot, read_only=True) as image:
+            length = max(0, min(length, image.size() - offset))
+            return image.read(offset, length) if length else b""
+
+    @translate_errors
+    def used_bytes(self, name, snapshot=SNAP):
+        """Bytes allocated to ``name@snapshot``, as ``rbd du`` counts them (whole objects)."""
+        used = 0
+
+        def count(offset, length, exists):
+            nonlocal used
+            if exists:
+                used += length
+
+        with self._image(name, snapshot=snapshot, read_only=True) as image:
+            image.diff_iterate(0, image.size(), None, count, include_parent=False,
+                               whole_object=True)
+        return used
+
+    @translate_errors
+    def pool_space(self):
+        """(bytes the pool may still take, why) from its quota and the cluster's free space."""
+        if self._cluster is None:
+            self.connect()
+        stats = self._cluster.get_cluster_stats()
+        free = stats["kb_avail"] * 1024
+        reason = "free space"
+        ret, out, _ = self._cluster.mon_command(json.dumps(
+            {"prefix": "osd pool get-quota", "pool": self.pool, "format": "json"}), b"",
+            timeout=self.connect_timeout)
+        if ret == 0:
+            quota = json.loads(out).get("quota_max_bytes", 0)
+            if quota:
+                with self._ioctx() as ioctx:
+                    used = ioctx.get_stats()["num_bytes"]
+                if quota - used < free:
+                    free, reason = max(0, quota - used), "quota"
+        return free, reason
+
+    # -- caches
+
+    @translate_errors
+    def create(self, name, size):
+        with self._ioctx() as ioctx:
+            rbd.RBD().create(ioctx, name, size, old_format=False)
+
+    @translate_errors
+    def publish(self, name):
+        """Snapshot ``name`` as ``snap`` and protect it; what is done already is skipped."""
+        with self._image(name) as image:
+            if SNAP not in [s["name"] for s in image.list_snaps()]:
+                image.create_snap(SNAP)
+            if not image.is_protected_snap(SNAP):
+                image.protect_snap(SNAP)
+
+    @translate_errors
+    def remove(self, name):
+        """Remove the cache ``name``. A cache with clones is moved to the trash (the clones keep
+        working) and purged by purge_trash() once its last clone is gone.
+
+        Returns "removed", "trashed" or "absent".
+        """
+        try:
+            with self._image(name) as image:
+                if self._has_children(image):
+                    with self._ioctx() as ioctx:
+                        rbd.RBD().trash_move(ioctx, name)
+                    return "trashed"
+                self._drop_snap(image)
+        except rbd.ImageNotFound:
+            return "absent"
+        with self._ioctx() as ioctx:
+            try:
+                rbd.RBD().remove(ioctx, name)
+            except rbd.ImageNotFound:
+                return "absent"
+        return "removed"
+
+    @staticmethod
+    def _has_children(image):
+        if SNAP not in [s["name"] for s in image.list_snaps()]:
+            return False
+        image.set_snap(SNAP)
+        try:
+            return bool(list(image.list_children2()))
+        finally:
+            image.set_snap(None)
+
+    @staticmethod
+    def _drop_snap(image):
+        for snap in image.list_snaps():
+            if image.is_protected_snap(snap["name"]):
+                image.unprotect_snap(snap["name"])
+            image.remove_snap(snap["name"])
+
+    @translate_errors
+    def purge_trash(self):
+        """Remove the trashed caches whose clones are all gone. Returns their names."""
+        purged = []
+        with self._ioctx() as ioctx:
+            for entry in rbd.RBD().trash_list(ioctx):
+                if not entry["name"].endswith(CACHE_SUFFIX):
+                    continue
+                with rbd.Image(ioctx, image_id=entry["id"]) as image:
+                    if self._has_children(image):
+                        continue
+                    self._drop_snap(image)
+                rbd.RBD().trash_remove(ioctx, entry["id"], force=True)
+                purged.append(entry["name"])
+        return purged
+
+    @translate_errors
+    def trashed_caches(self):
+        with self._ioctx() as ioctx:
+            return [e["name"] for e in rbd.RBD().trash_list(ioctx)
+                    if e["name"].endswith(CACHE_SUFFIX)]
+
+    # -- conversion locks, shared by every worker on every controller
+
+    @translate_errors
+    def try_lock(self, image_id):
+        """Take or renew the conversion lock of an image. Raises LockBusy when another holds it."""
+        with self._ioctx() as ioctx:
+            try:
+                ioctx.lock_exclusive(LOCK_PREFIX + image_id, LOCK_NAME, self._lock_cookie,
+                                     desc="cacheraw conversion", duration=self.lock_duration,
+                                     flags=LOCK_FLAG_MAY_RENEW)
+            except (rados.ObjectBusy, rados.ObjectExists) as exc:
+                raise exception.LockBusy("image %s is being cached by another worker"
+                                         % image_id) from exc
+
+    @translate_errors
+    def unlock(self, image_id, remove=False):
+        with self._ioctx() as ioctx:
+            try:
+                ioctx.unlock(LOCK_PREFIX + image_id, LOCK_NAME, self._lock_cookie)
+            except rados.ObjectNotFound:
+                pass
+            if remove:
+                try:
+                    ioctx.remove_object(LOCK_PREFIX + image_id)
+                except rados.ObjectNotFound:
+                    pass
+
+    @translate_errors
+    def is_locked(self, image_id):
+        """True when some worker holds a live conversion lock on the image."""
+        with self._ioctx() as ioctx:
+            try:
+                lockers = ioctx.list_lockers(LOCK_PREFIX + image_id)
+            except rados.ObjectNotFound:
+                return False
+        return bool(lockers and lockers.get("lockers"))
+
+    # -- what qemu-img needs to reach the cluster as our user
+
+    def qemu_rbd_options(self):
+        """Options of qemu's rbd driver naming our cluster and user (no image yet)."""
+        return {"conf": self.conffile, "user": self.user}
+
+    def secret_key(self):
+        """The user's key when an explicit keyring is configured (qemu cannot read one)."""
+        return read_key(self.keyring, self.user) if self.keyring else None

@@ -1,0 +1,33 @@
+import re
+from pathlib import Path
+
+from setuptools import find_packages, setup
+
+HERE = Path(__file__).parent
+
+
+def requirements():
+    lines = (HERE / "requirements.txt").read_text().splitlines()
+    return [line.strip() for line in lines if line.strip() and not line.startswith("#")]
+
+
+setup(
+    name="cacheraw",
+    version=re.search(r'__version__ = "(.+)"', (HERE / "cacheraw/__init__.py").read_text())[1],
+    description="Caches RAW copies of qcow2 Glance images in Ceph for copy-on-write clones",
+    long_description=(HERE / "README.md").read_text(),
+    long_description_content_type="text/markdown",
+    license="Apache-2.0",
+    python_requires=">=3.9",
+    packages=find_packages(exclude=["tests", "tests.*"]),
+    install_requires=requirements(),
+    entry_points={
+        "console_scripts": [
+            "cacheraw-worker = cacheraw.cmd.worker:main",
+            "cacheraw-manage = cacheraw.cmd.manage:main",
+        ],
+        "oslo.config.opts": [
+            "cacheraw = cacheraw.conf.opts:list_opts",
+        ],
+    },
+)

@@ -1,0 +1,243 @@
+"""Fixtures for the functional tests: the real local stack (tools/stack/stack.py).
+
+When the stack is missing the tests are skipped on a developer's machine and FAIL in CI (CI=true):
+a functional test never passes by not running.
+"""
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import pytest
+
+from tests.conftest import in_ci
+
+TOP = Path(__file__).resolve().parents[2]
+STATE = Path(os.environ.get("CACHERAW_STACK_DIR", TOP / ".stack"))
+VENV_BIN = Path(sys.executable).parent
+
+
+def need(condition, why):
+    if condition:
+        return
+    if in_ci():
+        pytest.fail("the local stack is required in CI: %s" % why)
+    pytest.skip(why)
+
+
+@pytest.fixture(scope="session")
+def stack():
+    facts_file = STATE / "stack.json"
+    need(facts_file.exists(), "no local stack (%s missing): run 'make stack-up'" % facts_file)
+    facts = json.loads(facts_file.read_text())
+    done = subprocess.run([sys.executable, str(TOP / "tools/stack/stack.py"), "status"],
+                          capture_output=True, text=True, timeout=30)
+    need(done.returncode == 0, "the local stack is not running:\n" + done.stdout)
+    return facts
+
+
+@pytest.fixture(scope="session")
+def sessions(stack):
+    from keystoneauth1 import session as ks_session
+    from keystoneauth1.identity import v3
+
+    result = {}
+    for name, user in stack["keystone"]["users"].items():
+        auth = v3.Password(auth_url=stack["keystone"]["auth_url"], username=user["username"],
+                           password=user["password"], project_name=user["project_name"],
+                           user_domain_name="Default", project_domain_name="Default")
+        result[name] = ks_session.Session(auth=auth, timeout=30)
+    return result
+
+
+class ImageClient:
+    """The bits of the image API v2 the tests use, as one Keystone user."""
+
+    def __init__(self, session, url):
+        self.session = session
+        self.url = url.rstrip("/") + "/v2"
+
+    def create(self, **fields):
+        fields.setdefault("container_format", "bare")
+        fields.setdefault("name", "test-%s" % uuid.uuid4().hex[:8])
+        return self.session.post(self.url + "/images", json=fields).json()
+
+    def upload(self, image_id, path):
+        with open(path, "rb") as f:
+            self.session.put(self.url + "/images/%s/file" % image_id, data=f,
+                             headers={"Content-Type": "application/octet-stream"})
+
+    def get(self, image_id):
+        return self.session.get(self.url + "/images/%s" % image_id).json()
+
+    def patch(self, image_id, ops, raise_exc=True):
+        return self.session.patch(
+            self.url + "/images/%s" % image_id, json=ops, raise_exc=raise_exc,
+            headers={"Content-Type": "application/openstack-images-v2.1-json-patch"})
+
+    def delete(self, image_id, raise_exc=True):
+        return self.session.delete(self.url + "/images/%s" % image_id, raise_exc=raise_exc)
+
+    def wait(self, image_id, predicate, timeout=60, what="condition"):
+        deadline = time.monotonic() + timeout
+        image = None
+        while time.monotonic() < deadline:
+            image = self.get(image_id)
+            if predicate(image):
+                return image
+            time.sleep(0.3)
+        raise AssertionError("image %s: %s not reached in %ss; last state: %s"
+                             % (image_id, what, timeout, image))
+
+
+@pytest.fixture(scope="session")
+def demo_images(stack, sessions):
+    return ImageClient(sessions["demo"], stack["glance"]["url"])
+
+
+@pytest.fixture(scope="session")
+def service_images(stack, sessions):
+    return ImageClient(sessions["cacheraw"], stack["glance"]["url"])
+
+
+@pytest.fixture(scope="session")
+def ceph(stack):
+    """A connection to the cluster as the restricted cacheraw user, and the images pool."""
+    import rados
+    user = stack["ceph"]["users"]["cacheraw"]
+    cluster = rados.Rados(conffile=stack["ceph"]["conf"], rados_id="cacheraw",
+                          conf={"keyring": user["keyring"]})
+    cluster.connect(timeout=15)
+    ioctx = cluster.open_ioctx(stack["ceph"]["pool"])
+    yield ioctx
+    ioctx.close()
+    cluster.shutdown()
+
+
+def make_qcow2(path, size="64M", writes=(("0x5a", "0", "4M"), ("0xa5", "32M", "1M")), extra=()):
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", *extra, str(path), size],
+                   check=True, timeout=30)
+    for pattern, offset, length in writes:
+        subprocess.run(["qemu-io", "-f", "qcow2", "-c",
+                        "write -P %s %s %s" % (pattern, offset, length), str(path)],
+                       check=True, timeout=30, capture_output=True)
+    return path
+
+
+@pytest.fixture
+def qcow2(tmp_path):
+    return make_qcow2(tmp_path / "disk.qcow2")
+
+
+class NotificationCatcher:
+    """Listens on the image service's exchange with a pool of its own."""
+
+    def __init__(self, transport_url):
+        import oslo_messaging
+        from oslo_config import cfg
+
+        self.events = queue.Queue()
+        conf = cfg.ConfigOpts()
+        conf([], project="cacheraw-tests")
+        transport = oslo_messaging.get_notification_transport(conf, url=transport_url)
+        catcher = self
+
+        class Endpoint:
+            def info(self, ctxt, publisher_id, event_type, payload, metadata):
+                catcher.events.put((event_type, payload))
+
+        self.listener = oslo_messaging.get_notification_listener(
+            transport, [oslo_messaging.Target(exchange="glance", topic="notifications")],
+            [Endpoint()], executor="threading", pool="tests-%s" % uuid.uuid4().hex)
+
+    def start(self):
+        self.listener.start()
+        time.sleep(0.5)  # the queue is bound once the consumer is up
+
+    def stop(self):
+        self.listener.stop()
+        self.listener.wait()
+
+    def wait_for(self, event_type, image_id, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            try:
+                kind, payload = self.events.get(timeout=0.5)
+            except queue.Empty:
+                continue
+            if kind == event_type and isinstance(payload, dict) and payload.get("id") == image_id:
+                return payload
+        raise AssertionError("no %s notification for image %s in %ss"
+                             % (event_type, image_id, timeout))
+
+
+@pytest.fixture
+def notifications(stack):
+    catcher = NotificationCatcher(stack["rabbitmq"]["transport_url"])
+    catcher.start()
+    yield catcher
+    catcher.stop()
+
+
+class WorkerProcess:
+    """cacheraw-worker run as a subprocess against the stack, its log collected."""
+
+    def __init__(self, config_file, log_path, extra_args=()):
+        self.log_path = log_path
+        self._log = open(log_path, "wb")
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "cacheraw-worker"), "--config-file", str(config_file), *extra_args],
+            stdout=self._log, stderr=subprocess.STDOUT)
+
+    def log(self):
+        return Path(self.log_path).read_text(errors="replace")
+
+    def wait_for_log(self, text, timeout=30):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log():
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise AssertionError("worker log has no %r after %ss:\n%s" % (text, timeout, self.log()))
+
+    def stop(self, sig=None, timeout=60):
+        import signal
+        if self.proc.poll() is None:
+            self.proc.send_signal(sig or signal.SIGTERM)
+            try:
+                self.proc.wait(timeout)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+        return self.proc.returncode
+
+
+@pytest.fixture
+def start_worker(stack, tmp_path):
+    workers = []
+
+    default_pool = "tests-%s" % uuid.uuid4().hex[:12]
+
+    def start(name="worker", pool=None, extra_conf="", extra_args=()):
+        """Start a worker with a notification pool of this test's own (unless named)."""
+        override = tmp_path / ("%s-%d.conf" % (name, len(workers)))
+        override.write_text("[notifications]\npool = %s\n%s" % (pool or default_pool, extra_conf))
+        worker = WorkerProcess(stack["cacheraw_conf"],
+                               tmp_path / ("%s-%d.log" % (name, len(workers))),
+                               ("--config-file", str(override), *extra_args))
+        workers.append(worker)
+        worker.wait_for_log("started", timeout=30)
+        return worker
+
+    yield start
+    for worker in workers:
+        worker.stop()

@@ -1,0 +1,77 @@
+"""The local stack is the real thing: Keystone, Glance on Ceph, notifications on RabbitMQ."""
+
+import os
+import subprocess
+
+import pytest
+import rbd
+
+
+def upload(images, path, **fields):
+    fields.setdefault("disk_format", "qcow2")
+    image = images.create(**fields)
+    images.upload(image["id"], path)
+    return images.wait(image["id"], lambda i: i["status"] == "active", what="active")
+
+
+def test_demo_user_uploads_qcow2_with_cache_raw(demo_images, qcow2):
+    image = upload(demo_images, qcow2, cache_raw="True")
+    assert image["cache_raw"] == "True"
+    assert image["size"] == os.path.getsize(qcow2)
+    assert image["direct_url"].startswith("rbd://")
+
+
+def test_upload_notification_carries_cache_raw(demo_images, qcow2, notifications):
+    image = upload(demo_images, qcow2, cache_raw="True")
+    payload = notifications.wait_for("image.upload", image["id"])
+    assert payload["properties"]["cache_raw"] == "True"
+    assert payload["disk_format"] == "qcow2"
+
+
+def test_image_data_in_ceph_readable_as_cacheraw_user(demo_images, qcow2, ceph, stack):
+    image = upload(demo_images, qcow2)
+    fsid = stack["ceph"]["fsid"]
+    assert image["direct_url"] == "rbd://%s/images/%s/snap" % (fsid, image["id"])
+    with rbd.Image(ceph, image["id"], snapshot="snap", read_only=True) as data:
+        assert data.is_protected_snap("snap")
+        assert data.read(0, data.size()) == qcow2.read_bytes()
+
+
+def test_only_the_service_user_writes_cache_properties(demo_images, service_images, qcow2):
+    image = upload(demo_images, qcow2, cache_raw="True")
+    op = [{"op": "add", "path": "/cache_raw_status", "value": "Queued"}]
+    assert demo_images.patch(image["id"], op, raise_exc=False).status_code == 403
+    assert service_images.patch(image["id"], op).status_code == 200
+    assert demo_images.get(image["id"])["cache_raw_status"] == "Queued"
+    # every other property still behaves as in a default Glance
+    other = [{"op": "add", "path": "/sw_wrs_auto_recovery", "value": "False"}]
+    assert demo_images.patch(image["id"], other).status_code == 200
+
+
+def test_demo_user_cannot_create_image_with_cache_status(demo_images):
+    response = demo_images.session.post(
+        demo_images.url + "/images", raise_exc=False,
+        json={"name": "x", "disk_format": "qcow2", "container_format": "bare",
+              "cache_raw_status": "Cached"})
+    assert response.status_code == 403
+
+
+def test_openstack_cli_with_demo_openrc(stack, qcow2, tmp_path):
+    script = ("source %s/demo-openrc && openstack image create --disk-format qcow2 "
+              "--container-format bare --property cache_raw=True --file %s cli-image "
+              "-f value -c status" % (stack["state_dir"], qcow2))
+    env = dict(os.environ, PATH=os.path.dirname(os.sys.executable) + ":" + os.environ["PATH"])
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert done.stdout.strip() == "active"
+
+
+@pytest.mark.parametrize("event", ["image.upload"])
+def test_worker_logs_image_events(start_worker, demo_images, qcow2, event):
+    worker = start_worker()
+    image = upload(demo_images, qcow2, cache_raw="True")
+    worker.wait_for_log(image["id"])
+    worker.wait_for_log("%s" % event)
+    assert worker.stop() == 0
+    assert "stopped" in worker.log()

@@ -1,0 +1,23 @@
+#!/usr/bin/env bash
+# Runs pytest against the local stack: brings the stack up when it is not running and stops it
+# again afterwards if this script started it. Arguments go to pytest.
+set -euo pipefail
+top=$(cd "$(dirname "$0")/.." && pwd)
+cd "$top"
+py=${VENV:-$top/.venv}/bin/python
+stack=tools/stack/stack.py
+
+started=0
+if ! "$py" "$stack" status >/dev/null 2>&1; then
+  "$py" "$stack" up
+  started=1
+fi
+stop_stack() { [ "$started" = 1 ] && "$py" "$stack" down || true; }
+trap stop_stack EXIT
+
+if [ "${1:-}" = "--bench" ]; then
+  shift
+  "$py" tools/bench.py "$@"
+else
+  "$py" -m pytest -v -rfEs "$@"
+fi
