@@ -264,6 +264,11 @@ class CephStore:
         return purged
 
     @translate_errors
+    def list_caches(self):
+        with self._ioctx() as ioctx:
+            return [n for n in rbd.RBD().list(ioctx) if n.endswith(CACHE_SUFFIX)]
+
+    @translate_errors
     def trashed_caches(self):
         with self._ioctx() as ioctx:
             return [e["name"] for e in rbd.RBD().trash_list(ioctx)
@@ -308,9 +313,10 @@ class CephStore:
 
     # -- what qemu-img needs to reach the cluster as our user
 
-    def qemu_rbd_options(self):
-        """Options of qemu's rbd driver naming our cluster and user (no image yet)."""
-        return {"conf": self.conffile, "user": self.user}
+    def qemu_file_options(self, name):
+        """Options of qemu's rbd block driver for the image ``name`` in our pool."""
+        return {"driver": "rbd", "pool": self.pool, "image": name, "conf": self.conffile,
+                "user": self.user}
 
     def secret_key(self):
         """The user's key when an explicit keyring is configured (qemu cannot read one)."""

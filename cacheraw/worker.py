@@ -1,15 +1,63 @@
-"""The daemon: listens to image events and runs the caching work."""
+"""The daemon: listens to image events, runs a bounded pool of conversions and sweeps.
 
+Stopping: the first SIGTERM (or SIGINT) stops the listener, lets running conversions finish
+within [worker] shutdown_timeout, then aborts the rest (their partial caches are removed and their
+images left Queued for the next start); a second one stops at once.
+"""
+
+import collections
 import logging
 import os
 import signal
 import threading
 
 from cacheraw import __version__
+from cacheraw import cacher as cacher_mod
+from cacheraw import converter as conv
+from cacheraw import exception
+from cacheraw import image_api
 from cacheraw import messaging
 from cacheraw import store as ceph_store
 
 LOG = logging.getLogger(__name__)
+
+
+class WorkQueue:
+    """A FIFO of image ids that holds each id once, whether waiting or running."""
+
+    def __init__(self):
+        self._ids = collections.deque()
+        self._held = set()
+        self._cond = threading.Condition()
+        self._closed = False
+
+    def put(self, image_id):
+        with self._cond:
+            if self._closed or image_id in self._held:
+                return False
+            self._held.add(image_id)
+            self._ids.append(image_id)
+            self._cond.notify()
+            return True
+
+    def get(self):
+        """The next id, or None once the queue is closed."""
+        with self._cond:
+            while not self._ids and not self._closed:
+                self._cond.wait()
+            return None if self._closed else self._ids.popleft()
+
+    def done(self, image_id):
+        with self._cond:
+            self._held.discard(image_id)
+
+    def close(self):
+        with self._cond:
+            self._closed = True
+            self._cond.notify_all()
+
+    def __len__(self):
+        return len(self._ids)
 
 
 class Worker:
@@ -17,22 +65,73 @@ class Worker:
     def __init__(self, conf):
         self.conf = conf
         self.store = ceph_store.CephStore(conf)
-        self.listener = None
+        self.queue = WorkQueue()
+        self.jobs = {}
+        self._jobs_lock = threading.Lock()
         self._stopping = threading.Event()
         self._signals = 0
+        self._threads = []
+        self.listener = None
+        self.cacher = None
 
     def start(self):
-        LOG.info("cacheraw-worker %s starting (pool %s, notification pool %s)",
-                 __version__, self.conf.ceph.pool, self.conf.notifications.pool)
+        LOG.info("cacheraw-worker %s starting (pool %s, notification pool %s, %d conversions "
+                 "at once)", __version__, self.conf.ceph.pool, self.conf.notifications.pool,
+                 self.conf.worker.max_concurrent_conversions)
+        os.makedirs(self.conf.converter.conversion_dir, mode=0o700, exist_ok=True)
         self.store.connect()
-        self.listener = messaging.build_listener(self.conf, self.on_event)
+        images = image_api.ImageAPI(self.conf)
+        self.cacher = cacher_mod.Cacher(self.conf, images, self.store,
+                                        conv.Converter(self.conf, self.store),
+                                        enqueue=self.queue.put, cancel=self.cancel)
+        for n in range(self.conf.worker.max_concurrent_conversions):
+            self._spawn("converter-%d" % n, self._convert_forever)
+        self._spawn("sweeper", self._sweep_forever)
+        self.listener = messaging.build_listener(self.conf, self.cacher.on_event)
         self.listener.start()
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         LOG.info("cacheraw-worker %s started", __version__)
 
-    def on_event(self, event_type, image_id):
-        LOG.info("Image %s: %s", image_id, event_type)
+    def _spawn(self, name, target):
+        thread = threading.Thread(target=target, name=name, daemon=True)
+        thread.start()
+        self._threads.append(thread)
+
+    def _convert_forever(self):
+        while True:
+            image_id = self.queue.get()
+            if image_id is None:
+                return
+            job = conv.Job(image_id)
+            with self._jobs_lock:
+                self.jobs[image_id] = job
+            try:
+                self.cacher.cache(image_id, job)
+            except Exception:  # noqa: BLE001 - the sweep finds the image again
+                LOG.exception("Image %s: caching failed", image_id)
+            finally:
+                with self._jobs_lock:
+                    self.jobs.pop(image_id, None)
+                self.queue.done(image_id)
+
+    def _sweep_forever(self):
+        interval = self.conf.worker.sweep_interval
+        while not self._stopping.is_set():
+            try:
+                self.cacher.sweep()
+            except Exception:  # noqa: BLE001 - the next sweep tries again
+                LOG.exception("Sweep failed")
+            if not interval:
+                return
+            self._stopping.wait(interval)
+
+    def cancel(self, image_id, reason):
+        with self._jobs_lock:
+            job = self.jobs.get(image_id)
+        if job is not None:
+            LOG.info("Image %s: stopping its conversion: %s", image_id, reason)
+            job.cancel(reason)
 
     def _on_signal(self, signum, frame):
         self._signals += 1
@@ -49,8 +148,35 @@ class Worker:
         return 0
 
     def stop(self):
+        self._stopping.set()
         if self.listener is not None:
             self.listener.stop()
             self.listener.wait()
+        self.queue.close()
+        converters = [t for t in self._threads if t.name.startswith("converter")]
+        deadline = threading.Event()
+        timer = threading.Timer(self.conf.worker.shutdown_timeout, deadline.set)
+        timer.start()
+        for thread in converters:
+            while thread.is_alive() and not deadline.is_set():
+                thread.join(0.2)
+        timer.cancel()
+        with self._jobs_lock:
+            running = list(self.jobs.values())
+        for job in running:
+            job.cancel(cacher_mod.SHUTDOWN)
+        for thread in converters:
+            thread.join()
         self.store.close()
         LOG.info("cacheraw-worker %s stopped", __version__)
+
+
+def run_once(conf):
+    """A worker without listener or threads, for cacheraw-manage."""
+    store = ceph_store.CephStore(conf)
+    store.connect()
+    images = image_api.ImageAPI(conf)
+    return cacher_mod.Cacher(conf, images, store, conv.Converter(conf, store))
+
+
+__all__ = ["Worker", "WorkQueue", "run_once", "exception"]

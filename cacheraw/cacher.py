@@ -1,0 +1,443 @@
+"""The lifecycle of a RAW cache: decide, queue, convert, publish, remove.
+
+The image API is the durable record: ``Queued`` is written before a notification is acknowledged,
+and the sweep finds again whatever a crash, a restart or an outage left unfinished. A RADOS lock
+per image makes sure only one worker, on any controller, converts an image at a time.
+"""
+
+import logging
+import os
+import re
+import threading
+import time
+
+from oslo_utils import strutils
+from oslo_utils import timeutils
+from oslo_utils import uuidutils
+
+from cacheraw import converter as conv
+from cacheraw import exception
+from cacheraw import store as ceph_store
+
+LOG = logging.getLogger(__name__)
+
+QUEUED, CACHING, CACHED, ERROR = "Queued", "Caching", "Cached", "Error"
+STATUS, URL, SIZE, ERROR_PROP = ("cache_raw_status", "cache_raw_url", "cache_raw_size",
+                                 "cache_raw_error")
+RAW_REASON = "image is already raw; clone it directly"
+TRANSIENT_RE = re.compile(r"^temporary failure \(attempt (\d+) of (\d+)\)")
+SHUTDOWN = "worker stopping"
+DELETED = "image deleted"
+LOST_LOCK = "lost the conversion lock"
+
+
+def wants_cache(image):
+    return (image.get("status") == "active"
+            and strutils.bool_from_string(image.get("cache_raw"), default=False))
+
+
+def valid_id(image_id):
+    return isinstance(image_id, str) and uuidutils.is_uuid_like(image_id) and \
+        image_id == image_id.lower() and len(image_id) == 36
+
+
+def one_line(text, limit=250):
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
+
+
+def transient_attempt(image):
+    """The attempt number of a transient Error, or None for any other status."""
+    if image.get(STATUS) != ERROR:
+        return None
+    match = TRANSIENT_RE.match(image.get(ERROR_PROP) or "")
+    return int(match.group(1)) if match else None
+
+
+class Cacher:
+
+    def __init__(self, conf, images, store, converter, enqueue=None, cancel=None):
+        self.conf = conf
+        self.images = images
+        self.store = store
+        self.converter = converter
+        self.enqueue = enqueue or (lambda image_id: None)
+        # Events of one image are handled one at a time (they arrive on several threads).
+        self._event_locks = [threading.Lock() for _ in range(64)]
+        self.cancel = cancel or (lambda image_id, reason: None)
+        self._fsid = None
+
+    @property
+    def fsid(self):
+        if self._fsid is None:
+            self._fsid = self.store.fsid()
+        return self._fsid
+
+    def cache_url(self, image_id):
+        return "rbd://%s/%s/%s/%s" % (self.fsid, self.store.pool,
+                                      ceph_store.cache_name(image_id), ceph_store.SNAP)
+
+    def cache_valid(self, image):
+        return (image.get(STATUS) == CACHED and image.get(URL) == self.cache_url(image["id"])
+                and self.store.has_protected_snap(ceph_store.cache_name(image["id"])))
+
+    # -- what the image asks for
+
+    def on_event(self, event_type, image_id):
+        """A notification: decide from the image's current state, never the event alone."""
+        if not valid_id(image_id):
+            LOG.warning("Ignoring %s for an image id that is not a UUID: %r", event_type, image_id)
+            return
+        with self._event_locks[hash(image_id) % len(self._event_locks)]:
+            self._on_event(event_type, image_id)
+
+    def _on_event(self, event_type, image_id):
+        if event_type == "image.delete":
+            self.forget(image_id)
+            return
+        try:
+            image = self.images.get(image_id)
+        except exception.ImageNotFound:
+            LOG.info("Image %s is gone", image_id)
+            self.forget(image_id)
+            return
+        self.request(image)
+
+    def request(self, image):
+        """Mark an image that wants a cache Queued and queue it; True when queued."""
+        image_id = image["id"]
+        self.fix_store_property(image)
+        if not wants_cache(image):
+            return False
+        refusal = self.refusal(image)
+        if refusal:
+            if image.get(STATUS) != ERROR or image.get(ERROR_PROP) != refusal:
+                LOG.info("Image %s: not cached: %s", image_id, refusal)
+                self.images.update(image_id, {STATUS: ERROR, ERROR_PROP: refusal})
+            return False
+        status = image.get(STATUS)
+        if status == ERROR or (status == CACHED and self.cache_valid(image)):
+            return False
+        if status not in (QUEUED, CACHING, CACHED):
+            self.images.update(image_id, {STATUS: QUEUED, ERROR_PROP: None},
+                               only_if=lambda fresh: fresh.get(STATUS) is None)
+            LOG.info("Image %s: queued", image_id)
+        self.enqueue(image_id)
+        return True
+
+    def refusal(self, image):
+        """Why an image that asks for a cache cannot have one, or None."""
+        disk_format = image.get("disk_format")
+        if disk_format == "raw":
+            return RAW_REASON
+        allowed = self.conf.converter.allowed_source_formats
+        if disk_format not in allowed:
+            return "disk_format %s is not converted here (allowed: %s)" % (
+                disk_format, ", ".join(allowed))
+        return None
+
+    def fix_store_property(self, image):
+        """Set ``store`` to where the image's data lives, when it is missing or wrong."""
+        location = image.get("direct_url") or ""
+        store = ("rbd" if location.startswith("rbd://")
+                 else "file" if location.startswith("file://") else None)
+        if image.get("status") == "active" and store and image.get("store") != store:
+            LOG.info("Image %s: store = %s", image["id"], store)
+            image.update(self.images.update(image["id"], {"store": store}))
+
+    # -- the conversion
+
+    def cache(self, image_id, job=None, force=False):
+        """Convert one image under its lock. Returns what happened, as a word:
+        cached, error, busy, skipped, deleted."""
+        job = job or conv.Job(image_id)
+        try:
+            self.store.try_lock(image_id)
+        except exception.LockBusy:
+            LOG.info("Image %s: another worker is caching it", image_id)
+            return "busy"
+        renewer = LockRenewer(self.store, image_id, self.conf.ceph.lock_duration / 3.0, job)
+        renewer.start()
+        try:
+            return self._cache_locked(image_id, job, force)
+        finally:
+            renewer.stop()
+            try:
+                self.store.unlock(image_id, remove=True)
+            except exception.CacherawError as exc:
+                LOG.warning("Image %s: could not release its lock (it expires): %s",
+                            image_id, exc)
+
+    def _cache_locked(self, image_id, job, force):
+        try:
+            image = self.images.get(image_id)
+        except exception.ImageNotFound:
+            self._remove(image_id)
+            return "deleted"
+        if not wants_cache(image):
+            return "skipped"
+        refusal = self.refusal(image)
+        if refusal:
+            self._set_quietly(image_id, {STATUS: ERROR, ERROR_PROP: refusal})
+            return "error"
+        if not force and self.cache_valid(image):
+            return "skipped"
+        name = ceph_store.cache_name(image_id)
+        if not force and self.store.has_protected_snap(name):
+            # Only a finished conversion is snapshotted: the cache is complete, record it.
+            return self._publish(image_id, name, "recorded the existing cache")
+        self._remove(image_id)  # a partial cache: never snapshotted
+        image = self.images.update(image_id, {STATUS: CACHING, ERROR_PROP: None})
+        LOG.info("Image %s: caching", image_id)
+        began = time.monotonic()
+        try:
+            used = self._convert(image, name, job)
+        except exception.ConversionAborted as exc:
+            LOG.info("Image %s: conversion aborted: %s", image_id, exc)
+            if str(exc) == LOST_LOCK:
+                return "aborted"  # the name belongs to the worker that holds the lock now
+            self._remove(image_id)
+            if str(exc) == SHUTDOWN:
+                self._set_quietly(image_id, {STATUS: QUEUED})
+            return "aborted"
+        except (exception.Permanent, exception.Transient, exception.CephError,
+                exception.CephNotFound, exception.ImageAPIError) as exc:
+            self._remove(image_id)
+            self._record_error(image, exc)
+            return "error"
+        return self._publish(image_id, name, "converted in %.1f s" % (time.monotonic() - began),
+                             used)
+
+    def _publish(self, image_id, name, how, used=None):
+        used = self.store.used_bytes(name) if used is None else used
+        try:
+            self.images.update(image_id, {STATUS: CACHED, URL: self.cache_url(image_id),
+                                          SIZE: str(used), ERROR_PROP: None})
+        except exception.ImageNotFound:
+            LOG.info("Image %s was deleted while it was cached", image_id)
+            self._remove(image_id)
+            return "deleted"
+        LOG.info("Image %s: cached as %s, %d bytes used (%s)", image_id, name, used, how)
+        return "cached"
+
+    def _convert(self, image, name, job):
+        fmt = image["disk_format"]
+        source, cleanup = self._locate(image)
+        secret = self._secret_file(image["id"])
+        try:
+            job.check()
+            self.converter.inspect(source, fmt)
+            info = self.converter.info(source, fmt, secret)
+            self._check_space(self.converter.data_bytes(source, fmt, secret))
+            job.check()
+            self.store.create(name, info["virtual-size"])
+            self.converter.convert(source, fmt, name, job, secret)
+            job.check()
+            self.store.publish(name)
+            return self.store.used_bytes(name)
+        finally:
+            cleanup()
+            if secret:
+                _unlink(secret)
+
+    def _locate(self, image):
+        """Where qemu-img reads the image: in place in our pool, or a verified download."""
+        url = image.get("direct_url") or ""
+        parts = url[len("rbd://"):].split("/") if url.startswith("rbd://") else []
+        if (len(parts) == 4 and parts[0] == self.fsid and parts[1] == self.store.pool
+                and parts[2] == image["id"] and parts[3] == ceph_store.SNAP):
+            return conv.RBDSource(self.store, image["id"], ceph_store.SNAP), lambda: None
+        return self._download(image)
+
+    def _download(self, image):
+        directory = self.conf.converter.conversion_dir
+        size = image.get("size")
+        free = _free_bytes(directory)
+        if size is None or size > free:
+            raise exception.NotEnoughSpace(
+                "not enough space in conversion directory %s: need %s, have %d"
+                % (directory, size, free))
+        path = os.path.join(directory, "%s.download" % image["id"])
+        checksums = []
+        if image.get("os_hash_algo") in ("sha256", "sha384", "sha512") and \
+                image.get("os_hash_value"):
+            checksums.append((image["os_hash_algo"], image["os_hash_value"]))
+        if image.get("checksum"):
+            checksums.append(("md5", image["checksum"]))
+        try:
+            self.images.download(image["id"], path, size, checksums)
+        except BaseException:
+            _unlink(path)
+            raise
+        LOG.info("Image %s: downloaded %d bytes (data not in this Ceph pool)", image["id"], size)
+        return conv.FileSource(path), lambda: _unlink(path)
+
+    def _secret_file(self, image_id):
+        key = self.store.secret_key()
+        if not key:
+            return None
+        path = os.path.join(self.conf.converter.conversion_dir, "%s.key" % image_id)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key)
+        return path
+
+    def _check_space(self, need):
+        have, what = self.store.pool_space()
+        if need > have:
+            raise exception.NotEnoughSpace("not enough space in pool %s: need %d, have %d (%s)"
+                                           % (self.store.pool, need, have, what))
+
+    def _record_error(self, image, exc):
+        image_id = image["id"]
+        if isinstance(exc, exception.Transient):
+            attempt = (transient_attempt(image) or 0) + 1
+            message = "temporary failure (attempt %d of %d): %s" % (
+                attempt, self.conf.worker.error_retries, one_line(exc))
+        else:
+            message = one_line(exc)
+        LOG.warning("Image %s: caching failed: %s", image_id, message)
+        self._set_quietly(image_id, {STATUS: ERROR, ERROR_PROP: message})
+
+    def _set_quietly(self, image_id, wanted):
+        try:
+            self.images.update(image_id, wanted)
+        except exception.ImageNotFound:
+            pass
+        except exception.CacherawError as exc:
+            # The sweep finds the image again: Caching with no live lock.
+            LOG.warning("Image %s: could not record %s: %s", image_id, wanted, exc)
+
+    # -- removal
+
+    def forget(self, image_id):
+        """The image is deleted: stop its conversion here and remove its cache."""
+        self.cancel(image_id, DELETED)
+        try:
+            self.store.try_lock(image_id)
+        except exception.LockBusy:
+            # Its converter finds the image gone when it publishes, and removes the cache.
+            LOG.info("Image %s deleted while another worker converts it", image_id)
+            return
+        try:
+            self._remove(image_id)
+        finally:
+            self.store.unlock(image_id, remove=True)
+
+    def _remove(self, image_id):
+        outcome = self.store.remove(ceph_store.cache_name(image_id))
+        if outcome == "trashed":
+            LOG.info("Image %s: cache has clones; moved to the trash until they are gone",
+                     image_id)
+        elif outcome == "removed":
+            LOG.info("Image %s: cache removed", image_id)
+        return outcome
+
+    # -- the sweep: what notifications missed, what crashed, what can be retried
+
+    def sweep(self):
+        """Queue every image that wants a cache and lacks one; remove orphaned caches."""
+        seen = set()
+        queued = 0
+        for hidden in (False, True):
+            for image in self.images.list(os_hidden=str(hidden).lower()):
+                seen.add(image["id"])
+                try:
+                    queued += bool(self._sweep_image(image))
+                except exception.CacherawError as exc:
+                    LOG.warning("Image %s: sweep failed: %s", image["id"], exc)
+        removed = self._remove_orphans(seen)
+        purged = self.store.purge_trash()
+        for name in purged:
+            LOG.info("Purged cache %s: its last clone is gone", name)
+        LOG.info("Sweep: %d images queued, %d orphaned caches removed, %d purged from trash",
+                 queued, removed, len(purged))
+        return queued
+
+    def _sweep_image(self, image):
+        if not wants_cache(image) or not valid_id(image["id"]):
+            if image.get("status") == "active":
+                self.fix_store_property(image)
+            return False
+        status = image.get(STATUS)
+        if status in (QUEUED, CACHING):
+            if self.store.is_locked(image["id"]):
+                return False
+            self.fix_store_property(image)
+            self.enqueue(image["id"])
+            return True
+        if status == CACHED and not self.cache_valid(image):
+            LOG.warning("Image %s: Cached but its cache is missing in Ceph", image["id"])
+            self.enqueue(image["id"])
+            return True
+        if status == ERROR:
+            return self._retry_due(image)
+        return self.request(image)
+
+    def _retry_due(self, image):
+        attempt = transient_attempt(image)
+        if attempt is None or attempt >= self.conf.worker.error_retries:
+            return False
+        delay = min(self.conf.worker.error_retry_delay * 2 ** (attempt - 1),
+                    self.conf.worker.error_retry_max_delay)
+        updated = timeutils.parse_isotime(image["updated_at"])
+        if timeutils.delta_seconds(updated, timeutils.utcnow(with_timezone=True)) < delay:
+            return False
+        LOG.info("Image %s: retrying after a temporary failure (attempt %d)", image["id"],
+                 attempt + 1)
+        self.enqueue(image["id"])
+        return True
+
+    def _remove_orphans(self, seen):
+        removed = 0
+        for name in self.store.list_caches():
+            image_id = name[:-len(ceph_store.CACHE_SUFFIX)]
+            if image_id in seen or not valid_id(image_id):
+                continue
+            try:
+                self.images.get(image_id)
+            except exception.ImageNotFound:
+                LOG.info("Image %s is gone: removing its orphaned cache", image_id)
+                self.forget(image_id)
+                removed += 1
+        return removed
+
+
+class LockRenewer(threading.Thread):
+    """Renews an image's conversion lock while it is converted; cancels the job if lost."""
+
+    def __init__(self, store, image_id, interval, job):
+        super().__init__(name="lock-%s" % image_id, daemon=True)
+        self.store = store
+        self.image_id = image_id
+        self.interval = interval
+        self.job = job
+        self._stop_event = threading.Event()
+
+    def run(self):
+        while not self._stop_event.wait(self.interval):
+            try:
+                self.store.try_lock(self.image_id)
+            except exception.LockBusy:
+                LOG.error("Image %s: lost its conversion lock", self.image_id)
+                self.job.cancel(LOST_LOCK)
+                return
+            except exception.CacherawError as exc:
+                LOG.warning("Image %s: could not renew its lock: %s", self.image_id, exc)
+
+    def stop(self):
+        self._stop_event.set()
+        self.join()
+
+
+def _free_bytes(directory):
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    stat = os.statvfs(directory)
+    return stat.f_bavail * stat.f_frsize
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass

@@ -1,0 +1,238 @@
+"""Conversion of untrusted images to RAW with qemu-img.
+
+Every image is hostile until proven otherwise: its first bytes are inspected with oslo.utils'
+format_inspector before qemu-img opens it; qemu-img runs with an explicit source format, under
+address space and CPU time limits, with LC_ALL=C, from an argv list (never a shell); Ceph images
+are named to qemu-img through option dictionaries, never ``rbd:pool/name:...`` strings.
+"""
+
+import json
+import logging
+import os
+import threading
+
+from oslo_concurrency import processutils
+from oslo_utils.imageutils import format_inspector
+
+from cacheraw import exception
+
+LOG = logging.getLogger(__name__)
+
+INSPECT_CHUNK = 64 * 1024
+# Enough for every inspector to decide (VHDX and LUKS look furthest, within the first MiB).
+INSPECT_LIMIT = 4 * 1024 * 1024
+SECRET_ID = "cacheraw-ceph-key"
+# Glance's disk_format names that qemu calls otherwise.
+QEMU_DRIVERS = {"vhd": "vpc"}
+
+
+def image_opts(options):
+    """qemu's ``key=value,...`` option string; a comma inside a value is written twice."""
+    parts = []
+    for key, value in options.items():
+        text = str(value)
+        if any(c in text for c in "\n\r\0"):
+            raise exception.UnsafeImage("refusing a control character in qemu option %s" % key)
+        parts.append("%s=%s" % (key, text.replace(",", ",,")))
+    return ",".join(parts)
+
+
+class RBDSource:
+    """Image data in our Ceph pool: ``<pool>/<name>@<snapshot>``, read in place."""
+
+    def __init__(self, store, name, snapshot):
+        self.store = store
+        self.name = name
+        self.snapshot = snapshot
+
+    def qemu_file(self):
+        return dict(self.store.qemu_file_options(self.name), snapshot=self.snapshot)
+
+    def read_head(self, length):
+        return self.store.read(self.name, 0, length, snapshot=self.snapshot)
+
+    def __str__(self):
+        return "rbd %s/%s@%s" % (self.store.pool, self.name, self.snapshot)
+
+
+class FileSource:
+    """Image data downloaded into a local file."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def qemu_file(self):
+        return {"driver": "file", "filename": self.path}
+
+    def read_head(self, length):
+        with open(self.path, "rb") as f:
+            return f.read(length)
+
+    def __str__(self):
+        return "file %s" % self.path
+
+
+class Job:
+    """A conversion in progress; cancel() kills its qemu-img."""
+
+    def __init__(self, image_id):
+        self.image_id = image_id
+        self.cancelled = threading.Event()
+        self.reason = None
+        self._process = None
+        self._lock = threading.Lock()
+
+    def attach(self, process):
+        with self._lock:
+            self._process = process
+            if self.cancelled.is_set():
+                process.kill()
+
+    def detach(self, process=None):
+        with self._lock:
+            self._process = None
+
+    def cancel(self, reason):
+        with self._lock:
+            self.reason = reason
+            self.cancelled.set()
+            if self._process is not None:
+                try:
+                    self._process.kill()
+                except OSError:
+                    pass
+
+    def check(self):
+        if self.cancelled.is_set():
+            raise exception.ConversionAborted(self.reason or "cancelled")
+
+
+class Converter:
+
+    def __init__(self, conf, store):
+        self.conf = conf.converter
+        self.store = store
+
+    # -- inspection
+
+    def inspect(self, source, disk_format):
+        """Check the image's first bytes: the format must be the labelled one and safe."""
+        head = source.read_head(INSPECT_LIMIT)
+        wrapper = format_inspector.InspectWrapper(_Chunks(head))
+        try:
+            while wrapper.read(INSPECT_CHUNK):
+                if wrapper.format is not None:
+                    break
+            wrapper.close()
+            detected = wrapper.format
+        except format_inspector.ImageFormatError as exc:
+            raise exception.UnsafeImage("image data cannot be inspected: %s" % exc) from exc
+        if detected is None or str(detected) != disk_format:
+            raise exception.UnsafeImage("image data is %s, not %s as its disk_format says"
+                                        % (detected or "unknown", disk_format))
+        try:
+            detected.safety_check()
+        except format_inspector.SafetyCheckFailed as exc:
+            reasons = "; ".join(str(v) for v in exc.failures.values()) or str(exc)
+            raise exception.UnsafeImage("unsafe %s image: %s" % (disk_format, reasons)) from exc
+        self._check_size(detected.virtual_size)
+        return detected
+
+    def _check_size(self, virtual_size):
+        limit = self.conf.max_virtual_size_gib * 1024 ** 3
+        if not virtual_size or virtual_size <= 0:
+            raise exception.UnsafeImage("image has no usable virtual size")
+        if virtual_size > limit:
+            raise exception.UnsafeImage("image virtual size %d bytes exceeds the limit of %d GiB"
+                                        % (virtual_size, self.conf.max_virtual_size_gib))
+
+    # -- qemu-img
+
+    def _qemu_img(self, args, cpu_seconds, job=None, secret_file=None):
+        argv = [self.conf.qemu_img, *args[:1]]
+        if secret_file:
+            argv += ["--object", "secret," + image_opts({"id": SECRET_ID, "file": secret_file,
+                                                         "format": "base64"})]
+        argv += args[1:]
+        limits = processutils.ProcessLimits(
+            address_space=self.conf.qemu_img_address_space_mib * 1024 * 1024,
+            cpu_time=cpu_seconds)
+        env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
+               "MALLOC_ARENA_MAX": "2"}
+        try:
+            out, _ = processutils.execute(
+                *argv, prlimit=limits, env_variables=env,
+                on_execute=job.attach if job else None,
+                on_completion=job.detach if job else None)
+            return out
+        except processutils.ProcessExecutionError as exc:
+            if job is not None:
+                job.check()
+            detail = (exc.stderr or exc.stdout or "").strip().splitlines()
+            raise exception.ConversionFailed("qemu-img %s failed (exit %s): %s" % (
+                args[0], exc.exit_code, detail[-1] if detail else "no output")) from exc
+
+    def _source_opts(self, source, disk_format, secret_file):
+        options = {"driver": QEMU_DRIVERS.get(disk_format, disk_format)}
+        for key, value in source.qemu_file().items():
+            options["file." + key] = value
+        if secret_file and "file.user" in options:
+            options["file.key-secret"] = SECRET_ID
+        return image_opts(options)
+
+    def info(self, source, disk_format, secret_file=None):
+        """qemu-img info with the format forced; refuses backing files and odd sizes."""
+        out = self._qemu_img(["info", "--output=json", "--image-opts",
+                              self._source_opts(source, disk_format, secret_file)],
+                             self.conf.qemu_img_info_cpu_seconds, secret_file=secret_file)
+        try:
+            info = json.loads(out)
+        except ValueError as exc:
+            raise exception.UnsafeImage("qemu-img info gave no JSON for the image") from exc
+        if info.get("format") != QEMU_DRIVERS.get(disk_format, disk_format):
+            raise exception.UnsafeImage("qemu-img reads the image as %s, not %s"
+                                        % (info.get("format"), disk_format))
+        if info.get("backing-filename") or info.get("full-backing-filename"):
+            raise exception.UnsafeImage("image has a backing file")
+        data_file = (info.get("format-specific", {}).get("data", {}) or {}).get("data-file")
+        if data_file:
+            raise exception.UnsafeImage("image has an external data file")
+        self._check_size(info.get("virtual-size"))
+        return info
+
+    def data_bytes(self, source, disk_format, secret_file=None):
+        """Bytes of the image that hold data: what a thin RAW copy writes at most."""
+        out = self._qemu_img(["map", "--output=json", "--image-opts",
+                              self._source_opts(source, disk_format, secret_file)],
+                             self.conf.qemu_img_info_cpu_seconds, secret_file=secret_file)
+        try:
+            extents = json.loads(out)
+        except ValueError as exc:
+            raise exception.UnsafeImage("qemu-img map gave no JSON for the image") from exc
+        return sum(e["length"] for e in extents if e.get("data") and not e.get("zero"))
+
+    def convert(self, source, disk_format, target_name, job, secret_file=None):
+        """Write the RAW image into the existing, empty RBD image ``target_name``."""
+        target = {"driver": "raw"}
+        for key, value in self.store.qemu_file_options(target_name).items():
+            target["file." + key] = value
+        if secret_file:
+            target["file.key-secret"] = SECRET_ID
+        self._qemu_img(["convert", "-n", "--target-is-zero", "-W",
+                        "-m", str(self.conf.coroutines),
+                        "--image-opts", self._source_opts(source, disk_format, secret_file),
+                        "--target-image-opts", image_opts(target)],
+                       self.conf.qemu_img_convert_cpu_seconds, job=job, secret_file=secret_file)
+
+
+class _Chunks:
+    """A file-like view of bytes, for InspectWrapper."""
+
+    def __init__(self, data):
+        self._data = data
+        self._pos = 0
+
+    def read(self, size):
+        chunk = self._data[self._pos:self._pos + size]
+        self._pos += len(chunk)
+        return chunk

@@ -1,0 +1,149 @@
+"""The image API (Glance v2), reached through keystoneauth1 as the cacheraw service user.
+
+HTTP and Keystone errors are translated into cacheraw.exception here; transient ones are retried
+with the one retry policy (cacheraw.retry).
+"""
+
+import hashlib
+import logging
+import os
+
+from keystoneauth1 import exceptions as ks_exc
+from keystoneauth1 import loading as ks_loading
+
+from cacheraw import exception
+from cacheraw import retry
+
+LOG = logging.getLogger(__name__)
+
+GROUP = "image_api"
+PATCH_TYPE = "application/openstack-images-v2.1-json-patch"
+CHUNK = 1024 * 1024
+PAGE = 200
+
+
+def _translate(exc, image_id=None):
+    what = "image %s" % image_id if image_id else "the image API"
+    if isinstance(exc, ks_exc.NotFound):
+        return exception.ImageNotFound("image %s not found" % image_id)
+    if isinstance(exc, (ks_exc.ConnectionError, ks_exc.DiscoveryFailure,
+                        ks_exc.EndpointNotFound)):
+        return exception.ImageAPIUnavailable("cannot reach the image API for %s: %s" % (what, exc))
+    if isinstance(exc, ks_exc.HttpError) and (exc.http_status or 0) >= 500:
+        return exception.ImageAPIUnavailable("image API error for %s: %s" % (what, exc))
+    return exception.ImageAPIError("image API refused a request for %s: %s" % (what, exc))
+
+
+def calls_api(func):
+    """Translate keystoneauth errors, then retry the transient ones."""
+    def translated(self, *args, **kwargs):
+        try:
+            return func(self, *args, **kwargs)
+        except ks_exc.ClientException as exc:
+            raise _translate(exc, args[0] if args else None) from exc
+
+    def wrapper(self, *args, **kwargs):
+        return self._retry(translated, self, *args, **kwargs)
+    wrapper.__name__ = func.__name__
+    wrapper.__doc__ = func.__doc__
+    return wrapper
+
+
+def patch_ops(image, wanted):
+    """JSON-patch operations that give ``image`` the properties in ``wanted``
+    (a value of None removes the property)."""
+    ops = []
+    for name, value in wanted.items():
+        if value is None:
+            if name in image:
+                ops.append({"op": "remove", "path": "/" + name})
+        elif name not in image:
+            ops.append({"op": "add", "path": "/" + name, "value": value})
+        elif image[name] != value:
+            ops.append({"op": "replace", "path": "/" + name, "value": value})
+    return ops
+
+
+class ImageAPI:
+
+    def __init__(self, conf):
+        auth = ks_loading.load_auth_from_conf_options(conf, GROUP)
+        if auth is None:
+            raise exception.ConfigError("[image_api] has no auth_type: cacheraw cannot "
+                                        "authenticate to the image API")
+        session = ks_loading.load_session_from_conf_options(conf, GROUP, auth=auth)
+        self._api = ks_loading.load_adapter_from_conf_options(conf, GROUP, session=session,
+                                                              auth=auth)
+        self._retry = retry.policy(conf, exception.ImageAPIUnavailable)
+
+    def _url(self, path):
+        return "/v2" + path
+
+    @calls_api
+    def get(self, image_id):
+        return self._api.get(self._url("/images/%s" % image_id)).json()
+
+    @calls_api
+    def list_page(self, marker=None, **filters):
+        params = dict(filters, limit=PAGE)
+        if marker:
+            params["marker"] = marker
+        return self._api.get(self._url("/images"), params=params).json()["images"]
+
+    def list(self, **filters):
+        """Every image the user sees (an admin sees all), page after page."""
+        marker = None
+        while True:
+            page = self.list_page(marker, **filters)
+            yield from page
+            if len(page) < PAGE:
+                return
+            marker = page[-1]["id"]
+
+    @calls_api
+    def update(self, image_id, wanted, only_if=None):
+        """Set (or, for None, remove) the properties in ``wanted``. Returns the new image.
+
+        The patch is computed from the image as read just before it (again at each retry), so
+        that it never writes back a value read long ago. With ``only_if``, the patch is made only
+        when ``only_if(image)`` holds for that fresh image.
+        """
+        image = self._api.get(self._url("/images/%s" % image_id)).json()
+        if only_if is not None and not only_if(image):
+            return image
+        ops = patch_ops(image, wanted)
+        if not ops:
+            return image
+        LOG.debug("Image %s: patch %s", image_id, ops)
+        return self._api.patch(self._url("/images/%s" % image_id), json=ops,
+                               headers={"Content-Type": PATCH_TYPE}).json()
+
+    @calls_api
+    def download(self, image_id, path, expected_size, checksums):
+        """Stream the image's data into ``path`` and verify it. ``checksums`` is a list of
+        (hashlib algorithm name, hex digest) recorded by the image service."""
+        response = self._api.get(self._url("/images/%s/file" % image_id), stream=True)
+        hashes = [(hashlib.new(algo), digest) for algo, digest in checksums]
+        written = 0
+        try:
+            with open(path, "wb") as f:
+                os.fchmod(f.fileno(), 0o600)
+                for chunk in response.iter_content(CHUNK):
+                    written += len(chunk)
+                    if expected_size is not None and written > expected_size:
+                        raise exception.UnsafeImage(
+                            "the image service sent more than the %d bytes the image has"
+                            % expected_size)
+                    for h, _ in hashes:
+                        h.update(chunk)
+                    f.write(chunk)
+        finally:
+            response.close()
+        if expected_size is not None and written != expected_size:
+            raise exception.ImageAPIUnavailable("download of image %s stopped at %d of %d bytes"
+                                                % (image_id, written, expected_size))
+        for h, digest in hashes:
+            if h.hexdigest() != digest:
+                raise exception.UnsafeImage("image data does not match its recorded %s checksum"
+                                            % h.name)
+        return written
