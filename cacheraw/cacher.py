@@ -154,7 +154,7 @@ class Cacher:
         try:
             self.store.try_lock(image_id)
         except exception.LockBusy:
-            LOG.info("Image %s: another worker is caching it", image_id)
+            LOG.debug("Image %s: another worker is caching it", image_id)
             return "busy"
         renewer = LockRenewer(self.store, image_id, self.conf.ceph.lock_duration / 3.0, job)
         renewer.start()
@@ -361,11 +361,9 @@ class Cacher:
             return False
         status = image.get(STATUS)
         if status in (QUEUED, CACHING):
-            if self.store.is_locked(image["id"]):
-                return False
+            # Unfinished: by a worker that runs (its lock makes ours a no-op) or one that died.
             self.fix_store_property(image)
-            self.enqueue(image["id"])
-            return True
+            return self.enqueue(image["id"])
         if status == CACHED and not self.cache_valid(image):
             LOG.warning("Image %s: Cached but its cache is missing in Ceph", image["id"])
             self.enqueue(image["id"])

@@ -303,13 +303,21 @@ class CephStore:
 
     @translate_errors
     def is_locked(self, image_id):
-        """True when some worker holds a live conversion lock on the image."""
+        """True when some worker holds a live conversion lock on the image (a probe: the
+        binding cannot list lockers)."""
+        obj = LOCK_PREFIX + image_id
+        probe = "probe-" + uuid.uuid4().hex
         with self._ioctx() as ioctx:
             try:
-                lockers = ioctx.list_lockers(LOCK_PREFIX + image_id)
+                ioctx.stat(obj)
             except rados.ObjectNotFound:
                 return False
-        return bool(lockers and lockers.get("lockers"))
+            try:
+                ioctx.lock_exclusive(obj, LOCK_NAME, probe, desc="probe", duration=1)
+            except (rados.ObjectBusy, rados.ObjectExists):
+                return True
+            ioctx.unlock(obj, LOCK_NAME, probe)
+            return False
 
     # -- what qemu-img needs to reach the cluster as our user
 

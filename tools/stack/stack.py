@@ -333,12 +333,12 @@ def keystone_url():
     return "http://%s:%d/v3" % (HOST, PORTS["keystone"])
 
 
-def gunicorn_conf(name, app, port, env):
+def gunicorn_conf(name, app, port, env, threads=4):
     return "\n".join([
         "bind = %r" % ("%s:%d" % (HOST, port)),
         "wsgi_app = %r" % app,
         "workers = 1",
-        "threads = 4",
+        "threads = %d" % threads,
         "timeout = 300",
         "control_socket_disable = True",
         "errorlog = %r" % str(STATE / "log" / ("%s-error.log" % name)),
@@ -355,7 +355,7 @@ def keystone_prepare(facts):
     write(conf, f"""[DEFAULT]
 log_file = {STATE}/log/keystone.log
 [database]
-connection = sqlite:///{d}/keystone.sqlite
+connection = sqlite:///{d}/keystone.sqlite?timeout=30
 [token]
 provider = fernet
 [fernet_tokens]
@@ -370,6 +370,7 @@ enabled = false
     user = pwd.getpwuid(os.getuid()).pw_name
     manage = [str(VENV_BIN / "keystone-manage"), "--config-file", str(conf)]
     run(manage + ["db_sync"], timeout=120)
+    use_wal(d / "keystone.sqlite")
     owner = ["--keystone-user", user, "--keystone-group", user]
     run(manage + ["fernet_setup"] + owner)
     run(manage + ["credential_setup"] + owner)
@@ -464,6 +465,14 @@ def glance_prepare(facts):
           % (d / "glance.sqlite"))
     run([str(VENV_BIN / "glance-manage"), "--config-file", str(d / "glance-api.conf"),
          "db_sync"], timeout=120)
+    use_wal(d / "glance.sqlite")
+
+
+def use_wal(db_path):
+    """Readers and one writer at once, instead of 'database is locked' under load."""
+    import sqlite3
+    with sqlite3.connect(str(db_path)) as db:
+        db.execute("PRAGMA journal_mode=WAL")
 
 
 def glance_conf_text(facts):
@@ -482,7 +491,7 @@ property_protection_rule_format = roles
 transport_url = {facts["rabbitmq"]["transport_url"]}
 worker_self_reference_url = {glance_url()}
 [database]
-connection = sqlite:///{d}/glance.sqlite
+connection = sqlite:///{d}/glance.sqlite?timeout=30
 [glance_store]
 default_backend = ceph
 [ceph]
@@ -524,7 +533,10 @@ def glance_up(facts):
     write(d / "glance-api.conf", glance_conf_text(facts), 0o600)
     env = {"OS_GLANCE_CONFIG_DIR": str(d)}
     write(d / "gunicorn.conf.py",
-          gunicorn_conf("glance", "glance.wsgi.api:application", PORTS["glance"], env))
+          # One request at a time: Glance's sqlite transactions conflict ("database is locked")
+          # when requests overlap, which a production database does not do.
+          gunicorn_conf("glance", "glance.wsgi.api:application", PORTS["glance"], env,
+                        threads=1))
     proc = start("glance", [str(VENV_BIN / "gunicorn")], cwd=d, env={**os.environ, **env})
     wait_for("glance", lambda: http_ok(glance_url() + "/versions"), 40, proc)
     facts["glance"] = {"url": glance_url()}

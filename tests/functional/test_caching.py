@@ -1,0 +1,257 @@
+"""The caching pipeline on the real stack: Glance on Ceph, RabbitMQ, Keystone, qemu-img."""
+
+import json
+import os
+import re
+import signal
+import subprocess
+import time
+import uuid
+
+import pytest
+import rbd
+
+from tests.functional.conftest import make_qcow2
+
+FAST = "[worker]\nsweep_interval = 2\n[ceph]\nlock_duration = 10\n"
+
+
+def upload(images, path, headers=None, **fields):
+    fields.setdefault("disk_format", "qcow2")
+    image = images.create(**fields)
+    if headers:
+        with open(path, "rb") as f:
+            images.session.put(images.url + "/images/%s/file" % image["id"], data=f,
+                               headers=dict(headers, **{"Content-Type":
+                                                        "application/octet-stream"}))
+    else:
+        images.upload(image["id"], path)
+    return images.wait(image["id"], lambda i: i["status"] == "active", what="active")
+
+
+def wait_status(images, image_id, status, timeout=60):
+    return images.wait(image_id, lambda i: i.get("cache_raw_status") == status, timeout,
+                       what="cache_raw_status %s" % status)
+
+
+def read_rbd(ioctx, name, snapshot=None):
+    with rbd.Image(ioctx, name, snapshot=snapshot, read_only=True) as image:
+        size = image.size()
+        return b"".join(image.read(off, min(4 << 20, size - off))
+                        for off in range(0, size, 4 << 20))
+
+
+def names_in_pool(ioctx):
+    return set(rbd.RBD().list(ioctx))
+
+
+def raw_of(path, tmp_path):
+    out = tmp_path / ("%s.raw" % uuid.uuid4().hex)
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(path), str(out)],
+                   check=True, timeout=120)
+    return out.read_bytes()
+
+
+def rbd_du_used(stack, name):
+    user = stack["ceph"]["users"]["cacheraw"]
+    out = subprocess.run(["rbd", "--conf", stack["ceph"]["conf"], "--id", "cacheraw",
+                          "--keyring", user["keyring"], "du", "--format", "json",
+                          "images/%s@snap" % name], check=True, capture_output=True, text=True,
+                         timeout=60).stdout
+    return json.loads(out)["images"][0]["used_size"]
+
+
+@pytest.fixture
+def worker(start_worker):
+    return start_worker(extra_conf=FAST)
+
+
+def test_qcow2_is_cached_exactly_as_specified(worker, demo_images, qcow2, ceph, stack, tmp_path):
+    image = upload(demo_images, qcow2, cache_raw="True")
+    cached = wait_status(demo_images, image["id"], "Cached")  # the demo user reads it all
+    name = image["id"] + "_raw"
+    assert cached["cache_raw_url"] == "rbd://%s/images/%s/snap" % (stack["ceph"]["fsid"], name)
+    assert cached["cache_raw_size"] == str(rbd_du_used(stack, name))
+    assert "cache_raw_error" not in cached
+    assert cached["store"] == "rbd"
+    with rbd.Image(ceph, name, read_only=True) as cache:
+        assert cache.is_protected_snap("snap")
+    expected = raw_of(qcow2, tmp_path)
+    assert read_rbd(ceph, name, "snap") == expected
+    # A copy-on-write clone from the URL reads the same data.
+    pool, image_name, snap = cached["cache_raw_url"].split("/")[3:6]
+    clone = "clone-%s" % uuid.uuid4().hex[:8]
+    rbd.RBD().clone(ceph, image_name, snap, ceph, clone, features=rbd.RBD_FEATURE_LAYERING)
+    try:
+        assert read_rbd(ceph, clone) == expected
+    finally:
+        rbd.RBD().remove(ceph, clone)
+    # The thin copy wrote only the data: far less than the 64 MiB disk.
+    assert int(cached["cache_raw_size"]) < 16 << 20
+    assert worker.log().count("converted in") == 1
+
+
+def test_setting_cache_raw_after_upload_caches(worker, demo_images, qcow2, ceph):
+    image = upload(demo_images, qcow2)
+    time.sleep(3)  # a sweep passes
+    assert "cache_raw_status" not in demo_images.get(image["id"])
+    assert image["id"] + "_raw" not in names_in_pool(ceph)
+    demo_images.patch(image["id"], [{"op": "add", "path": "/cache_raw", "value": "yes"}])
+    wait_status(demo_images, image["id"], "Cached")
+
+
+def test_raw_image_gets_the_stated_error(worker, demo_images, tmp_path, ceph):
+    path = tmp_path / "disk.raw"
+    path.write_bytes(os.urandom(1 << 20))
+    image = upload(demo_images, path, disk_format="raw", cache_raw="True")
+    failed = wait_status(demo_images, image["id"], "Error")
+    assert failed["cache_raw_error"] == "image is already raw; clone it directly"
+    assert image["id"] + "_raw" not in names_in_pool(ceph)
+
+
+SECRET = b"HOST-SECRET-" + uuid.uuid4().hex.encode()
+
+
+def backing_file_image(tmp_path):
+    host_file = tmp_path / "host-secret"
+    host_file.write_bytes(SECRET * 4096)
+    return make_qcow2(tmp_path / "backing.qcow2", writes=(),
+                      extra=("-b", str(host_file), "-F", "raw")), "backing file"
+
+
+def data_file_image(tmp_path):
+    host_file = tmp_path / "host-data"
+    host_file.write_bytes(SECRET * 4096)
+    path = tmp_path / "datafile.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o",
+                    "data_file=%s,data_file_raw=on" % host_file, str(path), "1M"],
+                   check=True, timeout=30)
+    return path, "data file"
+
+
+def raw_labelled_qcow2(tmp_path):
+    path = tmp_path / "mislabelled.qcow2"
+    path.write_bytes(SECRET * 4096)
+    return path, "not qcow2"
+
+
+@pytest.mark.parametrize("make", [backing_file_image, data_file_image, raw_labelled_qcow2])
+def test_unsafe_images_end_in_error_and_nothing_reaches_ceph(worker, demo_images, tmp_path,
+                                                             ceph, make):
+    path, reason = make(tmp_path)
+    # Glance inspects only 'bare' uploads: any other container format slips past its checks.
+    image = upload(demo_images, path, cache_raw="True", container_format="ovf")
+    failed = wait_status(demo_images, image["id"], "Error")
+    assert reason in re.sub(r"[-_]", " ", failed["cache_raw_error"].lower()), failed
+    assert "\n" not in failed["cache_raw_error"]
+    assert image["id"] + "_raw" not in names_in_pool(ceph)
+    assert "converted in" not in worker.log()
+
+
+def test_data_outside_ceph_is_downloaded_verified_and_removed(worker, demo_images, qcow2, ceph,
+                                                              stack, tmp_path):
+    image = upload(demo_images, qcow2, headers={"X-Image-Meta-Store": "local"},
+                   cache_raw="True")
+    assert image["direct_url"].startswith("file://")
+    cached = wait_status(demo_images, image["id"], "Cached")
+    assert cached["store"] == "file"
+    assert read_rbd(ceph, image["id"] + "_raw", "snap") == raw_of(qcow2, tmp_path)
+    conversions = os.path.join(stack["state_dir"], "cacheraw", "conversions")
+    assert os.listdir(conversions) == []
+
+
+def test_delete_removes_the_cache(worker, demo_images, qcow2, ceph):
+    image = upload(demo_images, qcow2, cache_raw="True")
+    wait_status(demo_images, image["id"], "Cached")
+    demo_images.delete(image["id"])
+    deadline = time.monotonic() + 30
+    while image["id"] + "_raw" in names_in_pool(ceph) and time.monotonic() < deadline:
+        time.sleep(0.3)
+    assert image["id"] + "_raw" not in names_in_pool(ceph)
+
+
+def test_delete_with_a_clone_keeps_the_clone_then_purges(worker, demo_images, qcow2, ceph,
+                                                         tmp_path):
+    image = upload(demo_images, qcow2, cache_raw="True")
+    wait_status(demo_images, image["id"], "Cached")
+    name = image["id"] + "_raw"
+    clone = "volume-%s" % uuid.uuid4().hex[:8]
+    rbd.RBD().clone(ceph, name, "snap", ceph, clone, features=rbd.RBD_FEATURE_LAYERING)
+    demo_images.delete(image["id"])
+    worker.wait_for_log("moved to the trash")
+    assert name not in names_in_pool(ceph)
+    assert read_rbd(ceph, clone) == raw_of(qcow2, tmp_path)
+    rbd.RBD().remove(ceph, clone)
+    worker.wait_for_log("Purged cache %s" % name, timeout=30)
+    assert not [e for e in rbd.RBD().trash_list(ceph) if e["name"] == name]
+
+
+def test_two_workers_ten_uploads_each_converted_once(start_worker, demo_images, tmp_path, ceph,
+                                                     stack):
+    pool = "tests-shared-%s" % uuid.uuid4().hex[:8]
+    workers = [start_worker(name="w%d" % n, pool=pool, extra_conf=FAST) for n in range(2)]
+    ids = []
+    for n in range(10):
+        path = make_qcow2(tmp_path / ("disk%d.qcow2" % n), size="32M",
+                          writes=(("0x%02x" % (n + 1), "0", "2M"),))
+        ids.append(upload(demo_images, path, cache_raw="True")["id"])
+    for image_id in ids:
+        wait_status(demo_images, image_id, "Cached", timeout=120)
+    time.sleep(3)  # let a sweep of each worker pass: it must convert nothing more
+    logs = "".join(w.log() for w in workers)
+    for image_id in ids:
+        assert len(re.findall(r"Image %s: cached as .* \(converted in" % image_id, logs)) == 1
+        assert image_id + "_raw" in names_in_pool(ceph)
+        with pytest.raises(Exception):
+            ceph.stat("cacheraw.lock." + image_id)  # no lock object left behind
+
+
+def slow_qemu_img(tmp_path):
+    """A qemu-img that pauses before converting, so a test can kill the worker mid-way."""
+    path = tmp_path / "slow-qemu-img"
+    path.write_text("#!/bin/sh\nif [ \"$1\" = convert ]; then sleep 60; fi\n"
+                    "exec qemu-img \"$@\"\n")
+    path.chmod(0o755)
+    return path
+
+
+def test_worker_killed_mid_conversion_recovers(start_worker, demo_images, qcow2, ceph, tmp_path):
+    slow = start_worker(name="slow", extra_conf=FAST + "[converter]\nqemu_img = %s\n"
+                        % slow_qemu_img(tmp_path))
+    image = upload(demo_images, qcow2, cache_raw="True")
+    wait_status(demo_images, image["id"], "Caching")
+    slow.wait_for_log("caching")
+    time.sleep(1)
+    assert image["id"] + "_raw" in names_in_pool(ceph)  # the partial target exists
+    slow.stop(signal.SIGKILL)
+    subprocess.run(["pkill", "-KILL", "-f", "slow-qemu-img"], timeout=10)
+    again = start_worker(name="again", extra_conf=FAST)
+    wait_status(demo_images, image["id"], "Cached", timeout=90)
+    assert again.log().count("converted in") == 1
+    with rbd.Image(ceph, image["id"] + "_raw", read_only=True) as cache:
+        assert [s["name"] for s in cache.list_snaps()] == ["snap"]
+        assert cache.is_protected_snap("snap")
+    assert read_rbd(ceph, image["id"] + "_raw", "snap") == raw_of(qcow2, tmp_path)
+
+
+def test_store_is_set_on_every_uploaded_image(worker, demo_images, qcow2):
+    plain = upload(demo_images, qcow2)
+    wanted = upload(demo_images, qcow2, cache_raw="True")
+    for image in (plain, wanted):
+        demo_images.wait(image["id"], lambda i: i.get("store") == "rbd", 30, what="store rbd")
+
+
+def test_manage_recache_converts_again_with_the_same_core(worker, demo_images, qcow2, stack):
+    import sys
+    image = upload(demo_images, qcow2, cache_raw="True")
+    wait_status(demo_images, image["id"], "Cached")
+    manage = os.path.join(os.path.dirname(sys.executable), "cacheraw-manage")
+    done = subprocess.run([manage, "--config-file", stack["cacheraw_conf"], "recache",
+                           image["id"]], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr
+    assert "cached" in done.stdout
+    assert demo_images.get(image["id"])["cache_raw_status"] == "Cached"
+    bad = subprocess.run([manage, "--config-file", stack["cacheraw_conf"], "recache",
+                          "../../etc/passwd"], capture_output=True, text=True, timeout=60)
+    assert bad.returncode != 0
+    assert "not an image id" in bad.stderr
