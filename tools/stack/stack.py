@@ -634,6 +634,10 @@ def up():
     if running_services():
         log("partly running: stopping it first")
         down()
+    busy = [name for name, port in all_ports() if port_open(port)]
+    if busy:
+        raise StackError("ports of the stack are taken by other processes: %s" % ", ".join(
+            "%s %d" % (n, p) for n, p in all_ports() if n in busy))
     began = time.monotonic()
     if STATE.exists():
         shutil.rmtree(STATE)

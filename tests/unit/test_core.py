@@ -1,0 +1,190 @@
+"""The core's decisions, with fakes that keep the real exception names."""
+
+import datetime
+import subprocess
+
+import pytest
+from oslo_config import cfg
+
+from cacheraw import cacher
+from cacheraw import converter
+from cacheraw import exception
+from cacheraw import image_api
+from cacheraw import worker
+from cacheraw.conf import register_opts
+
+ID = "0dc0185d-550c-461a-bdc5-25b9e20586d5"
+
+
+@pytest.fixture
+def conf():
+    c = cfg.ConfigOpts()
+    register_opts(c)
+    c([])
+    return c
+
+
+class FakeImages:
+    def __init__(self, image):
+        self.image = image
+        self.patches = []
+
+    def get(self, image_id):
+        if self.image is None:
+            raise exception.ImageNotFound(image_id)
+        return dict(self.image)
+
+    def update(self, image_id, wanted, only_if=None):
+        if only_if is not None and not only_if(self.image):
+            return dict(self.image)
+        self.patches.append(wanted)
+        for k, v in wanted.items():
+            if v is None:
+                self.image.pop(k, None)
+            else:
+                self.image[k] = v
+        return dict(self.image)
+
+
+class FakeStore:
+    pool = "images"
+
+    def fsid(self):
+        return "fsid"
+
+    def has_protected_snap(self, name):
+        return False
+
+
+@pytest.mark.parametrize("value,wanted", [("True", True), ("true", True), ("yes", True),
+                                          ("1", True), ("on", True), ("False", False),
+                                          ("no", False), (None, False), ("maybe", False)])
+def test_cache_raw_accepts_the_usual_boolean_spellings(value, wanted):
+    image = {"status": "active", "cache_raw": value}
+    assert cacher.wants_cache(image) is wanted
+
+
+def test_only_active_images_want_a_cache():
+    assert not cacher.wants_cache({"status": "queued", "cache_raw": "True"})
+
+
+@pytest.mark.parametrize("image_id,ok", [(ID, True), (ID.upper(), False), ("x", False),
+                                         (ID + "/../etc", False), ("../" + ID[3:], False),
+                                         (None, False)])
+def test_only_lowercase_uuids_name_anything_in_ceph(image_id, ok):
+    assert cacher.valid_id(image_id) is ok
+
+
+def test_raw_image_gets_the_known_reason(conf):
+    images = FakeImages({"id": ID, "status": "active", "cache_raw": "True",
+                         "disk_format": "raw"})
+    queued = []
+    core = cacher.Cacher(conf, images, FakeStore(), None, enqueue=queued.append)
+    assert core.request(images.get(ID)) is False
+    assert images.image["cache_raw_status"] == "Error"
+    assert images.image["cache_raw_error"] == "image is already raw; clone it directly"
+    assert queued == []
+
+
+def test_new_request_is_queued_before_it_is_acknowledged(conf):
+    images = FakeImages({"id": ID, "status": "active", "cache_raw": "True",
+                         "disk_format": "qcow2", "direct_url": "rbd://fsid/images/%s/snap" % ID})
+    queued = []
+    core = cacher.Cacher(conf, images, FakeStore(), None, enqueue=queued.append)
+    core.on_event("image.upload", ID)
+    assert images.image["cache_raw_status"] == "Queued"
+    assert images.image["store"] == "rbd"
+    assert queued == [ID]
+
+
+def test_permanent_error_is_not_requeued_by_events(conf):
+    images = FakeImages({"id": ID, "status": "active", "cache_raw": "True",
+                         "disk_format": "qcow2", "cache_raw_status": "Error",
+                         "cache_raw_error": "unsafe qcow2 image: backing file"})
+    queued = []
+    core = cacher.Cacher(conf, images, FakeStore(), None, enqueue=queued.append)
+    core.on_event("image.update", ID)
+    assert queued == []
+
+
+def transient_image(attempt, minutes_ago):
+    updated = datetime.datetime.now(datetime.timezone.utc) - datetime.timedelta(
+        minutes=minutes_ago)
+    return {"id": ID, "status": "active", "cache_raw": "True", "disk_format": "qcow2",
+            "cache_raw_status": "Error", "updated_at": updated.strftime("%Y-%m-%dT%H:%M:%SZ"),
+            "cache_raw_error": "temporary failure (attempt %d of 5): Ceph timed out" % attempt}
+
+
+@pytest.mark.parametrize("attempt,minutes_ago,due", [(1, 0, False), (1, 2, True),
+                                                    (3, 3, False), (3, 5, True),
+                                                    (5, 600, False)])
+def test_sweep_retries_transient_errors_with_growing_capped_delays(conf, attempt, minutes_ago,
+                                                                   due):
+    queued = []
+    core = cacher.Cacher(conf, None, FakeStore(), None, enqueue=queued.append)
+    assert core._retry_due(transient_image(attempt, minutes_ago)) is due
+    assert queued == ([ID] if due else [])
+
+
+def test_patch_ops_add_replace_remove():
+    image = {"a": "1", "b": "2"}
+    ops = image_api.patch_ops(image, {"a": "1", "b": "3", "c": "4", "d": None, "a2": None})
+    assert ops == [{"op": "replace", "path": "/b", "value": "3"},
+                   {"op": "add", "path": "/c", "value": "4"}]
+    assert image_api.patch_ops({"e": "x"}, {"e": None}) == [{"op": "remove", "path": "/e"}]
+
+
+def test_qemu_option_values_cannot_inject_options():
+    text = converter.image_opts({"driver": "rbd", "image": "a,file.filename=/etc/passwd"})
+    assert text == "driver=rbd,image=a,,file.filename=/etc/passwd"
+    with pytest.raises(exception.UnsafeImage):
+        converter.image_opts({"image": "a\nb"})
+
+
+def test_work_queue_holds_each_image_once():
+    queue = worker.WorkQueue()
+    assert queue.put(ID) is True
+    assert queue.put(ID) is False
+    assert queue.get() == ID
+    assert queue.put(ID) is False  # still running
+    queue.done(ID)
+    assert queue.put(ID) is True
+    queue.close()
+    assert queue.get() is None
+
+
+class HeadSource:
+    def __init__(self, path):
+        self.path = path
+
+    def read_head(self, length):
+        with open(self.path, "rb") as f:
+            return f.read(length)
+
+
+def test_inspection_refuses_a_backing_file(conf, tmp_path):
+    path = tmp_path / "b.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "/etc/hostname", "-F",
+                    "raw", str(path)], check=True)
+    with pytest.raises(exception.UnsafeImage, match="backing file"):
+        converter.Converter(conf, None).inspect(HeadSource(path), "qcow2")
+
+
+def test_inspection_refuses_a_mislabelled_image(conf, tmp_path):
+    path = tmp_path / "r.qcow2"
+    path.write_bytes(b"\0" * 65536)
+    with pytest.raises(exception.UnsafeImage, match="not qcow2"):
+        converter.Converter(conf, None).inspect(HeadSource(path), "qcow2")
+
+
+def test_inspection_refuses_a_huge_virtual_size(conf, tmp_path):
+    path = tmp_path / "big.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "2T"], check=True)
+    with pytest.raises(exception.UnsafeImage, match="exceeds"):
+        converter.Converter(conf, None).inspect(HeadSource(path), "qcow2")
+
+
+def test_inspection_accepts_a_plain_qcow2(conf, tmp_path):
+    path = tmp_path / "ok.qcow2"
+    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "1G"], check=True)
+    assert str(converter.Converter(conf, None).inspect(HeadSource(path), "qcow2")) == "qcow2"
