@@ -227,8 +227,14 @@ class Cacher:
         try:
             job.check()
             self.converter.inspect(source, fmt)
-            info = self.converter.info(source, fmt, secret)
-            self._check_space(self.converter.data_bytes(source, fmt, secret))
+            try:
+                info = self.converter.info(source, fmt, secret)
+                need = self.converter.data_bytes(source, fmt, secret)
+            except exception.UnreadableImage:
+                # qemu-img fails alike on a broken image and on an unreachable cluster.
+                self.store.check_reachable()
+                raise
+            self._check_space(need)
             job.check()
             self.store.create(name, info["virtual-size"])
             self.converter.convert(source, fmt, name, job, secret)
@@ -283,10 +289,12 @@ class Cacher:
         return path
 
     def _check_space(self, need):
-        have, what = self.store.pool_space()
+        have, limit = self.store.pool_space()
         if need > have:
-            raise exception.NotEnoughSpace("not enough space in pool %s: need %d, have %d (%s)"
-                                           % (self.store.pool, need, have, what))
+            LOG.info("Pool %s: %d bytes available, limited by its %s", self.store.pool, have,
+                     limit)
+            raise exception.NotEnoughSpace("not enough space in pool %s: need %d, have %d"
+                                           % (self.store.pool, need, have))
 
     def _record_error(self, image, exc):
         image_id = image["id"]

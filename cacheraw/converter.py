@@ -6,9 +6,12 @@ address space and CPU time limits, with LC_ALL=C, from an argv list (never a she
 are named to qemu-img through option dictionaries, never ``rbd:pool/name:...`` strings.
 """
 
+import ctypes
 import json
 import logging
 import os
+import signal
+import subprocess
 import threading
 
 from oslo_concurrency import processutils
@@ -22,6 +25,7 @@ INSPECT_CHUNK = 64 * 1024
 # Enough for every inspector to decide (VHDX and LUKS look furthest, within the first MiB).
 INSPECT_LIMIT = 4 * 1024 * 1024
 SECRET_ID = "cacheraw-ceph-key"
+PR_SET_PDEATHSIG = 1
 # Glance's disk_format names that qemu calls otherwise.
 QEMU_DRIVERS = {"vhd": "vpc"}
 
@@ -86,21 +90,29 @@ class Job:
         with self._lock:
             self._process = process
             if self.cancelled.is_set():
-                process.kill()
+                self._kill_locked()
 
     def detach(self, process=None):
         with self._lock:
             self._process = None
 
+    def kill(self):
+        with self._lock:
+            self._kill_locked()
+
+    def _kill_locked(self):
+        # qemu-img runs in a process group of its own: kill whatever it started too.
+        if self._process is not None:
+            try:
+                os.killpg(self._process.pid, signal.SIGKILL)
+            except OSError:
+                pass
+
     def cancel(self, reason):
         with self._lock:
             self.reason = reason
             self.cancelled.set()
-            if self._process is not None:
-                try:
-                    self._process.kill()
-                except OSError:
-                    pass
+            self._kill_locked()
 
     def check(self):
         if self.cancelled.is_set():
@@ -148,8 +160,9 @@ class Converter:
 
     # -- qemu-img
 
-    def _qemu_img(self, args, cpu_seconds, job=None, secret_file=None):
-        argv = [self.conf.qemu_img, *args[:1]]
+    def _qemu_img(self, args, cpu_seconds, timeout, job=None, secret_file=None,
+                  failure=exception.ConversionFailed):
+        argv = [self.conf.qemu_img, args[0]]
         if secret_file:
             argv += ["--object", "secret," + image_opts({"id": SECRET_ID, "file": secret_file,
                                                          "format": "base64"})]
@@ -159,17 +172,21 @@ class Converter:
             cpu_time=cpu_seconds)
         env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                "MALLOC_ARENA_MAX": "2"}
+        job = job or Job(None)
         try:
-            out, _ = processutils.execute(
-                *argv, prlimit=limits, env_variables=env,
-                on_execute=job.attach if job else None,
-                on_completion=job.detach if job else None)
+            out, _ = processutils.execute(*argv, prlimit=limits, env_variables=env,
+                                          timeout=timeout, on_execute=job.attach,
+                                          on_completion=job.detach,
+                                          preexec_fn=_detach_and_die_with_parent)
             return out
+        except subprocess.TimeoutExpired as exc:
+            job.kill()
+            raise exception.ConversionFailed("qemu-img %s timed out after %d s"
+                                             % (args[0], timeout)) from exc
         except processutils.ProcessExecutionError as exc:
-            if job is not None:
-                job.check()
+            job.check()
             detail = (exc.stderr or exc.stdout or "").strip().splitlines()
-            raise exception.ConversionFailed("qemu-img %s failed (exit %s): %s" % (
+            raise failure("qemu-img %s failed (exit %s): %s" % (
                 args[0], exc.exit_code, detail[-1] if detail else "no output")) from exc
 
     def _source_opts(self, source, disk_format, secret_file):
@@ -184,7 +201,9 @@ class Converter:
         """qemu-img info with the format forced; refuses backing files and odd sizes."""
         out = self._qemu_img(["info", "--output=json", "--image-opts",
                               self._source_opts(source, disk_format, secret_file)],
-                             self.conf.qemu_img_info_cpu_seconds, secret_file=secret_file)
+                             self.conf.qemu_img_info_cpu_seconds,
+                             self.conf.qemu_img_info_timeout, secret_file=secret_file,
+                             failure=exception.UnreadableImage)
         try:
             info = json.loads(out)
         except ValueError as exc:
@@ -204,7 +223,9 @@ class Converter:
         """Bytes of the image that hold data: what a thin RAW copy writes at most."""
         out = self._qemu_img(["map", "--output=json", "--image-opts",
                               self._source_opts(source, disk_format, secret_file)],
-                             self.conf.qemu_img_info_cpu_seconds, secret_file=secret_file)
+                             self.conf.qemu_img_info_cpu_seconds,
+                             self.conf.qemu_img_info_timeout, secret_file=secret_file,
+                             failure=exception.UnreadableImage)
         try:
             extents = json.loads(out)
         except ValueError as exc:
@@ -222,7 +243,19 @@ class Converter:
                         "-m", str(self.conf.coroutines),
                         "--image-opts", self._source_opts(source, disk_format, secret_file),
                         "--target-image-opts", image_opts(target)],
-                       self.conf.qemu_img_convert_cpu_seconds, job=job, secret_file=secret_file)
+                       self.conf.qemu_img_convert_cpu_seconds, self.conf.qemu_img_convert_timeout,
+                       job=job, secret_file=secret_file)
+
+
+def _detach_and_die_with_parent():
+    """In the child before exec: its own process group (so that cancel kills all of it), and
+    SIGKILL when the worker dies, so that no qemu-img outlives a crashed worker."""
+    os.setsid()
+    try:
+        libc = ctypes.CDLL(None, use_errno=True)
+        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
+    except (OSError, AttributeError):
+        pass
 
 
 class _Chunks:

@@ -64,8 +64,13 @@ class UnsafeImage(Permanent):
     """The image data is malformed, mislabelled or dangerous: it is never converted."""
 
 
-class ConversionFailed(Permanent):
-    """qemu-img could not convert the image."""
+class UnreadableImage(UnsafeImage):
+    """qemu-img cannot read the image (unless the cluster itself is unreachable)."""
+
+
+class ConversionFailed(Transient):
+    """qemu-img failed or timed out while converting an image it could read: most often the
+    cluster or the host, so the image is retried a bounded number of times."""
 
 
 class ConversionAborted(CacherawError):

@@ -18,6 +18,7 @@ import rados
 import rbd
 
 from cacheraw import exception
+from cacheraw import retry
 
 LOG = logging.getLogger(__name__)
 
@@ -32,9 +33,12 @@ _TRANSIENT = (rados.TimedOut, rados.ConnectionShutdown, rados.InterruptedOrTimeo
 
 
 def translate_errors(func):
-    """Turn rados/rbd exceptions into ours."""
+    """Turn rados/rbd exceptions into ours, and retry the transient ones."""
     @functools.wraps(func)
-    def wrapper(*args, **kwargs):
+    def wrapper(self, *args, **kwargs):
+        return self._retry(translated, self, *args, **kwargs)
+
+    def translated(*args, **kwargs):
         try:
             return func(*args, **kwargs)
         except (rbd.ImageNotFound, rados.ObjectNotFound) as exc:
@@ -75,6 +79,8 @@ class CephStore:
         self.pool = conf.ceph.pool
         self.connect_timeout = conf.ceph.connect_timeout
         self.lock_duration = conf.ceph.lock_duration
+        self.op_timeout = conf.ceph.op_timeout
+        self._retry = retry.policy(conf, exception.Transient)
         self._cluster = None
         self._lock_cookie = "%s-%d-%s" % (socket.gethostname(), os.getpid(), uuid.uuid4().hex[:8])
 
@@ -88,7 +94,10 @@ class CephStore:
 
     def connect(self):
         self.check_config()
-        conf = {"keyring": self.keyring} if self.keyring else {}
+        conf = {"rados_osd_op_timeout": str(self.op_timeout),
+                "rados_mon_op_timeout": str(self.op_timeout)}
+        if self.keyring:
+            conf["keyring"] = self.keyring
         cluster = rados.Rados(conffile=self.conffile, rados_id=self.user, conf=conf)
         try:
             cluster.connect(timeout=self.connect_timeout)
@@ -135,6 +144,15 @@ class CephStore:
         return self._cluster.get_fsid()
 
     @translate_errors
+    def check_reachable(self):
+        """Raise CephUnavailable unless the pool answers now."""
+        with self._ioctx() as ioctx:
+            try:
+                ioctx.stat("rbd_directory")
+            except rados.ObjectNotFound:
+                pass
+
+    @translate_errors
     def exists(self, name):
         with self._ioctx() as ioctx:
             return name in rbd.RBD().list(ioctx)
@@ -171,25 +189,28 @@ class CephStore:
                                whole_object=True)
         return used
 
+    def _mon_json(self, command):
+        ret, out, err = self._cluster.mon_command(json.dumps(dict(command, format="json")), b"",
+                                                  timeout=self.op_timeout)
+        if ret != 0:
+            raise exception.CephError("ceph %s failed (%d): %s" % (command["prefix"], ret, err))
+        return json.loads(out)
+
     @translate_errors
     def pool_space(self):
-        """(bytes the pool may still take, why) from its quota and the cluster's free space."""
+        """(bytes the pool can still take, what limits it): the smaller of what its quota
+        leaves and the cluster's free space divided by the pool's replica count."""
         if self._cluster is None:
             self.connect()
-        stats = self._cluster.get_cluster_stats()
-        free = stats["kb_avail"] * 1024
-        reason = "free space"
-        ret, out, _ = self._cluster.mon_command(json.dumps(
-            {"prefix": "osd pool get-quota", "pool": self.pool, "format": "json"}), b"",
-            timeout=self.connect_timeout)
-        if ret == 0:
-            quota = json.loads(out).get("quota_max_bytes", 0)
-            if quota:
-                with self._ioctx() as ioctx:
-                    used = ioctx.get_stats()["num_bytes"]
-                if quota - used < free:
-                    free, reason = max(0, quota - used), "quota"
-        return free, reason
+        replicas = self._mon_json({"prefix": "osd pool get", "pool": self.pool,
+                                   "var": "size"}).get("size", 1) or 1
+        free = self._cluster.get_cluster_stats()["kb_avail"] * 1024 // replicas
+        quota = self._mon_json({"prefix": "osd pool get-quota", "pool": self.pool})
+        if quota.get("quota_max_bytes"):
+            left = max(0, quota["quota_max_bytes"] - quota.get("current_num_bytes", 0))
+            if left < free:
+                return left, "quota"
+        return free, "free space"
 
     # -- caches
 

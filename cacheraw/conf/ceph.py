@@ -13,6 +13,10 @@ OPTS = [
                help="Pool of the image service's images, where the caches are written too."),
     cfg.IntOpt("connect_timeout", default=15, min=1,
                help="Seconds to wait when connecting to the cluster."),
+    cfg.IntOpt("op_timeout", default=60, min=1,
+               help="Seconds after which a Ceph monitor or OSD operation fails instead of "
+                    "waiting for an unreachable cluster (rados_osd_op_timeout and "
+                    "rados_mon_op_timeout)."),
     cfg.IntOpt("lock_duration", default=60, min=10,
                help="Seconds a conversion lock lasts unless renewed. A worker renews it every "
                     "third of this while it converts; the lock of a crashed worker is free again "

@@ -16,6 +16,11 @@ OPTS = [
                help="CPU time limit of 'qemu-img info', in seconds."),
     cfg.IntOpt("qemu_img_convert_cpu_seconds", default=3600, min=1,
                help="CPU time limit of 'qemu-img convert', in seconds."),
+    cfg.IntOpt("qemu_img_info_timeout", default=300, min=1,
+                help="Wall-clock seconds 'qemu-img info' and 'qemu-img map' may take."),
+    cfg.IntOpt("qemu_img_convert_timeout", default=6 * 3600, min=1,
+                help="Wall-clock seconds one 'qemu-img convert' may take; then it is killed and "
+                     "the image retried later."),
     cfg.IntOpt("coroutines", default=8, min=1, max=16,
                help="Parallel requests of qemu-img convert (-m); writes are out of order (-W)."),
     cfg.IntOpt("max_virtual_size_gib", default=1024, min=1,

@@ -1,0 +1,124 @@
+"""Nothing lost: stops, crashes, missed events, vanished caches, orphans, a full pool."""
+
+import json
+import signal
+import time
+import uuid
+
+import pytest
+import rados
+import rbd
+
+from tests.functional.test_caching import FAST
+from tests.functional.test_caching import names_in_pool
+from tests.functional.test_caching import slow_qemu_img
+from tests.functional.test_caching import upload
+from tests.functional.test_caching import wait_status
+
+
+def wait_gone(ioctx, name, timeout=30):
+    deadline = time.monotonic() + timeout
+    while name in names_in_pool(ioctx):
+        assert time.monotonic() < deadline, "%s still in the pool after %ss" % (name, timeout)
+        time.sleep(0.3)
+
+
+def test_first_sigterm_requeues_an_unfinished_conversion(start_worker, demo_images, qcow2, ceph,
+                                                         tmp_path):
+    slow = start_worker(name="slow", extra_conf=FAST + "[worker]\nshutdown_timeout = 1\n"
+                        "[converter]\nqemu_img = %s\n" % slow_qemu_img(tmp_path))
+    image = upload(demo_images, qcow2, cache_raw="True")
+    wait_status(demo_images, image["id"], "Caching")
+    slow.wait_for_log("caching")
+    began = time.monotonic()
+    assert slow.stop(signal.SIGTERM, timeout=30) == 0
+    assert time.monotonic() - began < 20
+    assert "stopped" in slow.log()
+    assert demo_images.get(image["id"])["cache_raw_status"] == "Queued"
+    assert image["id"] + "_raw" not in names_in_pool(ceph)
+    start_worker(name="next", extra_conf=FAST)
+    wait_status(demo_images, image["id"], "Cached")
+
+
+def test_delete_during_conversion_stops_it_and_cleans(start_worker, demo_images, qcow2, ceph,
+                                                      tmp_path):
+    slow = start_worker(name="slow", extra_conf=FAST + "[converter]\nqemu_img = %s\n"
+                        % slow_qemu_img(tmp_path))
+    image = upload(demo_images, qcow2, cache_raw="True")
+    wait_status(demo_images, image["id"], "Caching")
+    slow.wait_for_log("caching")
+    demo_images.delete(image["id"])
+    slow.wait_for_log("stopping its conversion")
+    wait_gone(ceph, image["id"] + "_raw")
+    assert slow.proc.poll() is None
+
+
+def test_events_missed_while_no_worker_ran_are_caught_up(start_worker, demo_images, qcow2):
+    image = upload(demo_images, qcow2, cache_raw="True")
+    time.sleep(1)
+    assert "cache_raw_status" not in demo_images.get(image["id"])
+    start_worker(extra_conf=FAST)  # a new notification pool: it never saw the upload
+    wait_status(demo_images, image["id"], "Cached")
+
+
+def test_cached_image_whose_cache_vanished_is_cached_again(start_worker, demo_images, qcow2,
+                                                          ceph):
+    worker = start_worker(extra_conf=FAST)
+    image = upload(demo_images, qcow2, cache_raw="True")
+    wait_status(demo_images, image["id"], "Cached")
+    name = image["id"] + "_raw"
+    with rbd.Image(ceph, name) as cache:
+        cache.unprotect_snap("snap")
+        cache.remove_snap("snap")
+    rbd.RBD().remove(ceph, name)
+    worker.wait_for_log("Cached but its cache is missing", timeout=30)
+    deadline = time.monotonic() + 30
+    while worker.log().count("converted in") < 2:
+        assert time.monotonic() < deadline
+        time.sleep(0.3)
+    assert wait_status(demo_images, image["id"], "Cached")
+    with rbd.Image(ceph, name, read_only=True) as cache:
+        assert cache.is_protected_snap("snap")
+
+
+def test_cache_of_an_image_deleted_while_no_worker_ran_is_removed(start_worker, demo_images,
+                                                                 qcow2, ceph):
+    first = start_worker(name="first", extra_conf=FAST)
+    image = upload(demo_images, qcow2, cache_raw="True")
+    wait_status(demo_images, image["id"], "Cached")
+    first.stop()
+    demo_images.delete(image["id"])
+    assert image["id"] + "_raw" in names_in_pool(ceph)
+    later = start_worker(name="later", pool="tests-%s" % uuid.uuid4().hex, extra_conf=FAST)
+    wait_gone(ceph, image["id"] + "_raw")
+    later.wait_for_log("orphaned cache")
+
+
+@pytest.fixture
+def admin_cluster(stack):
+    cluster = rados.Rados(conffile=stack["ceph"]["conf"], rados_id="admin")
+    cluster.connect(timeout=15)
+    yield cluster
+    cluster.shutdown()
+
+
+def set_quota(cluster, max_bytes):
+    ret, _, err = cluster.mon_command(json.dumps({
+        "prefix": "osd pool set-quota", "pool": "images", "field": "max_bytes",
+        "val": str(max_bytes)}), b"", timeout=20)
+    assert ret == 0, err
+
+
+def test_cache_that_does_not_fit_the_pool_quota_gets_a_clear_error(start_worker, demo_images,
+                                                                   qcow2, ceph, admin_cluster):
+    image = upload(demo_images, qcow2, cache_raw="True")
+    used = ceph.get_stats()["num_bytes"]
+    set_quota(admin_cluster, used + (1 << 20))
+    try:
+        start_worker(extra_conf=FAST)
+        failed = wait_status(demo_images, image["id"], "Error")
+    finally:
+        set_quota(admin_cluster, 0)
+    assert failed["cache_raw_error"].startswith("not enough space in pool images: need ")
+    assert ", have " in failed["cache_raw_error"]
+    assert image["id"] + "_raw" not in names_in_pool(ceph)
