@@ -185,7 +185,8 @@ class Cacher:
         name = ceph_store.cache_name(image_id)
         if not force and self.store.has_protected_snap(name):
             # Only a finished conversion is snapshotted: the cache is complete, record it.
-            return self._publish(image_id, name, "recorded the existing cache")
+            LOG.info("Image %s: found a finished cache: recording it", image_id)
+            return self._publish(image_id, name)
         self._remove(image_id)  # a partial cache: never snapshotted
         image = self.images.update(image_id, {STATUS: CACHING, ERROR_PROP: None})
         LOG.info("Image %s: caching", image_id)
@@ -205,10 +206,10 @@ class Cacher:
             self._remove(image_id)
             self._record_error(image, exc)
             return "error"
-        return self._publish(image_id, name, "converted in %.1f s" % (time.monotonic() - began),
-                             used)
+        LOG.info("Image %s: converted to RAW in %.1f s", image_id, time.monotonic() - began)
+        return self._publish(image_id, name, used)
 
-    def _publish(self, image_id, name, how, used=None):
+    def _publish(self, image_id, name, used=None):
         used = self.store.used_bytes(name) if used is None else used
         try:
             self.images.update(image_id, {STATUS: CACHED, URL: self.cache_url(image_id),
@@ -217,7 +218,7 @@ class Cacher:
             LOG.info("Image %s was deleted while it was cached", image_id)
             self._remove(image_id)
             return "deleted"
-        LOG.info("Image %s: cached as %s, %d bytes used (%s)", image_id, name, used, how)
+        LOG.info("Image %s: cached as %s (%d bytes used)", image_id, name, used)
         return "cached"
 
     def _convert(self, image, name, job):

@@ -23,15 +23,15 @@ PAGE = 200
 
 
 def _translate(exc, image_id=None):
-    what = "image %s" % image_id if image_id else "the image API"
+    about = " (image %s)" % image_id if image_id else ""
     if isinstance(exc, ks_exc.NotFound):
         return exception.ImageNotFound("image %s not found" % image_id)
     if isinstance(exc, (ks_exc.ConnectionError, ks_exc.DiscoveryFailure,
                         ks_exc.EndpointNotFound)):
-        return exception.ImageAPIUnavailable("cannot reach the image API for %s: %s" % (what, exc))
+        return exception.ImageAPIUnavailable("cannot reach the image API%s: %s" % (about, exc))
     if isinstance(exc, ks_exc.HttpError) and (exc.http_status or 0) >= 500:
-        return exception.ImageAPIUnavailable("image API error for %s: %s" % (what, exc))
-    return exception.ImageAPIError("image API refused a request for %s: %s" % (what, exc))
+        return exception.ImageAPIUnavailable("image API error%s: %s" % (about, exc))
+    return exception.ImageAPIError("image API refused a request%s: %s" % (about, exc))
 
 
 def calls_api(func):

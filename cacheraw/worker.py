@@ -108,6 +108,8 @@ class Worker:
                 self.jobs[image_id] = job
             try:
                 self.cacher.cache(image_id, job)
+            except exception.Transient as exc:
+                LOG.warning("Image %s: caching failed, the sweep retries it: %s", image_id, exc)
             except Exception:  # noqa: BLE001 - the sweep finds the image again
                 LOG.exception("Image %s: caching failed", image_id)
             finally:
@@ -120,6 +122,8 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 self.cacher.sweep()
+            except exception.Transient as exc:
+                LOG.warning("Sweep failed, the next one tries again: %s", exc)
             except Exception:  # noqa: BLE001 - the next sweep tries again
                 LOG.exception("Sweep failed")
             if not interval:
@@ -178,5 +182,3 @@ def run_once(conf):
     images = image_api.ImageAPI(conf)
     return cacher_mod.Cacher(conf, images, store, conv.Converter(conf, store))
 
-
-__all__ = ["Worker", "WorkQueue", "run_once", "exception"]

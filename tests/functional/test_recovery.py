@@ -10,6 +10,7 @@ import rados
 import rbd
 
 from tests.functional.test_caching import FAST
+from tests.functional.test_caching import conversions
 from tests.functional.test_caching import names_in_pool
 from tests.functional.test_caching import slow_qemu_img
 from tests.functional.test_caching import upload
@@ -73,7 +74,7 @@ def test_cached_image_whose_cache_vanished_is_cached_again(start_worker, demo_im
     rbd.RBD().remove(ceph, name)
     worker.wait_for_log("Cached but its cache is missing", timeout=30)
     deadline = time.monotonic() + 30
-    while worker.log().count("converted in") < 2:
+    while conversions(worker.log(), image["id"]) < 2:
         assert time.monotonic() < deadline
         time.sleep(0.3)
     assert wait_status(demo_images, image["id"], "Cached")

@@ -6,6 +6,8 @@ non-default ports, with every file they write under one state folder (default ``
     stack.py up       start everything (does nothing when the stack already runs)
     stack.py down     stop exactly the processes ``up`` started, by their pid files
     stack.py status   say what runs
+    stack.py stop-service glance|rabbitmq, start-service glance|rabbitmq
+                      an outage of one service, for the tests
 
 Everything the stack made is described in ``<state>/stack.json`` for the tests and tools.
 """
@@ -319,12 +321,16 @@ def rabbit_up(facts):
     env = rabbit_env()
     epmd = start("epmd", ["epmd", "-address", HOST, "-port", str(PORTS["epmd"])], env=env)
     wait_for("epmd", lambda: port_open(PORTS["epmd"]), 10, epmd)
-    proc = start("rabbitmq", ["/usr/lib/rabbitmq/bin/rabbitmq-server"], env=env)
-    wait_for("rabbitmq", lambda: port_open(PORTS["rabbitmq"]), 40, proc)
+    rabbit_start()
     facts["rabbitmq"] = {
         "transport_url": "rabbit://%s:%s@%s:%d/%s" % (RABBIT_USER, password, HOST,
                                                       PORTS["rabbitmq"], RABBIT_VHOST),
     }
+
+
+def rabbit_start():
+    proc = start("rabbitmq", ["/usr/lib/rabbitmq/bin/rabbitmq-server"], env=rabbit_env())
+    wait_for("rabbitmq", lambda: port_open(PORTS["rabbitmq"]), 40, proc)
 
 
 # --- Keystone ------------------------------------------------------------------------------------
@@ -537,9 +543,15 @@ def glance_up(facts):
           # when requests overlap, which a production database does not do.
           gunicorn_conf("glance", "glance.wsgi.api:application", PORTS["glance"], env,
                         threads=1))
-    proc = start("glance", [str(VENV_BIN / "gunicorn")], cwd=d, env={**os.environ, **env})
-    wait_for("glance", lambda: http_ok(glance_url() + "/versions"), 40, proc)
+    glance_start()
     facts["glance"] = {"url": glance_url()}
+
+
+def glance_start():
+    d = STATE / "glance"
+    proc = start("glance", [str(VENV_BIN / "gunicorn")], cwd=d,
+                 env={**os.environ, "OS_GLANCE_CONFIG_DIR": str(d)})
+    wait_for("glance", lambda: http_ok(glance_url() + "/versions"), 40, proc)
 
 
 # --- files for people and for cacheraw -----------------------------------------------------------
@@ -712,6 +724,28 @@ def all_ports():
     return ports
 
 
+# Services the tests may stop and start again, to prove that cacheraw survives their outage.
+RESTARTABLE = {"glance": (glance_start, PORTS["glance"]),
+               "rabbitmq": (rabbit_start, PORTS["rabbitmq"])}
+
+
+def stop_service(name):
+    pid = read_pid(name)
+    if pid is not None and group_alive(pid):
+        stop_group(name, pid)
+    pid_file(name).unlink(missing_ok=True)
+    wait_for("%s to free its port" % name, lambda: not port_open(RESTARTABLE[name][1]), 20)
+    log("%s stopped" % name)
+
+
+def start_service(name):
+    if alive(read_pid(name)):
+        log("%s already running" % name)
+        return
+    RESTARTABLE[name][0]()
+    log("%s started" % name)
+
+
 def status():
     ok = True
     for service in expected_services():
@@ -727,10 +761,19 @@ def status():
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "status"])
+    parser.add_argument("command", choices=["up", "down", "status", "stop-service",
+                                            "start-service"])
+    parser.add_argument("service", nargs="?", choices=sorted(RESTARTABLE),
+                        help="for stop-service and start-service")
     args = parser.parse_args()
+    if args.command.endswith("-service") and not args.service:
+        parser.error("%s needs a service: %s" % (args.command, ", ".join(sorted(RESTARTABLE))))
     try:
-        if args.command == "up":
+        if args.command == "stop-service":
+            stop_service(args.service)
+        elif args.command == "start-service":
+            start_service(args.service)
+        elif args.command == "up":
             up()
         elif args.command == "down":
             down()

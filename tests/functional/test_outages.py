@@ -1,0 +1,92 @@
+"""Outages of the image API, the message bus and Ceph in the middle of the work: every requested
+image still ends cached, and converted once."""
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from pathlib import Path
+
+import pytest
+
+from tests.functional.conftest import TOP
+from tests.functional.test_caching import conversions
+from tests.functional.test_caching import upload
+from tests.functional.test_caching import wait_status
+
+QUICK_RETRIES = ("[worker]\nsweep_interval = 2\nretry_attempts = 2\nretry_initial_delay = 0.5\n"
+                 "retry_max_delay = 1\n[ceph]\nlock_duration = 10\n")
+
+
+def stack_cmd(*args):
+    done = subprocess.run([sys.executable, str(TOP / "tools/stack/stack.py"), *args],
+                          capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture
+def outage():
+    stopped = []
+
+    def stop(service):
+        stack_cmd("stop-service", service)
+        stopped.append(service)
+
+    def start(service):
+        stack_cmd("start-service", service)
+        stopped.remove(service)
+
+    stop.start = start
+    yield stop
+    for service in list(stopped):
+        stack_cmd("start-service", service)
+
+
+def paused_qemu_img(tmp_path, seconds):
+    path = tmp_path / "paused-qemu-img"
+    path.write_text("#!/bin/sh\nif [ \"$1\" = convert ]; then sleep %d; fi\n"
+                    "exec qemu-img \"$@\"\n" % seconds)
+    path.chmod(0o755)
+    return path
+
+
+def test_image_api_outage_while_converting(start_worker, demo_images, qcow2, tmp_path, outage):
+    worker = start_worker(extra_conf=QUICK_RETRIES + "[converter]\nqemu_img = %s\n"
+                          % paused_qemu_img(tmp_path, 4))
+    image = upload(demo_images, qcow2, cache_raw="True")
+    wait_status(demo_images, image["id"], "Caching")
+    outage("glance")
+    worker.wait_for_log("caching failed", timeout=60)  # the conversion is done, Glance is not
+    outage.start("glance")
+    wait_status(demo_images, image["id"], "Cached", timeout=60)
+    log = worker.log()
+    assert conversions(log, image["id"]) == 1
+    assert "Image %s: found a finished cache" % image["id"] in log
+
+
+def test_message_bus_outage(start_worker, demo_images, qcow2, outage):
+    # No periodic sweep: only a notification can bring this image in.
+    worker = start_worker(extra_conf="[worker]\nsweep_interval = 0\n")
+    outage("rabbitmq")
+    time.sleep(2)
+    outage.start("rabbitmq")
+    time.sleep(5)  # the listener reconnects by itself
+    image = upload(demo_images, qcow2, cache_raw="True")
+    wait_status(demo_images, image["id"], "Cached", timeout=90)
+    assert worker.proc.poll() is None
+
+
+def test_ceph_pause_while_converting(start_worker, demo_images, qcow2, tmp_path, stack):
+    worker = start_worker(extra_conf=QUICK_RETRIES + "[converter]\nqemu_img = %s\n"
+                          % paused_qemu_img(tmp_path, 2))
+    image = upload(demo_images, qcow2, cache_raw="True")
+    wait_status(demo_images, image["id"], "Caching")
+    osd = int(Path(stack["state_dir"], "pids", "ceph-osd.pid").read_text())
+    os.killpg(osd, signal.SIGSTOP)
+    try:
+        time.sleep(6)
+    finally:
+        os.killpg(osd, signal.SIGCONT)
+    wait_status(demo_images, image["id"], "Cached", timeout=90)
+    assert conversions(worker.log(), image["id"]) == 1
