@@ -188,6 +188,7 @@ class Cacher:
             LOG.info("Image %s: found a finished cache: recording it", image_id)
             return self._publish(image_id, name)
         self._remove(image_id)  # a partial cache: never snapshotted
+        attempt = transient_attempt(image) or 0
         image = self.images.update(image_id, {STATUS: CACHING, ERROR_PROP: None})
         LOG.info("Image %s: caching", image_id)
         began = time.monotonic()
@@ -201,10 +202,19 @@ class Cacher:
             if str(exc) == SHUTDOWN:
                 self._set_quietly(image_id, {STATUS: QUEUED})
             return "aborted"
-        except (exception.Permanent, exception.Transient, exception.CephError,
-                exception.CephNotFound, exception.ImageAPIError) as exc:
+        except exception.ImageNotFound:
+            LOG.info("Image %s was deleted while it was converted", image_id)
             self._remove(image_id)
-            self._record_error(image, exc)
+            return "deleted"
+        except exception.CacherawError as exc:
+            self._remove(image_id)
+            self._record_error(image_id, exc, attempt + 1)
+            return "error"
+        except Exception as exc:
+            # A bug of ours: leave no partial cache and tell the operator on the image.
+            LOG.exception("Image %s: unexpected error while converting", image_id)
+            self._remove(image_id)
+            self._record_error(image_id, "internal error: %s: %s" % (type(exc).__name__, exc))
             return "error"
         LOG.info("Image %s: converted to RAW in %.1f s", image_id, time.monotonic() - began)
         return self._publish(image_id, name, used)
@@ -297,10 +307,8 @@ class Cacher:
             raise exception.NotEnoughSpace("not enough space in pool %s: need %d, have %d"
                                            % (self.store.pool, need, have))
 
-    def _record_error(self, image, exc):
-        image_id = image["id"]
+    def _record_error(self, image_id, exc, attempt=1):
         if isinstance(exc, exception.Transient):
-            attempt = (transient_attempt(image) or 0) + 1
             message = "temporary failure (attempt %d of %d): %s" % (
                 attempt, self.conf.worker.error_retries, one_line(exc))
         else:

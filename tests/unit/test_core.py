@@ -188,3 +188,97 @@ def test_inspection_accepts_a_plain_qcow2(conf, tmp_path):
     path = tmp_path / "ok.qcow2"
     subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "1G"], check=True)
     assert str(converter.Converter(conf, None).inspect(HeadSource(path), "qcow2")) == "qcow2"
+
+
+class LockingStore(FakeStore):
+    """A store whose cache image and lock are remembered, for the conversion flow."""
+
+    def __init__(self):
+        self.removed = []
+        self.locked = set()
+        self.created = []
+
+    def try_lock(self, image_id):
+        if image_id in self.locked:
+            raise exception.LockBusy(image_id)
+        self.locked.add(image_id)
+
+    def unlock(self, image_id, remove=False):
+        self.locked.discard(image_id)
+
+    def remove(self, name):
+        self.removed.append(name)
+        return "absent"
+
+    def secret_key(self):
+        return None
+
+    def pool_space(self):
+        return 1 << 40, "free space"
+
+    def create(self, name, size):
+        self.created.append((name, size))
+
+
+class FailingConverter:
+    def __init__(self, error):
+        self.error = error
+
+    def inspect(self, source, fmt):
+        pass
+
+    def info(self, source, fmt, secret):
+        return {"virtual-size": 1 << 20}
+
+    def data_bytes(self, source, fmt, secret):
+        return 1 << 20
+
+    def convert(self, source, fmt, name, job, secret):
+        raise self.error
+
+
+def failing_core(conf, error, status=None, message=None):
+    image = {"id": ID, "status": "active", "cache_raw": "True", "disk_format": "qcow2",
+             "direct_url": "rbd://fsid/images/%s/snap" % ID}
+    if status:
+        image.update({"cache_raw_status": status, "cache_raw_error": message})
+    store = LockingStore()
+    return cacher.Cacher(conf, FakeImages(image), store, FailingConverter(error)), store
+
+
+def test_transient_failures_count_their_attempts(conf):
+    core, store = failing_core(conf, exception.ConversionFailed("qemu-img convert timed out"),
+                               "Error", "temporary failure (attempt 2 of 5): Ceph timed out")
+    assert core.cache(ID) == "error"
+    assert core.images.image["cache_raw_error"] == (
+        "temporary failure (attempt 3 of 5): qemu-img convert timed out")
+    assert store.removed[-1] == ID + "_raw"  # the partial cache is gone
+    assert store.locked == set()
+
+
+def test_permanent_failure_is_recorded_as_it_is(conf):
+    core, _ = failing_core(conf, exception.UnsafeImage("unsafe qcow2 image: backing file"))
+    assert core.cache(ID) == "error"
+    assert core.images.image["cache_raw_status"] == "Error"
+    assert core.images.image["cache_raw_error"] == "unsafe qcow2 image: backing file"
+
+
+def test_a_bug_leaves_no_partial_cache_and_tells_the_operator(conf):
+    core, store = failing_core(conf, KeyError("virtual-size"))
+    assert core.cache(ID) == "error"
+    assert core.images.image["cache_raw_error"].startswith("internal error: KeyError")
+    assert store.removed[-1] == ID + "_raw"
+
+
+def test_shutdown_leaves_the_image_queued(conf):
+    core, store = failing_core(conf, exception.ConversionAborted(cacher.SHUTDOWN))
+    assert core.cache(ID) == "aborted"
+    assert core.images.image["cache_raw_status"] == "Queued"
+    assert store.removed[-1] == ID + "_raw"
+
+
+def test_an_image_locked_by_another_worker_is_left_alone(conf):
+    core, store = failing_core(conf, AssertionError("must not convert"))
+    store.locked.add(ID)
+    assert core.cache(ID) == "busy"
+    assert core.images.patches == []
