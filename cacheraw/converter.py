@@ -189,25 +189,31 @@ class Converter:
             raise failure("qemu-img %s failed (exit %s): %s" % (
                 args[0], exc.exit_code, detail[-1] if detail else "no output")) from exc
 
-    def _source_opts(self, source, disk_format, secret_file):
-        options = {"driver": QEMU_DRIVERS.get(disk_format, disk_format)}
-        for key, value in source.qemu_file().items():
-            options["file." + key] = value
-        if secret_file and "file.user" in options:
+    @staticmethod
+    def _layered(driver, file_options, secret_file):
+        """Options of a format driver over a protocol driver (``file.*``)."""
+        options = {"driver": QEMU_DRIVERS.get(driver, driver)}
+        options.update(("file." + key, value) for key, value in file_options.items())
+        if secret_file and options.get("file.driver") == "rbd":
             options["file.key-secret"] = SECRET_ID
         return image_opts(options)
 
-    def info(self, source, disk_format, secret_file=None):
-        """qemu-img info with the format forced; refuses backing files and odd sizes."""
-        out = self._qemu_img(["info", "--output=json", "--image-opts",
-                              self._source_opts(source, disk_format, secret_file)],
+    def _query(self, subcommand, source, disk_format, secret_file):
+        """``qemu-img info`` or ``map`` of the source, as parsed JSON."""
+        out = self._qemu_img([subcommand, "--output=json", "--image-opts",
+                              self._layered(disk_format, source.qemu_file(), secret_file)],
                              self.conf.qemu_img_info_cpu_seconds,
                              self.conf.qemu_img_info_timeout, secret_file=secret_file,
                              failure=exception.UnreadableImage)
         try:
-            info = json.loads(out)
+            return json.loads(out)
         except ValueError as exc:
-            raise exception.UnsafeImage("qemu-img info gave no JSON for the image") from exc
+            raise exception.UnsafeImage("qemu-img %s gave no JSON for the image"
+                                        % subcommand) from exc
+
+    def info(self, source, disk_format, secret_file=None):
+        """qemu-img info with the format forced; refuses backing files and odd sizes."""
+        info = self._query("info", source, disk_format, secret_file)
         if info.get("format") != QEMU_DRIVERS.get(disk_format, disk_format):
             raise exception.UnsafeImage("qemu-img reads the image as %s, not %s"
                                         % (info.get("format"), disk_format))
@@ -221,28 +227,18 @@ class Converter:
 
     def data_bytes(self, source, disk_format, secret_file=None):
         """Bytes of the image that hold data: what a thin RAW copy writes at most."""
-        out = self._qemu_img(["map", "--output=json", "--image-opts",
-                              self._source_opts(source, disk_format, secret_file)],
-                             self.conf.qemu_img_info_cpu_seconds,
-                             self.conf.qemu_img_info_timeout, secret_file=secret_file,
-                             failure=exception.UnreadableImage)
-        try:
-            extents = json.loads(out)
-        except ValueError as exc:
-            raise exception.UnsafeImage("qemu-img map gave no JSON for the image") from exc
+        extents = self._query("map", source, disk_format, secret_file)
         return sum(e["length"] for e in extents if e.get("data") and not e.get("zero"))
 
     def convert(self, source, disk_format, target_name, job, secret_file=None):
         """Write the RAW image into the existing, empty RBD image ``target_name``."""
-        target = {"driver": "raw"}
-        for key, value in self.store.qemu_file_options(target_name).items():
-            target["file." + key] = value
-        if secret_file:
-            target["file.key-secret"] = SECRET_ID
         self._qemu_img(["convert", "-n", "--target-is-zero", "-W",
                         "-m", str(self.conf.coroutines),
-                        "--image-opts", self._source_opts(source, disk_format, secret_file),
-                        "--target-image-opts", image_opts(target)],
+                        "--image-opts", self._layered(disk_format, source.qemu_file(),
+                                                      secret_file),
+                        "--target-image-opts",
+                        self._layered("raw", self.store.qemu_file_options(target_name),
+                                      secret_file)],
                        self.conf.qemu_img_convert_cpu_seconds, self.conf.qemu_img_convert_timeout,
                        job=job, secret_file=secret_file)
 
