@@ -9,6 +9,7 @@ import time
 import uuid
 
 import pytest
+import rados
 import rbd
 
 from tests.functional.conftest import make_qcow2
@@ -207,7 +208,7 @@ def test_two_workers_ten_uploads_each_converted_once(start_worker, demo_images, 
     for image_id in ids:
         assert conversions(logs, image_id) == 1
         assert image_id + "_raw" in names_in_pool(ceph)
-        with pytest.raises(Exception):
+        with pytest.raises(rados.ObjectNotFound):
             ceph.stat("cacheraw.lock." + image_id)  # no lock object left behind
 
 
@@ -258,7 +259,17 @@ def test_manage_recache_converts_again_with_the_same_core(worker, demo_images, q
     assert done.returncode == 0, done.stderr
     assert "cached" in done.stdout
     assert demo_images.get(image["id"])["cache_raw_status"] == "Cached"
-    bad = subprocess.run([manage, "--config-file", stack["cacheraw_conf"], "recache",
-                          "../../etc/passwd"], capture_output=True, text=True, timeout=60)
-    assert bad.returncode != 0
-    assert "not an image id" in bad.stderr
+    status = subprocess.run([manage, "--config-file", stack["cacheraw_conf"], "status",
+                             image["id"]], capture_output=True, text=True, timeout=60)
+    assert status.returncode == 0, status.stderr
+    assert "present, protected" in status.stdout
+    assert "conversion lock    free" in status.stdout
+    for args, message in ((["recache", "../../etc/passwd"], "not an image id"),
+                          (["status", "%s_raw" % image["id"]], "not an image id"),
+                          (["status", str(uuid.uuid4())], "not found"),
+                          (["recache"], "required"),
+                          (["frobnicate"], "invalid choice")):
+        bad = subprocess.run([manage, "--config-file", stack["cacheraw_conf"], *args],
+                             capture_output=True, text=True, timeout=60)
+        assert bad.returncode != 0, args
+        assert message in bad.stderr, (args, bad.stderr)
