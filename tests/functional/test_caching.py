@@ -273,3 +273,12 @@ def test_manage_recache_converts_again_with_the_same_core(worker, demo_images, q
                              capture_output=True, text=True, timeout=60)
         assert bad.returncode != 0, args
         assert message in bad.stderr, (args, bad.stderr)
+
+
+def test_explicit_image_api_endpoint_without_the_catalog(start_worker, demo_images, qcow2, stack):
+    # A region the catalog does not have: only the override can name the image API.
+    worker = start_worker(extra_conf=FAST + "[image_api]\nregion_name = Nowhere\n"
+                          "endpoint_override = %s\n" % stack["glance"]["url"])
+    image = upload(demo_images, qcow2, cache_raw="True")
+    wait_status(demo_images, image["id"], "Cached")
+    assert conversions(worker.log(), image["id"]) == 1

@@ -123,3 +123,23 @@ def test_cache_that_does_not_fit_the_pool_quota_gets_a_clear_error(start_worker,
     assert failed["cache_raw_error"].startswith("not enough space in pool images: need ")
     assert ", have " in failed["cache_raw_error"]
     assert image["id"] + "_raw" not in names_in_pool(ceph)
+
+
+def test_second_sigterm_stops_at_once_and_the_next_worker_recovers(start_worker, demo_images,
+                                                                  qcow2, ceph, tmp_path):
+    slow = start_worker(name="slow", extra_conf=FAST + "[worker]\nshutdown_timeout = 300\n"
+                        "[converter]\nqemu_img = %s\n" % slow_qemu_img(tmp_path))
+    image = upload(demo_images, qcow2, cache_raw="True")
+    wait_status(demo_images, image["id"], "Caching")
+    slow.wait_for_log("caching")
+    slow.proc.send_signal(signal.SIGTERM)
+    slow.wait_for_log("Signal 15: stopping")
+    began = time.monotonic()
+    slow.proc.send_signal(signal.SIGTERM)
+    slow.proc.wait(timeout=10)
+    assert time.monotonic() - began < 5
+    assert "stopping at once" in slow.log()
+    start_worker(name="next", extra_conf=FAST)
+    wait_status(demo_images, image["id"], "Cached", timeout=90)
+    with rbd.Image(ceph, image["id"] + "_raw", read_only=True) as cache:
+        assert cache.is_protected_snap("snap")
