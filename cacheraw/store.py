@@ -11,6 +11,7 @@ import functools
 import json
 import logging
 import os
+import re
 import socket
 import uuid
 
@@ -52,8 +53,17 @@ def translate_errors(func):
     return wrapper
 
 
+CACHE_NAME_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}%s$"
+                           % CACHE_SUFFIX)
+
+
 def cache_name(image_id):
     return image_id + CACHE_SUFFIX
+
+
+def is_cache_name(name):
+    """True for ``<image uuid>_raw``: the only RBD images cacheraw ever removes unasked."""
+    return bool(CACHE_NAME_RE.match(name))
 
 
 def read_key(keyring_path, user):
@@ -151,11 +161,6 @@ class CephStore:
                 ioctx.stat("rbd_directory")
             except rados.ObjectNotFound:
                 pass
-
-    @translate_errors
-    def exists(self, name):
-        with self._ioctx() as ioctx:
-            return name in rbd.RBD().list(ioctx)
 
     @translate_errors
     def has_protected_snap(self, name):
@@ -274,7 +279,7 @@ class CephStore:
         purged = []
         with self._ioctx() as ioctx:
             for entry in rbd.RBD().trash_list(ioctx):
-                if not entry["name"].endswith(CACHE_SUFFIX):
+                if not is_cache_name(entry["name"]):
                     continue
                 with rbd.Image(ioctx, image_id=entry["id"]) as image:
                     if self._has_children(image):
@@ -287,13 +292,7 @@ class CephStore:
     @translate_errors
     def list_caches(self):
         with self._ioctx() as ioctx:
-            return [n for n in rbd.RBD().list(ioctx) if n.endswith(CACHE_SUFFIX)]
-
-    @translate_errors
-    def trashed_caches(self):
-        with self._ioctx() as ioctx:
-            return [e["name"] for e in rbd.RBD().trash_list(ioctx)
-                    if e["name"].endswith(CACHE_SUFFIX)]
+            return [n for n in rbd.RBD().list(ioctx) if is_cache_name(n)]
 
     # -- conversion locks, shared by every worker on every controller
 

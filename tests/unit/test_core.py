@@ -282,3 +282,10 @@ def test_an_image_locked_by_another_worker_is_left_alone(conf):
     store.locked.add(ID)
     assert core.cache(ID) == "busy"
     assert core.images.patches == []
+
+
+def test_only_uuid_caches_are_ever_removed_unasked():
+    from cacheraw import store
+    assert store.is_cache_name(ID + "_raw")
+    for name in (ID, "volume-1_raw", ID.upper() + "_raw", ID + "_raw2", "x" + ID + "_raw"):
+        assert not store.is_cache_name(name)
