@@ -110,10 +110,25 @@ def set_quota(cluster, max_bytes):
     assert ret == 0, err
 
 
+def settled_usage(ioctx, quiet=6, timeout=60):
+    """The pool's byte count once the monitors' statistics stopped moving (they lag writes and
+    deletes by a few seconds)."""
+    deadline = time.monotonic() + timeout
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        used = ioctx.get_stats()["num_bytes"]
+        if used != last:
+            last, since = used, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return used
+        time.sleep(0.5)
+    raise AssertionError("pool usage did not settle in %ss" % timeout)
+
+
 def test_cache_that_does_not_fit_the_pool_quota_gets_a_clear_error(start_worker, demo_images,
                                                                    qcow2, ceph, admin_cluster):
     image = upload(demo_images, qcow2, cache_raw="True")
-    used = ceph.get_stats()["num_bytes"]
+    used = settled_usage(ceph)
     set_quota(admin_cluster, used + (1 << 20))
     try:
         start_worker(extra_conf=FAST)
