@@ -33,10 +33,10 @@ def parse_config(argv, prog, description):
     except OSError as exc:
         fail(prog, "cannot read config file %s: %s" % (exc.filename, exc.strerror))
     logging.setup(CONF, "cacheraw", version=__version__)
-    # The libraries' debug output would drown ours; their warnings still show.
-    for noisy in ("amqp", "oslo_messaging", "keystoneauth", "urllib3", "stevedore"):
-        std_logging.getLogger(noisy).setLevel(max(std_logging.INFO, std_logging.WARNING
-                                                  if not CONF.debug else std_logging.INFO))
+    # The libraries' debug output would drown ours; oslo.messaging's connection news stays.
+    if not CONF.debug:
+        for noisy in ("amqp", "kombu", "keystoneauth", "urllib3", "stevedore"):
+            std_logging.getLogger(noisy).setLevel(std_logging.WARNING)
     return CONF
 
 

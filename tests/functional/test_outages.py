@@ -71,7 +71,7 @@ def test_message_bus_outage(start_worker, demo_images, qcow2, outage):
     outage("rabbitmq")
     time.sleep(2)
     outage.start("rabbitmq")
-    time.sleep(5)  # the listener reconnects by itself
+    worker.wait_for_log("Reconnected to AMQP server", timeout=90)  # by itself
     image = upload(demo_images, qcow2, cache_raw="True")
     wait_status(demo_images, image["id"], "Cached", timeout=90)
     assert worker.proc.poll() is None
