@@ -2,6 +2,7 @@
 
 import os
 import subprocess
+import time
 
 import pytest
 import rbd
@@ -75,3 +76,18 @@ def test_worker_logs_image_events(start_worker, demo_images, qcow2, event):
     worker.wait_for_log("%s" % event)
     assert worker.stop() == 0
     assert "stopped" in worker.log()
+
+
+def test_no_secret_reaches_the_worker_log_even_in_debug(start_worker, demo_images, qcow2, stack):
+    worker = start_worker(extra_args=("--debug",))
+    image = upload(demo_images, qcow2, cache_raw="True")
+    worker.wait_for_log(image["id"])
+    time.sleep(2)
+    worker.stop()
+    log = worker.log()
+    secrets = [user["password"] for user in stack["keystone"]["users"].values()]
+    secrets.append(stack["rabbitmq"]["transport_url"].split(":")[2].split("@")[0])
+    with open(stack["ceph"]["users"]["cacheraw"]["keyring"]) as f:
+        secrets.append(f.read().split("key = ")[1].split()[0])
+    for secret in secrets:
+        assert secret not in log
