@@ -116,8 +116,12 @@ class Cacher:
                 self.images.update(image_id, {STATUS: ERROR, ERROR_PROP: refusal})
             return False
         status = image.get(STATUS)
-        if status == ERROR or (status == CACHED and self.cache_valid(image)):
+        if status == ERROR:
             return False
+        if status == CACHED:
+            if self.cache_valid(image):
+                return False
+            LOG.warning("Image %s: Cached but its cache is missing in Ceph", image_id)
         if status not in (QUEUED, CACHING, CACHED):
             self.images.update(image_id, {STATUS: QUEUED, ERROR_PROP: None},
                                only_if=lambda fresh: fresh.get(STATUS) is None)
@@ -381,10 +385,6 @@ class Cacher:
             # Unfinished: by a worker that runs (its lock makes ours a no-op) or one that died.
             self.fix_store_property(image)
             return self.enqueue(image["id"])
-        if status == CACHED and not self.cache_valid(image):
-            LOG.warning("Image %s: Cached but its cache is missing in Ceph", image["id"])
-            self.enqueue(image["id"])
-            return True
         if status == ERROR:
             return self._retry_due(image)
         return self.request(image)

@@ -67,6 +67,7 @@ def test_cached_image_whose_cache_vanished_is_cached_again(start_worker, demo_im
     worker = start_worker(extra_conf=FAST)
     image = upload(demo_images, qcow2, cache_raw="True")
     wait_status(demo_images, image["id"], "Cached")
+    time.sleep(2)  # the notifications of the worker's own updates have passed
     name = image["id"] + "_raw"
     with rbd.Image(ceph, name) as cache:
         cache.unprotect_snap("snap")
