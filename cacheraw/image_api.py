@@ -4,6 +4,7 @@ HTTP and Keystone errors are translated into cacheraw.exception here; transient 
 with the one retry policy (cacheraw.retry).
 """
 
+import functools
 import hashlib
 import logging
 import os
@@ -36,16 +37,16 @@ def _translate(exc, image_id=None):
 
 def calls_api(func):
     """Translate keystoneauth errors, then retry the transient ones."""
+    @functools.wraps(func)
     def translated(self, *args, **kwargs):
         try:
             return func(self, *args, **kwargs)
         except ks_exc.ClientException as exc:
             raise _translate(exc, args[0] if args else None) from exc
 
+    @functools.wraps(func)
     def wrapper(self, *args, **kwargs):
         return self._retry(translated, self, *args, **kwargs)
-    wrapper.__name__ = func.__name__
-    wrapper.__doc__ = func.__doc__
     return wrapper
 
 

@@ -39,6 +39,7 @@ def translate_errors(func):
     def wrapper(self, *args, **kwargs):
         return self._retry(translated, self, *args, **kwargs)
 
+    @functools.wraps(func)
     def translated(*args, **kwargs):
         try:
             return func(*args, **kwargs)

@@ -10,6 +10,7 @@ import logging
 import os
 import signal
 import threading
+import time
 
 from cacheraw import __version__
 from cacheraw import cacher as cacher_mod
@@ -20,6 +21,10 @@ from cacheraw import messaging
 from cacheraw import store as ceph_store
 
 LOG = logging.getLogger(__name__)
+
+# How long a stopping worker waits for a sweep in progress (it holds no lock and writes nothing
+# that the next sweep would not redo).
+SWEEP_STOP_TIMEOUT = 30
 
 
 class WorkQueue:
@@ -157,21 +162,17 @@ class Worker:
             self.listener.stop()
             self.listener.wait()
         self.queue.close()
-        converters = [t for t in self._threads if t.name.startswith("converter")]
-        deadline = threading.Event()
-        timer = threading.Timer(self.conf.worker.shutdown_timeout, deadline.set)
-        timer.start()
-        for thread in converters:
-            while thread.is_alive() and not deadline.is_set():
-                thread.join(0.2)
-        timer.cancel()
+        deadline = time.monotonic() + self.conf.worker.shutdown_timeout
+        for thread in self._threads:
+            thread.join(max(0.0, deadline - time.monotonic()))
         with self._jobs_lock:
             running = list(self.jobs.values())
         for job in running:
             job.cancel(cacher_mod.SHUTDOWN)
-        for thread in converters:
-            thread.join()
-        self.store.close()
+        for thread in self._threads:
+            thread.join(SWEEP_STOP_TIMEOUT if thread.name == "sweeper" else None)
+        if not any(thread.is_alive() for thread in self._threads):
+            self.store.close()  # never under a thread that still uses it
         LOG.info("cacheraw-worker %s stopped", __version__)
 
 
