@@ -13,7 +13,6 @@ import time
 
 from oslo_utils import strutils
 from oslo_utils import timeutils
-from oslo_utils import uuidutils
 
 from cacheraw import converter as conv
 from cacheraw import exception
@@ -36,9 +35,7 @@ def wants_cache(image):
             and strutils.bool_from_string(image.get("cache_raw"), default=False))
 
 
-def valid_id(image_id):
-    return isinstance(image_id, str) and uuidutils.is_uuid_like(image_id) and \
-        image_id == image_id.lower() and len(image_id) == 36
+valid_id = ceph_store.valid_id
 
 
 def one_line(text, limit=250):
@@ -61,11 +58,11 @@ class Cacher:
         self.images = images
         self.store = store
         self.converter = converter
-        self.enqueue = enqueue or (lambda image_id: None)
-        # Events of one image are handled one at a time (they arrive on several threads).
-        self._event_locks = [threading.Lock() for _ in range(64)]
+        self.enqueue = enqueue or (lambda image_id: False)
         self.cancel = cancel or (lambda image_id, reason: None)
         self._fsid = None
+        # Events of one image are handled one at a time (they arrive on several threads).
+        self._event_locks = [threading.Lock() for _ in range(64)]
 
     @property
     def fsid(self):
@@ -104,7 +101,7 @@ class Cacher:
         self.request(image)
 
     def request(self, image):
-        """Mark an image that wants a cache Queued and queue it; True when queued."""
+        """Mark an image that wants a cache Queued and queue it; True when newly queued here."""
         image_id = image["id"]
         self.fix_store_property(image)
         if not wants_cache(image):
@@ -126,8 +123,9 @@ class Cacher:
             self.images.update(image_id, {STATUS: QUEUED, ERROR_PROP: None},
                                only_if=lambda fresh: fresh.get(STATUS) is None)
             LOG.info("Image %s: queued", image_id)
-        self.enqueue(image_id)
-        return True
+        # Queued or Caching: unfinished, by a worker that runs (its lock makes ours a no-op)
+        # or by one that died.
+        return bool(self.enqueue(image_id))
 
     def refusal(self, image):
         """Why an image that asks for a cache cannot have one, or None."""
@@ -184,10 +182,10 @@ class Cacher:
         if refusal:
             self._set_quietly(image_id, {STATUS: ERROR, ERROR_PROP: refusal})
             return "error"
-        if not force and self.cache_valid(image):
-            return "skipped"
         name = ceph_store.cache_name(image_id)
         if not force and self.store.has_protected_snap(name):
+            if image.get(STATUS) == CACHED and image.get(URL) == self.cache_url(image_id):
+                return "skipped"
             # Only a finished conversion is snapshotted: the cache is complete, record it.
             LOG.info("Image %s: found a finished cache: recording it", image_id)
             return self._publish(image_id, name)
@@ -380,12 +378,7 @@ class Cacher:
             if image.get("status") == "active":
                 self.fix_store_property(image)
             return False
-        status = image.get(STATUS)
-        if status in (QUEUED, CACHING):
-            # Unfinished: by a worker that runs (its lock makes ours a no-op) or one that died.
-            self.fix_store_property(image)
-            return self.enqueue(image["id"])
-        if status == ERROR:
+        if image.get(STATUS) == ERROR:
             return self._retry_due(image)
         return self.request(image)
 

@@ -54,8 +54,12 @@ def translate_errors(func):
     return wrapper
 
 
-CACHE_NAME_RE = re.compile(r"^[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}%s$"
-                           % CACHE_SUFFIX)
+# Image ids name RBD images only once they match this: a lowercase UUID, nothing else.
+IMAGE_ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
+
+
+def valid_id(image_id):
+    return isinstance(image_id, str) and IMAGE_ID_RE.fullmatch(image_id) is not None
 
 
 def cache_name(image_id):
@@ -64,7 +68,7 @@ def cache_name(image_id):
 
 def is_cache_name(name):
     """True for ``<image uuid>_raw``: the only RBD images cacheraw ever removes unasked."""
-    return bool(CACHE_NAME_RE.match(name))
+    return name.endswith(CACHE_SUFFIX) and valid_id(name[:-len(CACHE_SUFFIX)])
 
 
 def read_key(keyring_path, user):
