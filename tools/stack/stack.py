@@ -32,15 +32,18 @@ TOP = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("CACHERAW_STACK_DIR", TOP / ".stack")).resolve()
 VENV_BIN = Path(sys.executable).parent
 HOST = "127.0.0.1"
-PORTS = {
+# CACHERAW_STACK_PORT_OFFSET (a multiple of 1000) moves every port, so that several stacks, each
+# with its own state folder, can run side by side.
+PORT_OFFSET = int(os.environ.get("CACHERAW_STACK_PORT_OFFSET", "0"))
+PORTS = {name: port + PORT_OFFSET for name, port in {
     "ceph-mon": 13300,  # v2; v1 is the next port
     "epmd": 14369,
     "rabbitmq": 15673,
     "rabbitmq-dist": 15674,
     "keystone": 15357,
     "glance": 19292,
-}
-CEPH_PORT_RANGE = (16800, 16899)
+}.items()}
+CEPH_PORT_RANGE = (16800 + PORT_OFFSET, 16899 + PORT_OFFSET)
 MEMSTORE_BYTES = int(os.environ.get("CACHERAW_STACK_MEMSTORE_MIB", "3072")) * 1024 * 1024
 WITH_MGR = os.environ.get("CACHERAW_STACK_MGR", "1") == "1"
 POOL = "images"
