@@ -10,6 +10,7 @@ import ctypes
 import json
 import logging
 import os
+import re
 import signal
 import subprocess
 import threading
@@ -28,6 +29,12 @@ SECRET_ID = "cacheraw-ceph-key"
 PR_SET_PDEATHSIG = 1
 # Glance's disk_format names that qemu calls otherwise.
 QEMU_DRIVERS = {"vhd": "vpc"}
+# qemu-img check: 2 = corruption found, 3 = only leaked clusters (harmless), 63 = the format has
+# no check.
+CHECK_EXIT_CODES = [0, 2, 3, 63]
+# qemu-img names the image by its option string; the reason recorded on the image needs neither
+# our paths nor our Ceph user.
+OPEN_PREFIX_RE = re.compile(r"Could not open '[^']*': ")
 
 
 def image_opts(options):
@@ -161,7 +168,7 @@ class Converter:
     # -- qemu-img
 
     def _qemu_img(self, args, cpu_seconds, timeout, job=None, secret_file=None,
-                  failure=exception.ConversionFailed):
+                  failure=exception.ConversionFailed, exit_codes=(0,)):
         argv = [self.conf.qemu_img, args[0]]
         if secret_file:
             argv += ["--object", "secret," + image_opts({"id": SECRET_ID, "file": secret_file,
@@ -177,6 +184,7 @@ class Converter:
             out, _ = processutils.execute(*argv, prlimit=limits, env_variables=env,
                                           timeout=timeout, on_execute=job.attach,
                                           on_completion=job.detach,
+                                          check_exit_code=list(exit_codes),
                                           preexec_fn=_detach_and_die_with_parent)
             return out
         except subprocess.TimeoutExpired as exc:
@@ -187,7 +195,8 @@ class Converter:
             job.check()
             detail = (exc.stderr or exc.stdout or "").strip().splitlines()
             raise failure("qemu-img %s failed (exit %s): %s" % (
-                args[0], exc.exit_code, detail[-1] if detail else "no output")) from exc
+                args[0], exc.exit_code,
+                OPEN_PREFIX_RE.sub("", detail[-1]) if detail else "no output")) from exc
 
     @staticmethod
     def _layered(driver, file_options, secret_file):
@@ -219,11 +228,34 @@ class Converter:
                                         % (info.get("format"), disk_format))
         if info.get("backing-filename") or info.get("full-backing-filename"):
             raise exception.UnsafeImage("image has a backing file")
-        data_file = (info.get("format-specific", {}).get("data", {}) or {}).get("data-file")
-        if data_file:
+        specific = info.get("format-specific", {}).get("data", {}) or {}
+        if specific.get("data-file"):
             raise exception.UnsafeImage("image has an external data file")
+        if info.get("encrypted") or specific.get("encrypt"):
+            # Nobody gave us its key: qemu-img could not read it, and a cache of it is no use.
+            raise exception.UnsafeImage("image is encrypted")
         self._check_size(info.get("virtual-size"))
+        self._check_consistency(source, disk_format, secret_file)
         return info
+
+    def _check_consistency(self, source, disk_format, secret_file):
+        """qemu-img check: a truncated or corrupt image would otherwise convert "successfully",
+        its missing clusters read as zeros."""
+        out = self._qemu_img(["check", "--output=json", "--image-opts",
+                              self._layered(disk_format, source.qemu_file(), secret_file)],
+                             self.conf.qemu_img_info_cpu_seconds,
+                             self.conf.qemu_img_info_timeout, secret_file=secret_file,
+                             failure=exception.UnreadableImage, exit_codes=CHECK_EXIT_CODES)
+        if not out.strip():
+            return  # the format has no consistency check
+        try:
+            result = json.loads(out)
+        except ValueError as exc:
+            raise exception.UnsafeImage("qemu-img check gave no JSON for the image") from exc
+        errors = result.get("corruptions", 0) + result.get("check-errors", 0)
+        if errors:
+            raise exception.UnsafeImage("image is corrupt or truncated: qemu-img check found %d "
+                                        "errors" % errors)
 
     def data_bytes(self, source, disk_format, secret_file=None):
         """Bytes of the image that hold data: what a thin RAW copy writes at most."""

@@ -1,13 +1,13 @@
 """The local stack cacheraw is run and tested against, on one machine.
 
-A one-node Ceph cluster (memstore), RabbitMQ, Keystone and Glance, all bound to 127.0.0.1 on
+A one-node Ceph cluster (bluestore on a sparse file, or memstore), RabbitMQ, Keystone and Glance, all bound to 127.0.0.1 on
 non-default ports, with every file they write under one state folder (default ``.stack/``).
 
     stack.py up       start everything (does nothing when the stack already runs)
     stack.py down     stop exactly the processes ``up`` started, by their pid files
     stack.py status   say what runs
-    stack.py stop-service glance|rabbitmq, start-service glance|rabbitmq
-                      an outage of one service, for the tests
+    stack.py stop-service glance|rabbitmq|ceph-osd, start-service glance|rabbitmq|ceph-osd
+                      an outage of one service, for the tests (ceph-osd: bluestore only)
 
 Everything the stack made is described in ``<state>/stack.json`` for the tests and tools.
 """
@@ -45,6 +45,10 @@ PORTS = {name: port + PORT_OFFSET for name, port in {
 }.items()}
 CEPH_PORT_RANGE = (16800 + PORT_OFFSET, 16899 + PORT_OFFSET)
 MEMSTORE_BYTES = int(os.environ.get("CACHERAW_STACK_MEMSTORE_MIB", "3072")) * 1024 * 1024
+# bluestore keeps the OSD's data in a sparse file, so that the OSD can be stopped and started
+# again (an outage); memstore loses everything when its OSD stops.
+OSD_STORE = os.environ.get("CACHERAW_STACK_OSD", "bluestore")
+BLUESTORE_BYTES = int(os.environ.get("CACHERAW_STACK_BLUESTORE_MIB", "8192")) * 1024 * 1024
 WITH_MGR = os.environ.get("CACHERAW_STACK_MGR", "1") == "1"
 POOL = "images"
 CMD_TIMEOUT = 60
@@ -185,12 +189,27 @@ mgr disabled modules = dashboard prometheus restful
 [osd]
 osd data = {d}/osd.$id
 keyring = {d}/osd.$id/keyring
-osd objectstore = memstore
-memstore device bytes = {MEMSTORE_BYTES}
 osd memory target = 939524096
-[client]
+{osd_store_conf()}[client]
 keyring = {d}/ceph.$name.keyring
 """
+
+
+def osd_store_conf():
+    if OSD_STORE == "memstore":
+        return "osd objectstore = memstore\nmemstore device bytes = %d\n" % MEMSTORE_BYTES
+    if OSD_STORE != "bluestore":
+        raise StackError("CACHERAW_STACK_OSD must be bluestore or memstore, not %r" % OSD_STORE)
+    # A sparse file: only what is written takes disk space. Small caches keep the OSD's memory
+    # near that of memstore.
+    return "\n".join([
+        "osd objectstore = bluestore",
+        "bluestore block create = true",
+        "bluestore block size = %d" % BLUESTORE_BYTES,
+        "bluestore fsck on mount = false",
+        "bluestore cache autotune = false",
+        "bluestore cache size = 134217728",
+        ""])
 
 
 def ceph_up(facts):
@@ -223,7 +242,7 @@ def ceph_up(facts):
             mgr_up(cluster, conf)
         pool_up(cluster)
         facts["ceph"] = {
-            "conf": str(conf), "fsid": fsid, "pool": POOL,
+            "conf": str(conf), "fsid": fsid, "pool": POOL, "objectstore": OSD_STORE,
             "users": {name: ceph_user(cluster, name) for name in ("glance", "cacheraw")},
         }
     finally:
@@ -245,13 +264,37 @@ def osd_up(cluster, conf):
     osd_id = json.loads(out)["osdid"]
     run(["ceph-authtool", "--create-keyring", STATE / "ceph" / ("osd.%d" % osd_id) / "keyring",
          "--name", "osd.%d" % osd_id, "--add-key", key])
-    run(["ceph-osd", "-c", conf, "-i", str(osd_id), "--mkfs", "--osd-uuid", osd_uuid])
-    proc = start("ceph-osd", ["ceph-osd", "-f", "-c", str(conf), "-i", str(osd_id)])
+    run(["ceph-osd", "-c", conf, "-i", str(osd_id), "--mkfs", "--osd-uuid", osd_uuid],
+        timeout=120)
+    osd_start(cluster, conf)
+
+
+def osd_start(cluster, conf):
+    proc = start("ceph-osd", ["ceph-osd", "-f", "-c", str(conf), "-i", "0"])
 
     def osd_is_up():
         stat = json.loads(mon_command(cluster, {"prefix": "osd stat", "format": "json"}))
         return stat.get("num_up_osds", stat.get("osdmap", {}).get("num_up_osds")) == 1
-    wait_for("ceph-osd", osd_is_up, 30, proc)
+    wait_for("ceph-osd", osd_is_up, 60, proc)
+
+
+def osd_restart():
+    """Start the stopped OSD again (its data survives on bluestore)."""
+    import rados  # noqa: E402 - only the stack's own tooling uses client.admin
+    conf = STATE / "ceph" / "ceph.conf"
+    cluster = rados.Rados(conffile=str(conf), name="client.admin")
+    cluster.connect(timeout=20)
+    try:
+        osd_start(cluster, conf)
+    finally:
+        cluster.shutdown()
+
+
+def osd_stoppable():
+    facts = json.loads((STATE / "stack.json").read_text())
+    if facts["ceph"].get("objectstore") != "bluestore":
+        raise StackError("the OSD runs on memstore, which loses its data when stopped: "
+                         "start the stack with CACHERAW_STACK_OSD=bluestore")
 
 
 def mgr_up(cluster, conf):
@@ -729,15 +772,20 @@ def all_ports():
 
 # Services the tests may stop and start again, to prove that cacheraw survives their outage.
 RESTARTABLE = {"glance": (glance_start, PORTS["glance"]),
-               "rabbitmq": (rabbit_start, PORTS["rabbitmq"])}
+               "rabbitmq": (rabbit_start, PORTS["rabbitmq"]),
+               "ceph-osd": (osd_restart, None)}
 
 
 def stop_service(name):
+    if name == "ceph-osd":
+        osd_stoppable()
     pid = read_pid(name)
     if pid is not None and group_alive(pid):
         stop_group(name, pid)
     pid_file(name).unlink(missing_ok=True)
-    wait_for("%s to free its port" % name, lambda: not port_open(RESTARTABLE[name][1]), 20)
+    port = RESTARTABLE[name][1]
+    if port is not None:
+        wait_for("%s to free its port" % name, lambda: not port_open(port), 20)
     log("%s stopped" % name)
 
 
