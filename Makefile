@@ -4,6 +4,7 @@ PY := $(VENV)/bin/python
 STACK := tools/stack/stack.py
 
 .PHONY: setup stack-up stack-down stack-status run test unit functional genconfig bench clean
+.PHONY: test-faults test-hostile
 
 setup:
 	@tools/setup.sh
@@ -29,6 +30,12 @@ unit: setup
 
 functional: setup
 	@tools/run-tests.sh tests/functional
+
+test-faults: setup
+	@tools/run-tests.sh -m faults tests
+
+test-hostile: setup
+	@tools/run-tests.sh -m hostile tests
 
 genconfig: setup
 	$(VENV)/bin/oslo-config-generator --config-file etc/cacheraw-config-generator.conf
