@@ -251,6 +251,7 @@ class CephStore:
                     with self._ioctx() as ioctx:
                         rbd.RBD().trash_move(ioctx, name)
                     return "trashed"
+                self._break_stale_locks(image)
                 self._drop_snap(image)
         except rbd.ImageNotFound:
             return "absent"
@@ -270,6 +271,15 @@ class CephStore:
             return bool(list(image.list_children2()))
         finally:
             image.set_snap(None)
+
+    @staticmethod
+    def _break_stale_locks(image):
+        """A cache is written only by our qemu-img, under our conversion lock: a lock left on a
+        cache being removed is that of a qemu-img that was killed. librbd breaks it and blocklists
+        the dead client, so that the removal need not wait for its watch to time out."""
+        lockers = image.list_lockers()
+        for client, cookie, _ in (lockers["lockers"] if lockers else []):
+            image.break_lock(client, cookie)
 
     @staticmethod
     def _drop_snap(image):
