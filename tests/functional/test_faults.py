@@ -1,0 +1,478 @@
+"""Fault injection on the real stack: crashes at exact points, outages of Ceph, RabbitMQ and the
+image API, workers that are not running, a full pool, racing workers and operators, deletes.
+
+Every test ends with every requested image Cached and converted exactly once (the workers' and
+cacheraw-manage's "converted to RAW" lines), and nothing left behind in the pool: no ``_raw``
+image whose image is gone, no trashed cache without clones, no conversion lock object.
+
+The crash points are hit from outside the product, with only what an operator could configure:
+``[converter] qemu_img`` names a wrapper around the real qemu-img that rate-limits the conversion
+(killed while qemu-img writes), or kills its parent, the worker, the moment qemu-img succeeded
+(converted, not yet snapshotted); a stopped image API holds the worker between protecting the
+snapshot and recording Cached. No test-only switch exists in the product to be left on by mistake.
+"""
+
+import os
+import signal
+import subprocess
+import sys
+import threading
+import time
+import uuid
+
+import pytest
+import rbd
+
+from tests.functional.conftest import TOP
+from tests.functional.conftest import make_qcow2
+from tests.functional.test_caching import conversions
+from tests.functional.test_caching import names_in_pool
+from tests.functional.test_caching import raw_of
+from tests.functional.test_caching import read_rbd
+from tests.functional.test_caching import upload
+from tests.functional.test_caching import wait_status
+
+pytestmark = pytest.mark.faults
+
+FAST = "[worker]\nsweep_interval = 2\n[ceph]\nlock_duration = 10\n"
+QUICK_RETRIES = ("[worker]\nsweep_interval = 2\nretry_attempts = 2\nretry_initial_delay = 0.5\n"
+                 "retry_max_delay = 1\n[ceph]\nlock_duration = 10\n")
+LOCK_PREFIX = "cacheraw.lock."
+MANAGE = os.path.join(os.path.dirname(sys.executable), "cacheraw-manage")
+
+
+# -- the stack and the pool
+
+def stack_cmd(*args):
+    done = subprocess.run([sys.executable, str(TOP / "tools/stack/stack.py"), *args],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture
+def outage():
+    """outage(service) stops a stack service; outage.start(service) starts it again; whatever
+    is still stopped at the end of the test is started."""
+    stopped = []
+
+    def stop(service):
+        stack_cmd("stop-service", service)
+        stopped.append(service)
+
+    def start(service):
+        stack_cmd("start-service", service)
+        stopped.remove(service)
+
+    stop.start = start
+    yield stop
+    for service in list(stopped):
+        stack_cmd("start-service", service)
+
+
+def image_exists(images, image_id):
+    response = images.session.get(images.url + "/images/%s" % image_id, raise_exc=False)
+    assert response.status_code in (200, 404), response.text
+    return response.status_code == 200
+
+
+def garbage(ceph, images):
+    """What a fault may have left: caches without their image, trashed caches without clones,
+    lock objects."""
+    found = []
+    for name in names_in_pool(ceph):
+        if name.endswith("_raw") and not image_exists(images, name[:-len("_raw")]):
+            found.append("orphaned cache %s" % name)
+    for entry in rbd.RBD().trash_list(ceph):
+        if entry["name"].endswith("_raw"):
+            with rbd.Image(ceph, image_id=entry["id"], read_only=True) as trashed:
+                trashed.set_snap("snap")
+                if not list(trashed.list_children2()):
+                    found.append("trashed cache %s without clones" % entry["name"])
+    found += ["lock object %s" % o.key for o in ceph.list_objects()
+              if o.key.startswith(LOCK_PREFIX)]
+    return found
+
+
+def assert_no_garbage(ceph, images, timeout=30):
+    # A worker removes its lock object just after it records the outcome: allow it that moment.
+    deadline = time.monotonic() + timeout
+    while True:
+        found = garbage(ceph, images)
+        if not found or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert found == []
+
+
+def assert_cached_once(images, ids, logs):
+    for image_id in ids:
+        image = images.get(image_id)
+        assert image.get("cache_raw_status") == "Cached", image
+        assert conversions(logs, image_id) == 1, (image_id, logs[-5000:])
+
+
+def assert_cache_matches(ceph, image_id, qcow2, tmp_path):
+    with rbd.Image(ceph, image_id + "_raw", read_only=True) as cache:
+        assert [s["name"] for s in cache.list_snaps()] == ["snap"]
+        assert cache.is_protected_snap("snap")
+    assert read_rbd(ceph, image_id + "_raw", "snap") == raw_of(qcow2, tmp_path)
+
+
+def all_logs(*workers):
+    return "".join(w.log() for w in workers)
+
+
+# -- qemu-img wrappers: a real conversion, slowed down or followed by a crash
+
+def qemu_img_wrapper(tmp_path, name, convert):
+    """A qemu-img for [converter] qemu_img: ``convert`` is the shell run for 'convert'
+    (its arguments in "$@", the subcommand shifted off)."""
+    path = tmp_path / name
+    path.write_text("#!/bin/sh\nif [ \"$1\" = convert ]; then\n  shift\n%s\nfi\n"
+                    "exec qemu-img \"$@\"\n" % convert)
+    path.chmod(0o755)
+    return path
+
+
+def throttled_qemu_img(tmp_path, bytes_per_second=256 * 1024):
+    """The real conversion, rate-limited: several seconds of writing into Ceph."""
+    return qemu_img_wrapper(tmp_path, "throttled-qemu-img",
+                            "exec qemu-img convert -r %d \"$@\"" % bytes_per_second)
+
+
+def crashing_qemu_img(tmp_path):
+    """The real conversion, then SIGKILL of the worker (qemu-img's parent: oslo.concurrency's
+    prlimit execs in place) before it can snapshot the cache."""
+    return qemu_img_wrapper(tmp_path, "crashing-qemu-img",
+                            "qemu-img convert \"$@\" && kill -KILL $PPID\nsleep 30\nexit 1")
+
+
+def paused_qemu_img(tmp_path, seconds):
+    return qemu_img_wrapper(tmp_path, "paused-qemu-img",
+                            "sleep %d\nexec qemu-img convert \"$@\"" % seconds)
+
+
+def converter_conf(base, qemu_img):
+    return base + "[converter]\nqemu_img = %s\n" % qemu_img
+
+
+def wait_for_written_data(ceph, name, timeout=60):
+    """Until qemu-img has written some of the cache: a conversion in full flow."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with rbd.Image(ceph, name, read_only=True) as image:
+                written = []
+                image.diff_iterate(0, image.size(), None,
+                                   lambda offset, length, exists: written.append(exists),
+                                   whole_object=True)
+                if any(written):
+                    return
+        except rbd.ImageNotFound:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("nothing written into %s in %ss" % (name, timeout))
+
+
+def qemu_img_running_for(image_id):
+    return subprocess.run(["pgrep", "-f", "qemu-img.*%s" % image_id],
+                          capture_output=True).returncode == 0
+
+
+def wait_until(what, check, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "%s not reached in %ss" % (what, timeout)
+        time.sleep(0.2)
+
+
+# -- 1. the worker killed at three points
+
+def kill_during_qemu_img(start_worker, demo_images, ceph, qcow2, tmp_path, outage):
+    worker = start_worker(name="doomed", extra_conf=converter_conf(FAST,
+                                                                  throttled_qemu_img(tmp_path)))
+    image = upload(demo_images, qcow2, cache_raw="True")
+    wait_for_written_data(ceph, image["id"] + "_raw")
+    assert qemu_img_running_for(image["id"])
+    worker.stop(signal.SIGKILL)
+    wait_until("the worker's qemu-img dying with it",
+               lambda: not qemu_img_running_for(image["id"]), 10)
+    with rbd.Image(ceph, image["id"] + "_raw", read_only=True) as cache:
+        assert list(cache.list_snaps()) == []
+    return image, worker
+
+
+def kill_after_conversion(start_worker, demo_images, ceph, qcow2, tmp_path, outage):
+    worker = start_worker(name="doomed", extra_conf=converter_conf(FAST,
+                                                                  crashing_qemu_img(tmp_path)))
+    image = upload(demo_images, qcow2, cache_raw="True")
+    worker.proc.wait(timeout=60)
+    assert worker.proc.returncode == -signal.SIGKILL
+    # Converted in full, never snapshotted: a partial cache by the rule.
+    assert read_rbd(ceph, image["id"] + "_raw") == raw_of(qcow2, tmp_path)
+    with rbd.Image(ceph, image["id"] + "_raw", read_only=True) as cache:
+        assert list(cache.list_snaps()) == []
+    assert demo_images.get(image["id"])["cache_raw_status"] == "Caching"
+    worker.stop()
+    return image, worker
+
+
+def kill_after_protection(start_worker, demo_images, ceph, qcow2, tmp_path, outage):
+    worker = start_worker(name="doomed", extra_conf=converter_conf(FAST,
+                                                                  paused_qemu_img(tmp_path, 3)))
+    image = upload(demo_images, qcow2, cache_raw="True")
+    wait_status(demo_images, image["id"], "Caching")
+    outage("glance")  # the worker cannot record Cached: it retries, then dies
+    worker.wait_for_log("Image %s: converted to RAW" % image["id"], timeout=60)
+    with rbd.Image(ceph, image["id"] + "_raw", read_only=True) as cache:
+        assert cache.is_protected_snap("snap")
+    worker.stop(signal.SIGKILL)
+    outage.start("glance")
+    assert demo_images.get(image["id"])["cache_raw_status"] == "Caching"
+    return image, worker
+
+
+@pytest.mark.parametrize("crash", [kill_during_qemu_img, kill_after_conversion,
+                                   kill_after_protection])
+def test_worker_killed_at_each_point_recovers(crash, start_worker, demo_images, service_images,
+                                              ceph, qcow2, tmp_path, outage):
+    image, doomed = crash(start_worker, demo_images, ceph, qcow2, tmp_path, outage)
+    # Started again: its start-up sweep finds the image Caching, waits for the dead worker's
+    # lock to expire, and finishes the work.
+    again = start_worker(name="again", extra_conf=FAST)
+    wait_status(demo_images, image["id"], "Cached", timeout=120)
+    assert_cached_once(demo_images, [image["id"]], all_logs(doomed, again))
+    assert_cache_matches(ceph, image["id"], qcow2, tmp_path)
+    assert_no_garbage(ceph, service_images)
+
+
+# -- 2. the OSD stopped in the middle of a conversion
+
+def test_osd_stopped_mid_conversion(stack, start_worker, demo_images, service_images, ceph,
+                                    qcow2, tmp_path, outage):
+    assert stack["ceph"].get("objectstore") == "bluestore", (
+        "the OSD outage needs the stack on bluestore (CACHERAW_STACK_OSD=bluestore)")
+    worker = start_worker(extra_conf=converter_conf(
+        "[worker]\nsweep_interval = 2\n[ceph]\nlock_duration = 30\n",
+        throttled_qemu_img(tmp_path, 512 * 1024)))
+    image = upload(demo_images, qcow2, cache_raw="True")
+    wait_for_written_data(ceph, image["id"] + "_raw")
+    outage("ceph-osd")
+    time.sleep(20)  # the outage itself
+    outage.start("ceph-osd")
+    wait_status(demo_images, image["id"], "Cached", timeout=180)
+    assert worker.proc.poll() is None
+    assert_cached_once(demo_images, [image["id"]], worker.log())
+    assert_cache_matches(ceph, image["id"], qcow2, tmp_path)
+    assert_no_garbage(ceph, service_images)
+
+
+# -- 3. RabbitMQ restarted while the worker is idle
+
+def test_rabbitmq_restart_while_idle(start_worker, demo_images, service_images, ceph, qcow2,
+                                     outage):
+    # No periodic sweep: only a notification can bring the image in.
+    worker = start_worker(extra_conf="[worker]\nsweep_interval = 0\n")
+    worker.wait_for_log("Sweep:")
+    outage("rabbitmq")
+    time.sleep(2)
+    outage.start("rabbitmq")
+    worker.wait_for_log("Reconnected to AMQP server", timeout=90)  # by itself
+    image = upload(demo_images, qcow2, cache_raw="True")
+    wait_status(demo_images, image["id"], "Cached", timeout=90)
+    assert worker.proc.poll() is None
+    assert_cached_once(demo_images, [image["id"]], worker.log())
+    assert_no_garbage(ceph, service_images)
+
+
+# -- 4. uploads while no worker runs
+
+def test_uploads_while_no_worker_runs_are_all_cached(start_worker, demo_images, service_images,
+                                                     ceph, tmp_path):
+    pool = "tests-%s" % uuid.uuid4().hex[:12]
+    first = start_worker(name="first", pool=pool, extra_conf=FAST)
+    first.stop()
+    ids = []
+    for n in range(4):
+        path = make_qcow2(tmp_path / ("d%d.qcow2" % n), size="16M",
+                          writes=(("0x%02x" % (n + 1), "0", "1M"),))
+        ids.append(upload(demo_images, path, cache_raw="True")["id"])
+    for image_id in ids:
+        assert "cache_raw_status" not in demo_images.get(image_id)
+    # The notifications waited in the pool's queue; the start-up sweep finds the images too.
+    later = start_worker(name="later", pool=pool, extra_conf=FAST)
+    for image_id in ids:
+        wait_status(demo_images, image_id, "Cached", timeout=90)
+    time.sleep(3)  # a sweep passes: nothing is converted again
+    assert_cached_once(demo_images, ids, all_logs(first, later))
+    assert_no_garbage(ceph, service_images)
+
+
+# -- 5. the image API down when the worker records Cached
+
+def test_image_api_down_when_recording_cached(start_worker, demo_images, service_images, ceph,
+                                              qcow2, tmp_path, outage):
+    worker = start_worker(extra_conf=converter_conf(QUICK_RETRIES, paused_qemu_img(tmp_path, 3)))
+    image = upload(demo_images, qcow2, cache_raw="True")
+    wait_status(demo_images, image["id"], "Caching")
+    outage("glance")
+    stopped = time.monotonic()
+    worker.wait_for_log("Image %s: converted to RAW" % image["id"], timeout=60)
+    worker.wait_for_log("caching failed", timeout=60)  # converted; Glance is not there to hear
+    time.sleep(max(0.0, 20 - (time.monotonic() - stopped)))
+    outage.start("glance")
+    wait_status(demo_images, image["id"], "Cached", timeout=90)
+    log = worker.log()
+    assert "Image %s: found a finished cache" % image["id"] in log
+    assert worker.proc.poll() is None
+    assert_cached_once(demo_images, [image["id"]], log)
+    assert_cache_matches(ceph, image["id"], qcow2, tmp_path)
+    assert_no_garbage(ceph, service_images)
+
+
+# -- 6. the pool full
+
+def set_quota(admin_cluster, max_bytes):
+    import json
+    ret, _, err = admin_cluster.mon_command(json.dumps({
+        "prefix": "osd pool set-quota", "pool": "images", "field": "max_bytes",
+        "val": str(max_bytes)}), b"", timeout=20)
+    assert ret == 0, err
+
+
+@pytest.fixture
+def admin_cluster(stack):
+    import rados
+    cluster = rados.Rados(conffile=stack["ceph"]["conf"], rados_id="admin")
+    cluster.connect(timeout=15)
+    yield cluster
+    set_quota(cluster, 0)
+    cluster.shutdown()
+
+
+def manage(stack, *args, timeout=180, log_file=None):
+    """cacheraw-manage against the stack; with ``log_file``, its log goes there."""
+    logging = ["--log-file", str(log_file)] if log_file else []
+    return subprocess.run([MANAGE, "--config-file", stack["cacheraw_conf"], *logging, *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def test_pool_full_errors_cleanly_then_recache_succeeds(stack, start_worker, demo_images,
+                                                        service_images, ceph, qcow2, tmp_path,
+                                                        admin_cluster):
+    from tests.functional.test_recovery import settled_usage
+    image = upload(demo_images, qcow2, cache_raw="True")
+    set_quota(admin_cluster, settled_usage(ceph) + (1 << 20))
+    worker = start_worker(extra_conf=FAST)
+    failed = wait_status(demo_images, image["id"], "Error")
+    assert failed["cache_raw_error"].startswith("not enough space in pool images: need ")
+    assert image["id"] + "_raw" not in names_in_pool(ceph)
+    assert_no_garbage(ceph, service_images)
+    set_quota(admin_cluster, 0)  # space freed
+    manage_log = tmp_path / "manage.log"
+    done = manage(stack, "recache", image["id"], log_file=manage_log)
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert demo_images.get(image["id"])["cache_raw_status"] == "Cached"
+    assert "cache_raw_error" not in demo_images.get(image["id"])
+    time.sleep(3)  # the worker hears of the recache: it must not convert again
+    assert_cached_once(demo_images, [image["id"]], worker.log() + manage_log.read_text())
+    assert_cache_matches(ceph, image["id"], qcow2, tmp_path)
+    assert_no_garbage(ceph, service_images)
+
+
+# -- 7. three workers, thirty uploads, operators re-caching at the same time
+
+def recache_has_force(stack):
+    """Whether 'recache' without --force leaves a valid cache alone (then it converts only
+    with --force) or always converts again."""
+    return "--force" in manage(stack, "recache", "--help", timeout=60).stdout
+
+
+def test_three_workers_thirty_uploads_and_racing_recaches(stack, start_worker, demo_images,
+                                                          service_images, ceph, tmp_path):
+    pool = "tests-shared-%s" % uuid.uuid4().hex[:8]
+    workers = [start_worker(name="w%d" % n, pool=pool, extra_conf=FAST) for n in range(3)]
+    recached = set()
+    racers = []
+
+    def recache(image_id):
+        manage(stack, "recache", image_id, log_file=tmp_path / ("manage-%s.log" % image_id))
+
+    ids = []
+    for n in range(30):
+        path = make_qcow2(tmp_path / ("d%d.qcow2" % n), size="8M",
+                          writes=(("0x%02x" % (n + 1), "0", "256K"),))
+        ids.append(upload(demo_images, path, cache_raw="True")["id"])
+        if n % 3 == 0:  # an operator re-caches an image the workers are busy with
+            recached.add(ids[-1])
+            racers.append(threading.Thread(target=recache, args=(ids[-1],)))
+            racers[-1].start()
+    for racer in racers:
+        racer.join(240)
+    for image_id in ids:
+        wait_status(demo_images, image_id, "Cached", timeout=180)
+    time.sleep(3)  # a sweep of every worker passes: nothing more is converted
+    logs = all_logs(*workers) + "".join(p.read_text() for p in tmp_path.glob("manage-*.log"))
+    # recache converts a valid cache again only where it always forces.
+    extra = 0 if recache_has_force(stack) else 1
+    for image_id in ids:
+        image = demo_images.get(image_id)
+        assert image.get("cache_raw_status") == "Cached", image
+        count = conversions(logs, image_id)
+        assert 1 <= count <= 1 + (extra if image_id in recached else 0), (image_id, count)
+        with rbd.Image(ceph, image_id + "_raw", read_only=True) as cache:
+            assert cache.is_protected_snap("snap")
+    assert all(w.proc.poll() is None for w in workers)
+    assert_no_garbage(ceph, service_images)
+
+
+# -- 8. an image deleted while it is converted
+
+def test_image_deleted_mid_conversion_stops_it_and_leaves_nothing(stack, start_worker,
+                                                                  demo_images, service_images,
+                                                                  ceph, qcow2, tmp_path):
+    # Data in the file store: the worker converts a verified download, and Glance can delete
+    # the image at any moment (see the next test for data in Ceph).
+    worker = start_worker(extra_conf=converter_conf(FAST, throttled_qemu_img(tmp_path)))
+    image = upload(demo_images, qcow2, headers={"X-Image-Meta-Store": "local"},
+                   cache_raw="True")
+    name = image["id"] + "_raw"
+    wait_for_written_data(ceph, name)
+    demo_images.delete(image["id"])
+    worker.wait_for_log("Image %s: stopping its conversion" % image["id"])
+    wait_until("the cache removed", lambda: name not in names_in_pool(ceph))
+    wait_until("qemu-img killed", lambda: not qemu_img_running_for(image["id"]), 10)
+    conversion_dir = os.path.join(stack["state_dir"], "cacheraw", "conversions")
+    wait_until("the download removed", lambda: not os.listdir(conversion_dir), 10)
+    assert conversions(worker.log(), image["id"]) == 0
+    assert worker.proc.poll() is None
+    assert_no_garbage(ceph, service_images)
+    # The worker goes on with the next image.
+    other = upload(demo_images, make_qcow2(tmp_path / "next.qcow2", size="8M",
+                                           writes=(("0x11", "0", "256K"),)), cache_raw="True")
+    wait_status(demo_images, other["id"], "Cached", timeout=90)
+    assert_cached_once(demo_images, [other["id"]], worker.log())
+    assert_no_garbage(ceph, service_images)
+
+
+def test_image_in_ceph_deleted_mid_conversion_leaves_nothing(start_worker, demo_images,
+                                                             service_images, ceph, qcow2,
+                                                             tmp_path):
+    # qemu-img reads the image in place, and librbd opens it read-write (a watcher): Glance's
+    # RBD store answers 409 "in use" until the conversion ends. Either way, nothing is left.
+    worker = start_worker(extra_conf=converter_conf(FAST, throttled_qemu_img(tmp_path)))
+    image = upload(demo_images, qcow2, cache_raw="True")
+    name = image["id"] + "_raw"
+    wait_for_written_data(ceph, name)
+    response = demo_images.delete(image["id"], raise_exc=False)
+    assert response.status_code in (204, 409), response.text
+    if response.status_code == 409:
+        demo_images.wait(image["id"], lambda i: i.get("cache_raw_status") in ("Cached", "Error"),
+                         timeout=90, what="the conversion ended")
+        demo_images.delete(image["id"])
+    wait_until("the cache removed", lambda: name not in names_in_pool(ceph))
+    wait_until("qemu-img ended", lambda: not qemu_img_running_for(image["id"]), 10)
+    assert image["id"] not in names_in_pool(ceph)
+    assert conversions(worker.log(), image["id"]) <= 1
+    assert worker.proc.poll() is None
+    assert_no_garbage(ceph, service_images)
