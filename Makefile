@@ -31,7 +31,7 @@ functional: setup
 	@tools/run-tests.sh tests/functional
 
 genconfig: setup
-	$(VENV)/bin/oslo-config-generator --config-file etc/cacheraw-config-generator.conf
+	$(VENV)/bin/oslo-config-generator --config-file etc/oslo-config-generator/cacheraw.conf
 
 bench: setup
 	@tools/run-tests.sh --bench

@@ -247,7 +247,7 @@ class Cacher:
                 # qemu-img fails alike on a broken image and on an unreachable cluster.
                 self.store.check_reachable()
                 raise
-            self._check_space(need)
+            self._check_space(image["id"], need)
             job.check()
             self.store.create(name, info["virtual-size"])
             self.converter.convert(source, fmt, name, job, secret)
@@ -301,11 +301,11 @@ class Cacher:
             f.write(key)
         return path
 
-    def _check_space(self, need):
+    def _check_space(self, image_id, need):
         have, limit = self.store.pool_space()
         if need > have:
-            LOG.info("Pool %s: %d bytes available, limited by its %s", self.store.pool, have,
-                     limit)
+            LOG.info("Image %s: pool %s has %d bytes available, limited by its %s", image_id,
+                     self.store.pool, have, limit)
             raise exception.NotEnoughSpace("not enough space in pool %s: need %d, have %d"
                                            % (self.store.pool, need, have))
 
