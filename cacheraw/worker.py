@@ -18,6 +18,7 @@ from cacheraw import converter as conv
 from cacheraw import exception
 from cacheraw import image_api
 from cacheraw import messaging
+from cacheraw import sdnotify
 from cacheraw import store as ceph_store
 
 LOG = logging.getLogger(__name__)
@@ -97,6 +98,7 @@ class Worker:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         LOG.info("cacheraw-worker %s started", __version__)
+        sdnotify.ready("listening on exchange %s" % self.conf.notifications.exchange)
 
     def _spawn(self, name, target):
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -151,12 +153,17 @@ class Worker:
         self._stopping.set()
 
     def wait(self):
-        while not self._stopping.wait(1):
+        watchdog = sdnotify.Watchdog(self._converters_alive)
+        while not self._stopping.wait(watchdog.tick(1)):
             pass
         self.stop()
         return 0
 
+    def _converters_alive(self):
+        return all(t.is_alive() for t in self._threads if t.name.startswith("converter-"))
+
     def stop(self):
+        sdnotify.stopping("finishing running conversions")
         self._stopping.set()
         if self.listener is not None:
             self.listener.stop()
