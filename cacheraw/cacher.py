@@ -16,6 +16,7 @@ from oslo_utils import timeutils
 
 from cacheraw import converter as conv
 from cacheraw import exception
+from cacheraw import properties
 from cacheraw import store as ceph_store
 
 LOG = logging.getLogger(__name__)
@@ -63,6 +64,7 @@ class Cacher:
         self._fsid = None
         # Events of one image are handled one at a time (they arrive on several threads).
         self._event_locks = [threading.Lock() for _ in range(64)]
+        self._property_problems = PropertyProblems()
 
     @property
     def fsid(self):
@@ -98,6 +100,7 @@ class Cacher:
             LOG.info("Image %s is gone", image_id)
             self.forget(image_id)
             return
+        self._property_problems.warn(image)
         self.request(image)
 
     def request(self, image):
@@ -409,6 +412,29 @@ class Cacher:
                 self.forget(image_id)
                 removed += 1
         return removed
+
+
+class PropertyProblems:
+    """Warns about an image's invalid extension properties (cacheraw.properties) when they
+    change, not at each of the events that the daemon's own updates cause."""
+
+    REMEMBERED = 4096
+
+    def __init__(self):
+        self._last = {}
+        self._lock = threading.Lock()
+
+    def warn(self, image):
+        found = tuple(properties.problems(image))
+        with self._lock:
+            before = self._last.pop(image["id"], ())
+            self._last[image["id"]] = found  # the most recently seen last
+            while len(self._last) > self.REMEMBERED:
+                del self._last[next(iter(self._last))]
+        if found == before:
+            return
+        for problem in found:
+            LOG.warning("Image %s: %s", image["id"], problem)
 
 
 class LockRenewer(threading.Thread):
