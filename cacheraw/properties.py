@@ -183,10 +183,10 @@ def _consistency_problems(image):
     status = image.get(STATUS)
     found = []
     if status == "Cached":
-        found += ["%s is Cached but %s is missing" % (STATUS, name)
+        found += ["%s is missing although %s is Cached" % (name, STATUS)
                   for name in (URL, SIZE) if image.get(name) is None]
     if status == "Error" and image.get(ERROR) is None:
-        found.append("%s is Error but %s is missing" % (STATUS, ERROR))
+        found.append("%s is missing although %s is Error" % (ERROR, STATUS))
     return found
 
 
@@ -196,7 +196,8 @@ def problems(image: dict) -> list[str]:
     found = []
     for name, rule in RULES:
         if name in image and image[name] is not None:
-            why = rule(image[name])
+            why = (rule(image[name]) if isinstance(image[name], str)
+                   else "must be a string, as every extra property of an image")
             if why:
                 found.append("%s is %r: it %s." % (name, image[name], why))
     url = _url_problem(image)

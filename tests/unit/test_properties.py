@@ -49,6 +49,7 @@ CASES = [
     ("hw_wrs_live_migration_timeout", "400.0", False),
     ("hw_wrs_live_migration_timeout", "0400", False),
     ("hw_wrs_live_migration_timeout", "abc", False),
+    ("hw_wrs_live_migration_timeout", 400, False),
     ("hw_wrs_live_migration_max_downtime", "100", True),
     ("hw_wrs_live_migration_max_downtime", "350", True),
     ("hw_wrs_live_migration_max_downtime", "500", True),
@@ -95,13 +96,13 @@ def test_cache_url(url, complaint):
 
 def test_a_cached_image_names_its_cache():
     found = properties.problems({"id": ID, "cache_raw_status": "Cached"})
-    assert found == ["cache_raw_status is Cached but cache_raw_url is missing.",
-                     "cache_raw_status is Cached but cache_raw_size is missing."]
+    assert found == ["cache_raw_url is missing although cache_raw_status is Cached.",
+                     "cache_raw_size is missing although cache_raw_status is Cached."]
 
 
 def test_an_error_says_why():
     assert properties.problems({"id": ID, "cache_raw_status": "Error"}) == [
-        "cache_raw_status is Error but cache_raw_error is missing."]
+        "cache_raw_error is missing although cache_raw_status is Error."]
 
 
 def test_several_problems_one_sentence_each():
