@@ -16,6 +16,7 @@ from oslo_utils import timeutils
 
 from cacheraw import converter as conv
 from cacheraw import exception
+from cacheraw import metrics
 from cacheraw import properties
 from cacheraw import store as ceph_store
 
@@ -164,7 +165,7 @@ class Cacher:
         renewer = LockRenewer(self.store, image_id, self.conf.ceph.lock_duration / 3.0, job)
         renewer.start()
         try:
-            return self._cache_locked(image_id, job, force)
+            return metrics.ended(self._cache_locked(image_id, job, force))
         finally:
             renewer.stop()
             try:
@@ -222,6 +223,7 @@ class Cacher:
             self._record_error(image_id, "internal error: %s: %s" % (type(exc).__name__, exc))
             return "error"
         LOG.info("Image %s: converted to RAW in %.1f s", image_id, time.monotonic() - began)
+        metrics.converted(time.monotonic() - began, image.get("size"), used)
         return self._publish(image_id, name, used)
 
     def _publish(self, image_id, name, used=None):
@@ -236,6 +238,7 @@ class Cacher:
         LOG.info("Image %s: cached as %s (%d bytes used)", image_id, name, used)
         return "cached"
 
+    @metrics.running
     def _convert(self, image, name, job):
         fmt = image["disk_format"]
         source, cleanup = self._locate(image)
@@ -313,6 +316,7 @@ class Cacher:
                                            % (self.store.pool, need, have))
 
     def _record_error(self, image_id, exc, attempt=1):
+        metrics.error(exc)
         if isinstance(exc, exception.Transient):
             message = "temporary failure (attempt %d of %d): %s" % (
                 attempt, self.conf.worker.error_retries, one_line(exc))

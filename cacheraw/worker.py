@@ -18,6 +18,7 @@ from cacheraw import converter as conv
 from cacheraw import exception
 from cacheraw import image_api
 from cacheraw import messaging
+from cacheraw import metrics
 from cacheraw import sdnotify
 from cacheraw import store as ceph_store
 
@@ -85,6 +86,8 @@ class Worker:
                  "at once)", __version__, self.conf.ceph.pool, self.conf.notifications.pool,
                  self.conf.worker.max_concurrent_conversions)
         os.makedirs(self.conf.converter.conversion_dir, mode=0o700, exist_ok=True)
+        metrics.serve(self.conf)
+        metrics.watch_queue(self.queue)
         self.store.connect()
         images = image_api.ImageAPI(self.conf)
         self.cacher = cacher_mod.Cacher(self.conf, images, self.store,
@@ -117,8 +120,10 @@ class Worker:
                 self.cacher.cache(image_id, job)
             except exception.Transient as exc:
                 LOG.warning("Image %s: caching failed, the sweep retries it: %s", image_id, exc)
+                metrics.error(exc)
             except Exception:  # noqa: BLE001 - the sweep finds the image again
                 LOG.exception("Image %s: caching failed", image_id)
+                metrics.error("internal")
             finally:
                 with self._jobs_lock:
                     self.jobs.pop(image_id, None)
@@ -129,10 +134,13 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 self.cacher.sweep()
+                metrics.swept()
             except exception.Transient as exc:
                 LOG.warning("Sweep failed, the next one tries again: %s", exc)
+                metrics.error(exc)
             except Exception:  # noqa: BLE001 - the next sweep tries again
                 LOG.exception("Sweep failed")
+                metrics.error("internal")
             if not interval:
                 return
             self._stopping.wait(interval)
