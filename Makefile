@@ -38,7 +38,7 @@ test-hostile: setup
 	@tools/run-tests.sh -m hostile tests
 
 genconfig: setup
-	$(VENV)/bin/oslo-config-generator --config-file etc/cacheraw-config-generator.conf
+	$(VENV)/bin/oslo-config-generator --config-file etc/oslo-config-generator/cacheraw.conf
 
 bench: setup
 	@tools/run-tests.sh --bench

@@ -16,6 +16,8 @@ from oslo_utils import timeutils
 
 from cacheraw import converter as conv
 from cacheraw import exception
+from cacheraw import metrics
+from cacheraw import properties
 from cacheraw import store as ceph_store
 
 LOG = logging.getLogger(__name__)
@@ -63,6 +65,7 @@ class Cacher:
         self._fsid = None
         # Events of one image are handled one at a time (they arrive on several threads).
         self._event_locks = [threading.Lock() for _ in range(64)]
+        self._property_problems = PropertyProblems()
 
     @property
     def fsid(self):
@@ -98,6 +101,7 @@ class Cacher:
             LOG.info("Image %s is gone", image_id)
             self.forget(image_id)
             return
+        self._property_problems.warn(image)
         self.request(image)
 
     def request(self, image):
@@ -161,7 +165,7 @@ class Cacher:
         renewer = LockRenewer(self.store, image_id, self.conf.ceph.lock_duration / 3.0, job)
         renewer.start()
         try:
-            return self._cache_locked(image_id, job, force)
+            return metrics.ended(self._cache_locked(image_id, job, force))
         finally:
             renewer.stop()
             try:
@@ -219,6 +223,7 @@ class Cacher:
             self._record_error(image_id, "internal error: %s: %s" % (type(exc).__name__, exc))
             return "error"
         LOG.info("Image %s: converted to RAW in %.1f s", image_id, time.monotonic() - began)
+        metrics.converted(time.monotonic() - began, image.get("size"), used)
         return self._publish(image_id, name, used)
 
     def _publish(self, image_id, name, used=None):
@@ -233,6 +238,7 @@ class Cacher:
         LOG.info("Image %s: cached as %s (%d bytes used)", image_id, name, used)
         return "cached"
 
+    @metrics.running
     def _convert(self, image, name, job):
         fmt = image["disk_format"]
         source, cleanup = self._locate(image)
@@ -247,7 +253,7 @@ class Cacher:
                 # qemu-img fails alike on a broken image and on an unreachable cluster.
                 self.store.check_reachable()
                 raise
-            self._check_space(need)
+            self._check_space(image["id"], need)
             job.check()
             self.store.create(name, info["virtual-size"])
             self.converter.convert(source, fmt, name, job, secret)
@@ -301,15 +307,16 @@ class Cacher:
             f.write(key)
         return path
 
-    def _check_space(self, need):
+    def _check_space(self, image_id, need):
         have, limit = self.store.pool_space()
         if need > have:
-            LOG.info("Pool %s: %d bytes available, limited by its %s", self.store.pool, have,
-                     limit)
+            LOG.info("Image %s: pool %s has %d bytes available, limited by its %s", image_id,
+                     self.store.pool, have, limit)
             raise exception.NotEnoughSpace("not enough space in pool %s: need %d, have %d"
                                            % (self.store.pool, need, have))
 
     def _record_error(self, image_id, exc, attempt=1):
+        metrics.error(exc)
         if isinstance(exc, exception.Transient):
             message = "temporary failure (attempt %d of %d): %s" % (
                 attempt, self.conf.worker.error_retries, one_line(exc))
@@ -409,6 +416,29 @@ class Cacher:
                 self.forget(image_id)
                 removed += 1
         return removed
+
+
+class PropertyProblems:
+    """Warns about an image's invalid extension properties (cacheraw.properties) when they
+    change, not at each of the events that the daemon's own updates cause."""
+
+    REMEMBERED = 4096
+
+    def __init__(self):
+        self._last = {}
+        self._lock = threading.Lock()
+
+    def warn(self, image):
+        found = tuple(properties.problems(image))
+        with self._lock:
+            before = self._last.pop(image["id"], ())
+            self._last[image["id"]] = found  # the most recently seen last
+            while len(self._last) > self.REMEMBERED:
+                del self._last[next(iter(self._last))]
+        if found == before:
+            return
+        for problem in found:
+            LOG.warning("Image %s: %s", image["id"], problem)
 
 
 class LockRenewer(threading.Thread):

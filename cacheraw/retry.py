@@ -15,6 +15,16 @@ def policy(conf, retry_on):
         stop=tenacity.stop_after_attempt(conf.worker.retry_attempts),
         wait=tenacity.wait_exponential(multiplier=conf.worker.retry_initial_delay,
                                        max=conf.worker.retry_max_delay),
-        before_sleep=tenacity.before_sleep_log(LOG, logging.WARNING),
+        before_sleep=_log_retry,
         reraise=True,
     )
+
+
+def _log_retry(retry_state):
+    """One warning per retry, naming the image (or cache) the call is about."""
+    func = getattr(retry_state.fn, "__qualname__", "call")
+    subject = retry_state.args[1] if len(retry_state.args) > 1 else None
+    about = " of %s" % subject if isinstance(subject, str) else ""
+    LOG.warning("Retrying %s%s in %.1f s (attempt %d): %s", func, about,
+                retry_state.next_action.sleep, retry_state.attempt_number,
+                retry_state.outcome.exception())

@@ -18,6 +18,8 @@ from cacheraw import converter as conv
 from cacheraw import exception
 from cacheraw import image_api
 from cacheraw import messaging
+from cacheraw import metrics
+from cacheraw import sdnotify
 from cacheraw import store as ceph_store
 
 LOG = logging.getLogger(__name__)
@@ -84,6 +86,8 @@ class Worker:
                  "at once)", __version__, self.conf.ceph.pool, self.conf.notifications.pool,
                  self.conf.worker.max_concurrent_conversions)
         os.makedirs(self.conf.converter.conversion_dir, mode=0o700, exist_ok=True)
+        metrics.serve(self.conf)
+        metrics.watch_queue(self.queue)
         self.store.connect()
         images = image_api.ImageAPI(self.conf)
         self.cacher = cacher_mod.Cacher(self.conf, images, self.store,
@@ -97,6 +101,7 @@ class Worker:
         signal.signal(signal.SIGTERM, self._on_signal)
         signal.signal(signal.SIGINT, self._on_signal)
         LOG.info("cacheraw-worker %s started", __version__)
+        sdnotify.ready("listening on exchange %s" % self.conf.notifications.exchange)
 
     def _spawn(self, name, target):
         thread = threading.Thread(target=target, name=name, daemon=True)
@@ -115,8 +120,10 @@ class Worker:
                 self.cacher.cache(image_id, job)
             except exception.Transient as exc:
                 LOG.warning("Image %s: caching failed, the sweep retries it: %s", image_id, exc)
+                metrics.error(exc)
             except Exception:  # noqa: BLE001 - the sweep finds the image again
                 LOG.exception("Image %s: caching failed", image_id)
+                metrics.error("internal")
             finally:
                 with self._jobs_lock:
                     self.jobs.pop(image_id, None)
@@ -127,10 +134,13 @@ class Worker:
         while not self._stopping.is_set():
             try:
                 self.cacher.sweep()
+                metrics.swept()
             except exception.Transient as exc:
                 LOG.warning("Sweep failed, the next one tries again: %s", exc)
+                metrics.error(exc)
             except Exception:  # noqa: BLE001 - the next sweep tries again
                 LOG.exception("Sweep failed")
+                metrics.error("internal")
             if not interval:
                 return
             self._stopping.wait(interval)
@@ -151,12 +161,17 @@ class Worker:
         self._stopping.set()
 
     def wait(self):
-        while not self._stopping.wait(1):
+        watchdog = sdnotify.Watchdog(self._converters_alive)
+        while not self._stopping.wait(watchdog.tick(1)):
             pass
         self.stop()
         return 0
 
+    def _converters_alive(self):
+        return all(t.is_alive() for t in self._threads if t.name.startswith("converter-"))
+
     def stop(self):
+        sdnotify.stopping("finishing running conversions")
         self._stopping.set()
         if self.listener is not None:
             self.listener.stop()

@@ -5,12 +5,13 @@ from oslo_config import cfg
 from cacheraw.conf import ceph
 from cacheraw.conf import converter
 from cacheraw.conf import image_api
+from cacheraw.conf import metrics
 from cacheraw.conf import notifications
 from cacheraw.conf import worker
 
 CONF = cfg.CONF
 
-MODULES = (ceph, converter, image_api, notifications, worker)
+MODULES = (ceph, converter, image_api, metrics, notifications, worker)
 
 
 def register_opts(conf):

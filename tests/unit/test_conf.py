@@ -5,7 +5,8 @@ from cacheraw.conf import opts
 
 def test_every_group_is_listed_for_the_sample_generator():
     groups = {group.name for group, _ in opts.list_opts()}
-    assert groups == {"ceph", "converter", "image_api", "notifications", "worker"}
+    assert groups == {"ceph", "converter", "image_api", "metrics", "notifications",
+                      "worker"}
 
 
 def test_defaults_match_the_deployment_conventions():

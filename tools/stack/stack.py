@@ -492,27 +492,16 @@ def glance_url():
     return "http://%s:%d" % (HOST, PORTS["glance"])
 
 
-PROPERTY_PROTECTIONS = """# Only the cacheraw service (role admin) writes the cache properties; everyone reads them.
-[^cache_raw_(status|url|size|error)$]
-create = admin
-read = @
-update = admin
-delete = admin
-
-# Every other property behaves as in a default Glance.
-[.*]
-create = @
-read = @
-update = @
-delete = @
-"""
+# Glance's policy files for cacheraw, as operators install them: property protections (only the
+# service user writes the cache_raw_* properties) and the image schema of the extension's
+# properties, which Glance finds next to glance-api.conf.
+GLANCE_POLICY_DIR = TOP / "etc" / "glance"
 
 
 def glance_prepare(facts):
     d = STATE / "glance"
     for sub in ("staging", "tasks", "images"):
         (d / sub).mkdir(parents=True, exist_ok=True)
-    write(d / "property-protections.conf", PROPERTY_PROTECTIONS)
     write(d / "glance-api.conf", "[DEFAULT]\n[database]\nconnection = sqlite:///%s\n"
           % (d / "glance.sqlite"))
     run([str(VENV_BIN / "glance-manage"), "--config-file", str(d / "glance-api.conf"),
@@ -538,7 +527,7 @@ show_multiple_locations = false
 enabled_backends = ceph:rbd, local:file
 enabled_import_methods = [glance-direct,web-download]
 node_staging_uri = file://{d}/staging
-property_protection_file = {d}/property-protections.conf
+property_protection_file = {GLANCE_POLICY_DIR}/property-protections.conf
 property_protection_rule_format = roles
 transport_url = {facts["rabbitmq"]["transport_url"]}
 worker_self_reference_url = {glance_url()}
@@ -583,6 +572,7 @@ lock_path = {d}/locks
 def glance_up(facts):
     d = STATE / "glance"
     write(d / "glance-api.conf", glance_conf_text(facts), 0o600)
+    shutil.copy(GLANCE_POLICY_DIR / "schema-image.json", d / "schema-image.json")
     env = {"OS_GLANCE_CONFIG_DIR": str(d)}
     write(d / "gunicorn.conf.py",
           # One request at a time: Glance's sqlite transactions conflict ("database is locked")

@@ -1,0 +1,87 @@
+"""Prometheus metrics of the worker ([metrics] options), with prometheus-client.
+
+The core and the daemon call the small hooks below, one line each; the hooks cost next to nothing
+when the endpoint is off (the counters still count, nobody reads them). The metrics live in
+prometheus-client's default registry, next to its process collector (CPU, memory, open files).
+"""
+
+import logging
+import time
+
+import prometheus_client
+
+from cacheraw import exception
+
+LOG = logging.getLogger(__name__)
+
+NAMESPACE = "cacheraw"
+# Results of Cacher.cache() that are not the end of a conversion attempt.
+NOT_CONVERSIONS = ("skipped", "busy")
+
+CONVERSIONS = prometheus_client.Counter(
+    "conversions", "Conversions that ended, by result (cached, error, aborted, deleted).",
+    ["result"], namespace=NAMESPACE)
+CONVERSION_SECONDS = prometheus_client.Histogram(
+    "conversion_seconds", "Duration of the conversions that ended with a cache, in seconds.",
+    namespace=NAMESPACE,
+    buckets=(1, 2.5, 5, 10, 30, 60, 120, 300, 600, 1800, 3600, 7200, float("inf")))
+READ_BYTES = prometheus_client.Counter(
+    "read_bytes", "Bytes of source image data converted (the images' sizes).",
+    namespace=NAMESPACE)
+WRITTEN_BYTES = prometheus_client.Counter(
+    "written_bytes", "Bytes the new caches use in Ceph.", namespace=NAMESPACE)
+QUEUE_DEPTH = prometheus_client.Gauge(
+    "queue_depth", "Images waiting for a conversion in this worker.", namespace=NAMESPACE)
+RUNNING = prometheus_client.Gauge(
+    "conversions_running", "Conversions running in this worker now.", namespace=NAMESPACE)
+LAST_SWEEP = prometheus_client.Gauge(
+    "last_sweep_timestamp_seconds", "When the last complete sweep ended (Unix time).",
+    namespace=NAMESPACE)
+ERRORS = prometheus_client.Counter(
+    "errors", "Errors by cause: the exception's class (UnsafeImage, NotEnoughSpace, "
+              "CephUnavailable, ImageAPIUnavailable, ...) or 'internal'.",
+    ["cause"], namespace=NAMESPACE)
+
+
+def serve(conf):
+    """Start the /metrics endpoint when [metrics] enabled; a port in use is a config error."""
+    if not conf.metrics.enabled:
+        return
+    try:
+        prometheus_client.start_http_server(conf.metrics.port, addr=conf.metrics.host)
+    except OSError as exc:
+        raise exception.ConfigError("cannot serve metrics on %s port %d: %s"
+                                    % (conf.metrics.host, conf.metrics.port, exc.strerror or exc))
+    LOG.info("Metrics on http://%s:%d/metrics", conf.metrics.host, conf.metrics.port)
+
+
+def watch_queue(queue):
+    QUEUE_DEPTH.set_function(lambda: len(queue))
+
+
+def ended(result):
+    """Count how one conversion attempt ended; returns ``result`` to pass it on."""
+    if result not in NOT_CONVERSIONS:
+        CONVERSIONS.labels(result=result).inc()
+    return result
+
+
+def converted(seconds, read_bytes, written_bytes):
+    CONVERSION_SECONDS.observe(seconds)
+    READ_BYTES.inc(read_bytes or 0)
+    WRITTEN_BYTES.inc(written_bytes or 0)
+
+
+def error(cause):
+    """Count an error: an exception, or a message for the ones that are ours ('internal')."""
+    ERRORS.labels(cause=type(cause).__name__ if isinstance(cause, BaseException)
+                  else "internal").inc()
+
+
+def swept():
+    LAST_SWEEP.set(time.time())
+
+
+def running(func):
+    """Decorator: the wrapped conversion counts as running while it runs."""
+    return RUNNING.track_inprogress()(func)

@@ -1,0 +1,207 @@
+"""The image properties of the StarlingX image API extensions: their rules, and the values a
+consumer derives from them.
+
+Glance stores extra properties as strings. The user writes ``cache_raw``,
+``sw_wrs_auto_recovery``, ``hw_wrs_live_migration_timeout`` and
+``hw_wrs_live_migration_max_downtime``; the system writes ``store``; cacheraw alone writes the
+``cache_raw_*`` properties. ``problems(image)`` says, one sentence per property, what breaks the
+rules; the ``parse_*`` functions read a value (None when it is missing or invalid) and the
+``effective_*`` functions give what a live migration must use when the image and its flavor
+both may say something.
+"""
+
+import re
+
+from oslo_utils import strutils
+
+CACHE_RAW = "cache_raw"
+AUTO_RECOVERY = "sw_wrs_auto_recovery"
+MIGRATION_TIMEOUT = "hw_wrs_live_migration_timeout"
+MIGRATION_MAX_DOWNTIME = "hw_wrs_live_migration_max_downtime"
+STORE = "store"
+STATUS = "cache_raw_status"
+URL = "cache_raw_url"
+SIZE = "cache_raw_size"
+ERROR = "cache_raw_error"
+
+STORES = ("rbd", "file")
+STATUSES = ("Queued", "Caching", "Cached", "Error")
+
+CACHE_RAW_DEFAULT = False
+AUTO_RECOVERY_DEFAULT = True
+TIMEOUT_DISABLED = 0
+TIMEOUT_MIN, TIMEOUT_MAX, TIMEOUT_DEFAULT = 120, 800, 800
+DOWNTIME_MIN, DOWNTIME_DEFAULT = 100, 500
+
+_WHOLE_NUMBER = re.compile(r"^(0|[1-9][0-9]*)$")
+_UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_CACHE_URL = re.compile(r"^rbd://(%s)/([^/]+)/(%s)_raw/snap$" % (_UUID, _UUID))
+
+
+# -- reading one value (None: missing or invalid)
+
+def parse_bool(value):
+    """True/False for a boolean string (``True``, ``false``, ``yes``, ``0``, ...), else None."""
+    if not isinstance(value, str) or value != value.strip():
+        return None
+    try:
+        return strutils.bool_from_string(value, strict=True)
+    except ValueError:
+        return None
+
+
+def parse_whole_number(value):
+    """The integer of a string of digits (no sign, spaces or leading zeros; ints too), else None."""
+    if isinstance(value, bool):
+        return None
+    if isinstance(value, int):
+        return value if value >= 0 else None
+    if isinstance(value, str) and _WHOLE_NUMBER.match(value):
+        return int(value)
+    return None
+
+
+def parse_migration_timeout(value):
+    """Seconds: 0 (disabled) or TIMEOUT_MIN..TIMEOUT_MAX, else None."""
+    seconds = parse_whole_number(value)
+    if seconds == TIMEOUT_DISABLED or (seconds is not None
+                                        and TIMEOUT_MIN <= seconds <= TIMEOUT_MAX):
+        return seconds
+    return None
+
+
+def parse_migration_max_downtime(value):
+    """Milliseconds, at least DOWNTIME_MIN, else None."""
+    millis = parse_whole_number(value)
+    return millis if millis is not None and millis >= DOWNTIME_MIN else None
+
+
+# -- what a consumer uses
+
+def cache_raw(image):
+    return _or_default(parse_bool(image.get(CACHE_RAW)), CACHE_RAW_DEFAULT)
+
+
+def auto_recovery(image):
+    return _or_default(parse_bool(image.get(AUTO_RECOVERY)), AUTO_RECOVERY_DEFAULT)
+
+
+def effective_migration_timeout(flavor_value=None, image_value=None):
+    """Seconds a live migration may take: the smaller of the flavor's and the image's values
+    when both are set (so a 0 in either disables the timeout), the one set otherwise, 800 when
+    neither is. 0 means no timeout. Invalid values count as not set."""
+    values = [v for v in (parse_migration_timeout(flavor_value),
+                          parse_migration_timeout(image_value)) if v is not None]
+    return min(values) if values else TIMEOUT_DEFAULT
+
+
+def effective_migration_max_downtime(flavor_value=None, image_value=None):
+    """Milliseconds of downtime a live migration may cause: the flavor's value overrides the
+    image's; 500 when neither is set. Invalid values count as not set."""
+    for value in (flavor_value, image_value):
+        millis = parse_migration_max_downtime(value)
+        if millis is not None:
+            return millis
+    return DOWNTIME_DEFAULT
+
+
+# -- the rules, one sentence per broken one
+
+def _or_default(value, default):
+    return default if value is None else value
+
+
+def _bool_problem(value):
+    if parse_bool(value) is None:
+        return "must be a boolean string such as 'True' or 'False'"
+    return None
+
+
+def _timeout_problem(value):
+    if parse_migration_timeout(value) is None:
+        return ("must be '0' (no timeout) or a whole number of seconds from %d to %d"
+                % (TIMEOUT_MIN, TIMEOUT_MAX))
+    return None
+
+
+def _downtime_problem(value):
+    if parse_migration_max_downtime(value) is None:
+        return "must be a whole number of milliseconds, at least %d" % DOWNTIME_MIN
+    return None
+
+
+def _store_problem(value):
+    if value not in STORES:
+        return "must be 'rbd' (Ceph) or 'file' (controller file system)"
+    return None
+
+
+def _status_problem(value):
+    if value not in STATUSES:
+        return "must be one of %s" % ", ".join(STATUSES)
+    return None
+
+
+def _size_problem(value):
+    if not isinstance(value, str) or parse_whole_number(value) is None:
+        return "must be a whole number of bytes"
+    return None
+
+
+def _error_problem(value):
+    if not isinstance(value, str) or "\n" in value or not value.strip():
+        return "must be one line of text"
+    return None
+
+
+RULES = (
+    (CACHE_RAW, _bool_problem),
+    (AUTO_RECOVERY, _bool_problem),
+    (MIGRATION_TIMEOUT, _timeout_problem),
+    (MIGRATION_MAX_DOWNTIME, _downtime_problem),
+    (STORE, _store_problem),
+    (STATUS, _status_problem),
+    (SIZE, _size_problem),
+    (ERROR, _error_problem),
+)
+
+
+def _url_problem(image):
+    url = image.get(URL)
+    if url is None:
+        return None
+    match = _CACHE_URL.match(url) if isinstance(url, str) else None
+    if match is None:
+        return ("%s is %r: it must be rbd://<ceph fsid>/<pool>/<image id>_raw/snap"
+                % (URL, url))
+    if image.get("id") and match.group(3) != image["id"]:
+        return "%s is %r: it names another image than %s" % (URL, url, image["id"])
+    return None
+
+
+def _consistency_problems(image):
+    status = image.get(STATUS)
+    found = []
+    if status == "Cached":
+        found += ["%s is missing although %s is Cached" % (name, STATUS)
+                  for name in (URL, SIZE) if image.get(name) is None]
+    if status == "Error" and image.get(ERROR) is None:
+        found.append("%s is missing although %s is Error" % (ERROR, STATUS))
+    return found
+
+
+def problems(image: dict) -> list[str]:
+    """One sentence for each property of ``image`` that breaks the extension's rules; an empty
+    list when all present properties are valid (a missing property is never a problem)."""
+    found = []
+    for name, rule in RULES:
+        if name in image and image[name] is not None:
+            why = (rule(image[name]) if isinstance(image[name], str)
+                   else "must be a string, as every extra property of an image")
+            if why:
+                found.append("%s is %r: it %s." % (name, image[name], why))
+    url = _url_problem(image)
+    if url:
+        found.append(url + ".")
+    found += [problem + "." for problem in _consistency_problems(image)]
+    return found
