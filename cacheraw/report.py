@@ -157,6 +157,8 @@ class ProgressView:
     def _render(self, percent, rate, final=False):
         text = "%5.1f%%  %s" % (percent, "%.1f MiB/s" % (rate / MIB) if rate is not None
                                 else "-- MiB/s")
+        if text == self.shown and not final:
+            return
         if self.tty:
             filled = int(self.WIDTH * percent / 100)
             self.stream.write("\r[%s%s] %s" % ("#" * filled, "-" * (self.WIDTH - filled), text))
@@ -165,8 +167,6 @@ class ProgressView:
             now = self.clock()
             if not final and self._last_line is not None and \
                     now - self._last_line < self.LINE_INTERVAL:
-                return
-            if self.shown == text:
                 return
             self._last_line = now
             self.stream.write("progress %s\n" % text)

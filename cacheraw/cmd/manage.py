@@ -99,6 +99,9 @@ def do_recache(conf):
         print("%s: another worker converts it (%s); waiting for it"
               % (image_id, report.holder_text(holder)), flush=True)
         wait_for_lock(core, image_id, view)
+        if core.images.get(image_id).get(cacher.STATUS) in (cacher.QUEUED, cacher.CACHING):
+            # Its lock ran out without a result: that worker died. Do it here.
+            convert_watching(core, image_id, False, view)
     image = core.images.get(image_id)
     print(final_line(image))
     return 0 if image.get(cacher.STATUS) == cacher.CACHED else 1

@@ -272,6 +272,20 @@ def test_reconcile_dry_run_says_what_the_sweep_would_do(stack, demo_images, qcow
     assert set(planted.values()) <= names_in_pool(ceph)
 
 
+def test_reconcile_queues_and_converts_what_the_sweep_finds(stack, demo_images, qcow2, ceph,
+                                                           planted):
+    image = upload(demo_images, qcow2, cache_raw="True")  # no worker: nobody queued it
+    done = manage(stack, "reconcile", timeout=600)
+    out = done.stdout
+    assert "set cache_raw_status=Queued on image %s" % image["id"] in out, done.stderr
+    assert "image %s: cached" % image["id"] in out, done.stderr
+    assert "removed cache images/%s" % planted["orphan"] in out
+    assert demo_images.get(image["id"])["cache_raw_status"] == "Cached"
+    pool = names_in_pool(ceph)
+    assert planted["orphan"] not in pool
+    assert {planted["foreign"], planted["lookalike"], planted["upper"]} <= pool
+
+
 def test_purge_orphans_removes_only_orphaned_caches(stack, planted, ceph, admin):
     _, ioctx = admin
     dry = manage(stack, "purge-orphans", "--dry-run")
@@ -398,6 +412,8 @@ def test_bad_arguments_give_one_line_and_no_traceback(stack, tmp_path):
             (["list", "--status", "Bogus"], None, "invalid choice"),
             (["status", missing, "--format", "xml"], None, "invalid choice"),
             (["status", missing], unreachable, "cannot reach the image API"),
+            (["status", missing], conf_file(tmp_path, "[ceph]\nconf = /nonexistent\n"),
+             "cannot read Ceph configuration file /nonexistent"),
             (["frobnicate"], None, "invalid choice")):
         done = manage(stack, *args, extra_conf=extra)
         assert done.returncode != 0, args
