@@ -255,6 +255,7 @@ class Cacher:
                 raise
             self._check_space(image["id"], need)
             job.check()
+            job.on_progress = ProgressPublisher(self.store, image["id"], need)
             self.store.create(name, info["virtual-size"])
             self.converter.convert(source, fmt, name, job, secret)
             job.check()
@@ -359,6 +360,11 @@ class Cacher:
             LOG.info("Image %s: cache removed", image_id)
         return outcome
 
+    def purge_orphans(self):
+        """Remove the caches of images that no longer exist and the trashed caches whose
+        clones are gone. Returns (orphans removed, names purged from the trash)."""
+        return self._remove_orphans(set()), self.store.purge_trash()
+
     # -- the sweep: what notifications missed, what crashed, what can be retried
 
     def sweep(self):
@@ -439,6 +445,31 @@ class PropertyProblems:
             return
         for problem in found:
             LOG.warning("Image %s: %s", image["id"], problem)
+
+
+class ProgressPublisher:
+    """Publishes a conversion's progress on its lock object, where any process can read it
+    (cacheraw-manage recache --wait), at most every PUBLISH_INTERVAL seconds."""
+
+    PUBLISH_INTERVAL = 1.0
+
+    def __init__(self, store, image_id, data_bytes):
+        self.store = store
+        self.image_id = image_id
+        self.data_bytes = data_bytes
+        self._last = 0.0
+
+    def __call__(self, percent):
+        now = time.monotonic()
+        if now - self._last < self.PUBLISH_INTERVAL and percent < 100:
+            return
+        self._last = now
+        try:
+            self.store.set_progress(self.image_id, {"percent": percent,
+                                                    "data_bytes": self.data_bytes,
+                                                    "time": time.time()})
+        except exception.CacherawError as exc:
+            LOG.debug("Image %s: could not publish progress: %s", self.image_id, exc)
 
 
 class LockRenewer(threading.Thread):

@@ -13,7 +13,9 @@ import os
 import re
 import signal
 import subprocess
+import sys
 import threading
+import time
 
 from oslo_concurrency import processutils
 from oslo_utils.imageutils import format_inspector
@@ -35,6 +37,7 @@ CHECK_EXIT_CODES = [0, 2, 3, 63]
 # qemu-img names the image by its option string; the reason recorded on the image needs neither
 # our paths nor our Ceph user.
 OPEN_PREFIX_RE = re.compile(r"Could not open '[^']*': ")
+PROGRESS_RE = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")
 
 
 def image_opts(options):
@@ -84,10 +87,12 @@ class FileSource:
 
 
 class Job:
-    """A conversion in progress; cancel() kills its qemu-img."""
+    """A conversion in progress; cancel() kills its qemu-img. When set, on_progress(percent)
+    is called as qemu-img reports how far it is."""
 
     def __init__(self, image_id):
         self.image_id = image_id
+        self.on_progress = None
         self.cancelled = threading.Event()
         self.reason = None
         self._process = None
@@ -168,7 +173,7 @@ class Converter:
     # -- qemu-img
 
     def _qemu_img(self, args, cpu_seconds, timeout, job=None, secret_file=None,
-                  failure=exception.ConversionFailed, exit_codes=(0,)):
+                  failure=exception.ConversionFailed, exit_codes=(0,), progress=None):
         argv = [self.conf.qemu_img, args[0]]
         if secret_file:
             argv += ["--object", "secret," + image_opts({"id": SECRET_ID, "file": secret_file,
@@ -181,6 +186,8 @@ class Converter:
                "MALLOC_ARENA_MAX": "2"}
         job = job or Job(None)
         try:
+            if progress is not None:
+                return _execute_with_progress(argv, limits, env, timeout, job, progress)
             out, _ = processutils.execute(*argv, prlimit=limits, env_variables=env,
                                           timeout=timeout, on_execute=job.attach,
                                           on_completion=job.detach,
@@ -264,7 +271,9 @@ class Converter:
 
     def convert(self, source, disk_format, target_name, job, secret_file=None):
         """Write the RAW image into the existing, empty RBD image ``target_name``."""
+        progress = job.on_progress
         self._qemu_img(["convert", "-n", "--target-is-zero", "-W",
+                        *(["-p"] if progress else []),
                         "-m", str(self.conf.coroutines),
                         "--image-opts", self._layered(disk_format, source.qemu_file(),
                                                       secret_file),
@@ -272,7 +281,60 @@ class Converter:
                         self._layered("raw", self.store.qemu_file_options(target_name),
                                       secret_file)],
                        self.conf.qemu_img_convert_cpu_seconds, self.conf.qemu_img_convert_timeout,
-                       job=job, secret_file=secret_file)
+                       job=job, secret_file=secret_file, progress=progress)
+
+
+def parse_progress(text):
+    """The percentages in qemu-img's ``-p`` output, e.g. ``    (42.00/100%)\r``."""
+    return [float(m) for m in PROGRESS_RE.findall(text)]
+
+
+def _execute_with_progress(argv, limits, env, timeout, job, progress):
+    """processutils.execute for a qemu-img run with ``-p``: the same limits, process group and
+    errors, but its output is read as it comes and each percentage handed to ``progress``."""
+    cmd = [sys.executable, "-m", "oslo_concurrency.prlimit", *limits.prlimit_args(), "--", *argv]
+    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+                            stderr=subprocess.PIPE, close_fds=True, env=env,
+                            preexec_fn=_detach_and_die_with_parent)
+    job.attach(proc)
+    errors = []
+    reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
+    reader.start()
+    timer = threading.Timer(timeout, job.kill)
+    timer.start()
+    began = time.monotonic()
+    try:
+        _follow_progress(proc.stdout, progress)
+        proc.wait()
+    finally:
+        timer.cancel()
+        job.detach(proc)
+        reader.join()
+        proc.stdout.close()
+        proc.stderr.close()
+    if proc.returncode != 0 and time.monotonic() - began >= timeout:
+        raise subprocess.TimeoutExpired(cmd, timeout)
+    if proc.returncode != 0:
+        raise processutils.ProcessExecutionError(exit_code=proc.returncode, stdout="",
+                                                 stderr=os.fsdecode(b"".join(errors)),
+                                                 cmd=" ".join(argv[:2]))
+    return ""
+
+
+def _follow_progress(stream, progress):
+    pending = b""
+    while True:
+        chunk = stream.read1(4096)
+        if not chunk:
+            return
+        pending += chunk
+        # qemu-img ends each report with \r (a TTY redraw); keep a partial one for later.
+        complete, _, pending = pending.rpartition(b"\r")
+        for percent in parse_progress(complete.decode("ascii", "replace")):
+            try:
+                progress(percent)
+            except Exception:  # noqa: BLE001 - a progress reader never stops a conversion
+                LOG.exception("Progress callback failed")
 
 
 def _detach_and_die_with_parent():

@@ -13,6 +13,7 @@ import logging
 import os
 import re
 import socket
+import time
 import uuid
 
 import rados
@@ -29,6 +30,10 @@ LOCK_PREFIX = "cacheraw.lock."
 LOCK_NAME = "cacheraw"
 # cls_lock: renew the lock when this cookie already holds it.
 LOCK_FLAG_MAY_RENEW = 0x1
+# Extended attributes of a lock object: who holds it, and how far its conversion is.
+HOLDER_XATTR = "cacheraw.holder"
+PROGRESS_XATTR = "cacheraw.progress"
+SCRATCH_PREFIX = "cacheraw-check-"
 
 _TRANSIENT = (rados.TimedOut, rados.ConnectionShutdown, rados.InterruptedOrTimeoutError)
 
@@ -98,6 +103,7 @@ class CephStore:
         self._retry = retry.policy(conf, exception.Transient)
         self._cluster = None
         self._lock_cookie = "%s-%d-%s" % (socket.gethostname(), os.getpid(), uuid.uuid4().hex[:8])
+        self._held = set()
 
     # -- the connection
 
@@ -322,9 +328,26 @@ class CephStore:
             except (rados.ObjectBusy, rados.ObjectExists) as exc:
                 raise exception.LockBusy("image %s is being cached by another worker"
                                          % image_id) from exc
+            if image_id not in self._held:
+                self._held.add(image_id)
+                self._record_holder(ioctx, image_id)
+
+    @staticmethod
+    def _record_holder(ioctx, image_id):
+        """The binding cannot list lockers: the holder says who it is on the lock object."""
+        record = {"host": socket.gethostname(), "pid": os.getpid(), "since": int(time.time())}
+        try:
+            ioctx.set_xattr(LOCK_PREFIX + image_id, HOLDER_XATTR, json.dumps(record).encode())
+        except rados.Error as exc:
+            LOG.warning("Image %s: could not record the lock holder: %s", image_id, exc)
+        try:
+            ioctx.rm_xattr(LOCK_PREFIX + image_id, PROGRESS_XATTR)  # a dead holder's
+        except rados.Error:
+            pass
 
     @translate_errors
     def unlock(self, image_id, remove=False):
+        self._held.discard(image_id)
         with self._ioctx() as ioctx:
             try:
                 ioctx.unlock(LOCK_PREFIX + image_id, LOCK_NAME, self._lock_cookie)
@@ -353,6 +376,118 @@ class CephStore:
                 return True
             ioctx.unlock(obj, LOCK_NAME, probe)
             return False
+
+    @translate_errors
+    def lock_holder(self, image_id):
+        """Who holds the image's conversion lock ({"host", "pid", "since"}), or None when the
+        lock is free: a record left by a holder that died is not a holder."""
+        if not self.is_locked(image_id):
+            return None
+        return self._lock_xattr(image_id, HOLDER_XATTR) or {"host": "unknown"}
+
+    @translate_errors
+    def set_progress(self, image_id, progress):
+        """Publish how far the conversion of an image we hold the lock of is, for any reader."""
+        if image_id not in self._held:
+            return
+        with self._ioctx() as ioctx:
+            ioctx.set_xattr(LOCK_PREFIX + image_id, PROGRESS_XATTR,
+                            json.dumps(progress).encode())
+
+    @translate_errors
+    def progress(self, image_id):
+        """The progress last published by the holder of the image's lock, or None."""
+        return self._lock_xattr(image_id, PROGRESS_XATTR)
+
+    def _lock_xattr(self, image_id, key):
+        with self._ioctx() as ioctx:
+            try:
+                value = ioctx.get_xattr(LOCK_PREFIX + image_id, key)
+            except (rados.ObjectNotFound, rados.NoData):
+                return None
+        try:
+            record = json.loads(value.decode())
+        except (UnicodeDecodeError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    # -- what an operator looks at
+
+    @translate_errors
+    def cache_facts(self, name):
+        """What Ceph holds for the cache ``name``: exists, protected, used bytes, clones."""
+        facts = {"exists": False, "protected": False, "used": None, "clones": None}
+        try:
+            with self._image(name, read_only=True) as image:
+                facts["exists"] = True
+                if SNAP not in [s["name"] for s in image.list_snaps()]:
+                    return facts
+                facts["protected"] = image.is_protected_snap(SNAP)
+                image.set_snap(SNAP)
+                facts["clones"] = len(list(image.list_children2()))
+        except rbd.ImageNotFound:
+            return facts
+        facts["used"] = self.used_bytes(name)
+        return facts
+
+    @translate_errors
+    def trashed_caches(self):
+        """The caches in the RBD trash: [{"name", "id", "clones"}]."""
+        found = []
+        with self._ioctx() as ioctx:
+            for entry in rbd.RBD().trash_list(ioctx):
+                if not is_cache_name(entry["name"]):
+                    continue
+                with rbd.Image(ioctx, image_id=entry["id"], read_only=True) as image:
+                    clones = 0
+                    if SNAP in [s["name"] for s in image.list_snaps()]:
+                        image.set_snap(SNAP)
+                        clones = len(list(image.list_children2()))
+                found.append({"name": entry["name"], "id": entry["id"], "clones": clones})
+        return found
+
+    def check_rbd_caps(self):
+        """Do, on a scratch image, each RBD step a cache needs; the scratch image goes in every
+        outcome. Raises CacherawError naming the step that failed."""
+        name = SCRATCH_PREFIX + uuid.uuid4().hex[:12]
+        step = "connect"
+        try:
+            with self._ioctx() as ioctx:
+                step = "create an RBD image"
+                rbd.RBD().create(ioctx, name, 1 << 20, old_format=False)
+                with rbd.Image(ioctx, name) as image:
+                    for step, action in (("create a snapshot", image.create_snap),
+                                         ("protect a snapshot", image.protect_snap),
+                                         ("unprotect a snapshot", image.unprotect_snap),
+                                         ("remove a snapshot", image.remove_snap)):
+                        action(SNAP)
+                step = "remove an RBD image"
+                rbd.RBD().remove(ioctx, name)
+                step = "take a lock"
+                ioctx.lock_exclusive(name, LOCK_NAME, self._lock_cookie, duration=10)
+                ioctx.unlock(name, LOCK_NAME, self._lock_cookie)
+                ioctx.remove_object(name)
+        except (rados.Error, rbd.Error) as exc:
+            self._remove_scratch(name)
+            raise exception.CephError("client.%s cannot %s in pool %s: %s" % (
+                self.user, step, self.pool, exc or type(exc).__name__)) from exc
+        return name
+
+    def _remove_scratch(self, name):
+        try:
+            with self._ioctx() as ioctx:
+                try:
+                    with rbd.Image(ioctx, name) as image:
+                        self._drop_snap(image)
+                    rbd.RBD().remove(ioctx, name)
+                except rbd.ImageNotFound:
+                    pass
+                try:
+                    ioctx.remove_object(name)
+                except rados.ObjectNotFound:
+                    pass
+        except (rados.Error, rbd.Error) as exc:
+            LOG.warning("Could not remove the scratch image %s: %s", name, exc)
 
     # -- what qemu-img needs to reach the cluster as our user
 

@@ -255,15 +255,16 @@ def test_manage_recache_converts_again_with_the_same_core(worker, demo_images, q
     wait_status(demo_images, image["id"], "Cached")
     manage = os.path.join(os.path.dirname(sys.executable), "cacheraw-manage")
     done = subprocess.run([manage, "--config-file", stack["cacheraw_conf"], "recache",
-                           image["id"]], capture_output=True, text=True, timeout=120)
+                           image["id"], "--force"], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
-    assert "cached" in done.stdout
+    assert "Cached" in done.stdout
     assert demo_images.get(image["id"])["cache_raw_status"] == "Cached"
+    assert conversions(worker.log(), image["id"]) == 1  # the second one was manage's own
     status = subprocess.run([manage, "--config-file", stack["cacheraw_conf"], "status",
                              image["id"]], capture_output=True, text=True, timeout=60)
     assert status.returncode == 0, status.stderr
-    assert "present, protected" in status.stdout
-    assert "conversion lock    free" in status.stdout
+    assert re.search(r"^  snapshot +protected$", status.stdout, re.M), status.stdout
+    assert re.search(r"^  lock holder +-$", status.stdout, re.M), status.stdout
     for args, message in ((["recache", "../../etc/passwd"], "not an image id"),
                           (["status", "%s_raw" % image["id"]], "not an image id"),
                           (["status", str(uuid.uuid4())], "not found"),

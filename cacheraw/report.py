@@ -1,0 +1,182 @@
+"""What cacheraw-manage shows: an image as the image API and Ceph see it, tables, progress."""
+
+import json
+import sys
+import time
+
+from cacheraw import cacher
+from cacheraw import store as ceph_store
+
+IMAGE_KEYS = ("status", "disk_format", "cache_raw", cacher.STATUS, cacher.URL, cacher.SIZE,
+              cacher.ERROR_PROP, "store")
+STATUSES = (cacher.QUEUED, cacher.CACHING, cacher.CACHED, cacher.ERROR)
+MIB = 1024 * 1024
+
+
+def is_followed(image):
+    """An image cacheraw has business with: it asks for a cache or has a cache status."""
+    return cacher.wants_cache(image) or bool(image.get(cacher.STATUS))
+
+
+def image_view(core, image):
+    """One image, side by side: its properties in the image API and its cache in Ceph."""
+    image_id = image["id"]
+    name = ceph_store.cache_name(image_id)
+    facts = core.store.cache_facts(name)
+    view = {
+        "id": image_id,
+        "name": image.get("name"),
+        "image": {key: image.get(key) for key in IMAGE_KEYS},
+        "ceph": {"cache": "%s/%s@%s" % (core.store.pool, name, ceph_store.SNAP),
+                 "exists": facts["exists"], "protected": facts["protected"],
+                 "used_bytes": facts["used"], "clones": facts["clones"],
+                 "lock_holder": core.store.lock_holder(image_id)},
+    }
+    view["problems"] = problems(view, core.cache_url(image_id))
+    return view
+
+
+def problems(view, expected_url):
+    """Where the image API and Ceph disagree."""
+    image, ceph = view["image"], view["ceph"]
+    status = image[cacher.STATUS]
+    found = []
+    if status == cacher.CACHED:
+        if not ceph["protected"]:
+            found.append("Cached, but Ceph has no protected snapshot %s" % ceph["cache"])
+        if image[cacher.URL] != expected_url:
+            found.append("cache_raw_url is not %s" % expected_url)
+        if ceph["used_bytes"] is not None and image[cacher.SIZE] != str(ceph["used_bytes"]):
+            found.append("cache_raw_size %s differs from the %d bytes used in Ceph"
+                         % (image[cacher.SIZE], ceph["used_bytes"]))
+    if status in (cacher.QUEUED, cacher.CACHING) and not ceph["lock_holder"]:
+        found.append("%s, and no worker holds its lock: waiting for a worker" % status)
+    if ceph["exists"] and not ceph["protected"] and not ceph["lock_holder"]:
+        found.append("%s is a partial cache (no protected snapshot, no lock)" % ceph["cache"])
+    return found
+
+
+# -- text
+
+def holder_text(holder):
+    if not holder:
+        return "-"
+    text = "%s pid %s" % (holder.get("host", "?"), holder.get("pid", "?"))
+    if holder.get("since"):
+        text += " since %s" % time.strftime("%Y-%m-%dT%H:%M:%SZ",
+                                            time.gmtime(holder["since"]))
+    return text
+
+
+def ceph_state(ceph):
+    if not ceph["exists"]:
+        return "absent"
+    return "protected" if ceph["protected"] else "partial"
+
+
+def show(value):
+    return "-" if value is None or value == "" else str(value)
+
+
+def status_text(view):
+    ceph = view["ceph"]
+    rows = [("image", "%s (%s)" % (view["id"], show(view["name"]))), ("image API", "")]
+    rows += [("  " + key, show(value)) for key, value in view["image"].items()]
+    rows += [("Ceph", ceph["cache"]),
+             ("  cache", "present" if ceph["exists"] else "absent"),
+             ("  snapshot", "protected" if ceph["protected"] else
+              "unprotected" if ceph["clones"] is not None else "absent"),
+             ("  used bytes", show(ceph["used_bytes"])),
+             ("  clones", show(ceph["clones"])),
+             ("  lock holder", holder_text(ceph["lock_holder"]))]
+    rows.append(("problems", "; ".join(view["problems"]) or "none"))
+    width = max(len(key) for key, _ in rows)
+    return "\n".join(("%-*s  %s" % (width, key, value)).rstrip() for key, value in rows)
+
+
+LIST_COLUMNS = ("ID", "CACHE_RAW", "STATUS", "SIZE", "STORE", "CEPH", "USED", "CLONES", "LOCK")
+
+
+def list_row(view):
+    image, ceph = view["image"], view["ceph"]
+    return (view["id"], show(image["cache_raw"]), show(image[cacher.STATUS]),
+            show(image[cacher.SIZE]), show(image["store"]), ceph_state(ceph),
+            show(ceph["used_bytes"]), show(ceph["clones"]), holder_text(ceph["lock_holder"]))
+
+
+def table(header, rows):
+    widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
+    lines = [header] + list(rows)
+    return "\n".join("  ".join(str(cell).ljust(w) for cell, w in zip(line, widths)).rstrip()
+                     for line in lines)
+
+
+def as_json(data):
+    return json.dumps(data, indent=2, sort_keys=True)
+
+
+# -- progress of a conversion
+
+class ProgressView:
+    """Shows a conversion's progress: a bar redrawn in place on a terminal, a line every
+    LINE_INTERVAL seconds otherwise (logs, pipes)."""
+
+    LINE_INTERVAL = 2.0
+    WIDTH = 30
+
+    def __init__(self, stream=None, clock=time.monotonic):
+        self.stream = stream or sys.stdout
+        self.tty = self.stream.isatty()
+        self.clock = clock
+        self._first = None
+        self._last_line = None
+        self._drawn = False
+        self._last_rate = None
+        self.shown = None
+
+    def update(self, progress):
+        """``progress``: what the converting worker published ({"percent", "data_bytes",
+        "time"}), or None while it has published nothing."""
+        if not progress or "percent" not in progress:
+            return
+        percent = float(progress["percent"])
+        now = float(progress.get("time") or time.time())
+        if self._first is None or percent < self._first[0]:
+            self._first = (percent, now)
+        rate = self._rate(percent, now, progress.get("data_bytes"))
+        if rate is not None:
+            self._last_rate = rate
+        self._render(percent, rate)
+
+    def _rate(self, percent, now, data_bytes):
+        start_percent, start = self._first
+        if not data_bytes or now <= start:
+            return None
+        return (percent - start_percent) / 100.0 * data_bytes / (now - start)
+
+    def _render(self, percent, rate, final=False):
+        text = "%5.1f%%  %s" % (percent, "%.1f MiB/s" % (rate / MIB) if rate is not None
+                                else "-- MiB/s")
+        if text == self.shown and not final:
+            return
+        if self.tty:
+            filled = int(self.WIDTH * percent / 100)
+            self.stream.write("\r[%s%s] %s" % ("#" * filled, "-" * (self.WIDTH - filled), text))
+            self._drawn = True
+        else:
+            now = self.clock()
+            if not final and self._last_line is not None and \
+                    now - self._last_line < self.LINE_INTERVAL:
+                return
+            self._last_line = now
+            self.stream.write("progress %s\n" % text)
+        self.shown = text
+        self.stream.flush()
+
+    def finish(self, completed):
+        """The conversion ended; a completed one is shown at 100%."""
+        if completed:
+            self._render(100.0, self._last_rate, final=True)
+        if self.tty and self._drawn:
+            self.stream.write("\n")
+            self.stream.flush()
