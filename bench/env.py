@@ -249,7 +249,7 @@ class Probe(threading.Thread):
     """Samples, every few milliseconds while it runs, the resident memory of a process and of
     its children (qemu-img) and the bytes of image data in a local directory."""
 
-    INTERVAL = 0.02
+    INTERVAL = 0.05
 
     def __init__(self, pid, directory=None):
         super().__init__(daemon=True)
