@@ -1,123 +1,225 @@
-"""make bench: cacheraw's conversion against the original pipeline, measured in the same run.
+"""make bench: cacheraw against the original pipeline and against the physical limits, measured
+in the same run on the same cluster, each several times.
 
-The original copied each image three times through a local disk: ``rbd export`` of the qcow2,
-``qemu-img convert`` to a local RAW file, ``rbd import`` of it (then snapshot and protect).
+The original pipeline copied each image three times through a local disk: ``rbd export`` of the
+qcow2, ``qemu-img convert`` to a local RAW file, ``rbd import`` (then snapshot and protect).
 cacheraw reads the qcow2 in place in Ceph and writes the RAW straight into its RBD image.
-Prints medians and the ratio baseline / cacheraw (higher is better for cacheraw).
+
+Needs the local stack (tools/run-tests.sh --bench starts one with enough store). Prints a table
+and writes the results as JSON under bench/results/.
 """
 
 import argparse
-import json
+import logging
 import os
-import statistics
-import subprocess
 import sys
 import tempfile
-import time
-import uuid
+import warnings
 from pathlib import Path
 
-from oslo_config import cfg
-
-from cacheraw import converter as conv
-from cacheraw import store as ceph_store
-from cacheraw.conf import register_opts
+# oslo.messaging may drag in eventlet and its deprecation banner.
+warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 
 TOP = Path(__file__).resolve().parents[1]
-STATE = Path(os.environ.get("CACHERAW_STACK_DIR", TOP / ".stack"))
+sys.path.insert(0, str(TOP))
+
+from cacheraw import store as ceph_store  # noqa: E402
+
+from bench import images, measure, report  # noqa: E402
+from bench.env import BenchError, Events, Stack, Worker  # noqa: E402
+from bench.images import GIB, MIB, Shape  # noqa: E402
+
+# Memstore keeps data in the OSD's memory, at about twice its size once written and freed.
+OSD_MEMORY_FACTOR = 2
+# A memstore OSD refuses writes once 95% full: keep well clear of it.
+HEADROOM = 1.4
+SMALL_VIRTUAL = 112 * MIB  # a cirros-sized image, for latency
 
 
-def make_source(store, tmp, data_mib):
-    """A qcow2 of 2 GiB virtual size holding ``data_mib`` MiB of random data, stored in the pool
-    as the image service stores images (``<name>@snap``, protected)."""
-    raw, path = Path(tmp) / "bench.raw", Path(tmp) / "bench.qcow2"
-    with open(raw, "wb") as f:
-        for _ in range(data_mib):
-            f.write(os.urandom(1 << 20))
-        f.truncate(2 << 30)
-    subprocess.run(["qemu-img", "convert", "-f", "raw", "-O", "qcow2", str(raw), str(path)],
-                   check=True)
-    raw.unlink()
-    name = "bench-%s" % uuid.uuid4()
-    store.create(name, path.stat().st_size)
-    with open(path, "rb") as f, store._image(name) as image:
-        offset = 0
-        for chunk in iter(lambda: f.read(4 << 20), b""):
-            image.write(chunk, offset)
-            offset += len(chunk)
-    store.publish(name)
-    return name, path
+def env_default(name, default, kind=int):
+    return kind(os.environ.get("CACHERAW_BENCH_" + name, default))
 
 
-def rbd_cli(conf, *args):
-    base = ["rbd", "--conf", conf.ceph.conf, "--id", conf.ceph.user, "-p", conf.ceph.pool]
-    if conf.ceph.keyring:
-        base += ["--keyring", conf.ceph.keyring]
-    subprocess.run(base + list(args), check=True, capture_output=True, timeout=600)
+def parse_args(argv):
+    p = argparse.ArgumentParser(description=__doc__.split("\n\n")[0],
+                                formatter_class=argparse.ArgumentDefaultsHelpFormatter)
+    p.add_argument("--virtual-gib", type=float, default=env_default("VIRTUAL_GIB", 4, float),
+                   help="virtual size of the default image (env CACHERAW_BENCH_VIRTUAL_GIB)")
+    p.add_argument("--data-mib", type=int, default=env_default("DATA_MIB", 1536),
+                   help="random data in it (env CACHERAW_BENCH_DATA_MIB)")
+    p.add_argument("--zeros-mib", type=int, default=env_default("ZEROS_MIB", 300),
+                   help="allocated clusters holding zeros (env CACHERAW_BENCH_ZEROS_MIB)")
+    p.add_argument("--small-data-mib", type=int, default=env_default("SMALL_DATA_MIB", 15),
+                   help="random data in the small image (env CACHERAW_BENCH_SMALL_DATA_MIB)")
+    p.add_argument("--runs", type=int, default=env_default("RUNS", 3),
+                   help="repetitions of each measurement (env CACHERAW_BENCH_RUNS)")
+    p.add_argument("--concurrency-scale", type=int, default=env_default("CONCURRENCY_SCALE", 4),
+                   help="the images of the N-at-once measurement are the default one divided "
+                        "by this (env CACHERAW_BENCH_CONCURRENCY_SCALE)")
+    p.add_argument("--slots", default="1,2,4", help="conversion slots to try for N at once")
+    p.add_argument("--counts", default="1,2,4", help="numbers of images uploaded at once")
+    p.add_argument("--sizes", default="small,default",
+                   help="image sizes to measure (a) to (d) and (f) on; empty for none")
+    p.add_argument("--skip-concurrency", action="store_true", help="skip N at once")
+    p.add_argument("--results", default=str(TOP / "bench" / "results"),
+                   help="folder of the JSON results")
+    args = p.parse_args(argv)
+    args.slots = [int(x) for x in args.slots.split(",")]
+    args.counts = [int(x) for x in args.counts.split(",")]
+    args.sizes = [x for x in args.sizes.split(",") if x]
+    return args
 
 
-def original(conf, store, source, tmp):
-    local_qcow2, local_raw = Path(tmp) / "export.qcow2", Path(tmp) / "export.raw"
-    target = "bench-orig-%s" % uuid.uuid4().hex[:8]
-    began = time.monotonic()
-    rbd_cli(conf, "export", "%s@snap" % source, str(local_qcow2))
-    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(local_qcow2),
-                    str(local_raw)], check=True)
-    rbd_cli(conf, "import", str(local_raw), target)
-    store.publish(target)
-    took = time.monotonic() - began
-    local_disk = sum(p.stat().st_blocks * 512 for p in (local_qcow2, local_raw))
-    local_qcow2.unlink()
-    local_raw.unlink()
-    store.remove(target)
-    return took, local_disk
+def shapes(args):
+    default = Shape("default", int(args.virtual_gib * GIB), args.data_mib * MIB,
+                    args.zeros_mib * MIB)
+    small = Shape("small", SMALL_VIRTUAL, args.small_data_mib * MIB, MIB)
+    scale = args.concurrency_scale
+    medium = Shape("concurrent", default.virtual // scale // MIB * MIB,
+                   default.data // scale // MIB * MIB, default.zeros // scale // MIB * MIB)
+    return default, small, medium
 
 
-def cacheraw(conf, store, source):
-    target = "bench-new-%s" % uuid.uuid4().hex[:8]
-    converter = conv.Converter(conf, store)
-    src = conv.RBDSource(store, source, "snap")
-    began = time.monotonic()
-    info = converter.info(src, "qcow2")
-    store.create(target, info["virtual-size"])
-    converter.convert(src, "qcow2", target, conv.Job(target))
-    store.publish(target)
-    took = time.monotonic() - began
-    store.remove(target)
-    return took
+def stored(shape):
+    """Bytes an uploaded image and its cache hold in the pool."""
+    return 2 * shape.data + shape.zeros
 
 
-def main():
-    parser = argparse.ArgumentParser(description=__doc__)
-    parser.add_argument("--data-mib", type=int, default=1024)
-    parser.add_argument("--runs", type=int, default=3)
-    args = parser.parse_args()
-    conf = cfg.ConfigOpts()
-    register_opts(conf)
-    conf(["--config-file", str(STATE / "cacheraw.conf")])
-    store = ceph_store.CephStore(conf)
-    store.connect()
-    with tempfile.TemporaryDirectory() as tmp:
-        source, _ = make_source(store, tmp, args.data_mib)
-        try:
-            base, local_disk = zip(*[original(conf, store, source, tmp)
-                                     for _ in range(args.runs)])
-            ours = [cacheraw(conf, store, source) for _ in range(args.runs)]
-        finally:
-            store.remove(source)
-    result = {"data_mib": args.data_mib, "runs": args.runs,
-              "original_pipeline_s": round(statistics.median(base), 2),
-              "cacheraw_s": round(statistics.median(ours), 2),
-              "original_local_disk_mib": max(local_disk) >> 20, "cacheraw_local_disk_mib": 0}
-    result["speedup"] = round(result["original_pipeline_s"] / result["cacheraw_s"], 2)
-    print("bench: qcow2 (2 GiB virtual, %d MiB data) to a protected RAW snapshot in Ceph"
-          % args.data_mib)
-    print("bench: original pipeline %.2f s, cacheraw %.2f s: %.2fx faster"
-          % (result["original_pipeline_s"], result["cacheraw_s"], result["speedup"]))
-    print("bench: local disk used: original pipeline %d MiB, cacheraw 0 MiB"
-          % result["original_local_disk_mib"])
-    print(json.dumps(result))
+def check_room(stack, args, default, medium):
+    """The pool must hold the largest moment of the run: one image and one RAW copy of it."""
+    need = max(stored(default),
+               0 if args.skip_concurrency else max(args.counts) * stored(medium))
+    free = stack.pool_free()
+    if free < need * HEADROOM:
+        raise BenchError(
+            "the pool has %s free, the benchmark needs %s: stop this stack (make stack-down) "
+            "and run 'make bench', which starts one with enough store, or set "
+            "CACHERAW_STACK_MEMSTORE_MIB=%d before stack-up"
+            % (images.human(free), images.human(need), need * HEADROOM * 1.2 // MIB))
+    with open("/proc/meminfo") as f:
+        available = next(int(line.split()[1]) * 1024 for line in f
+                         if line.startswith("MemAvailable:"))
+    if available < need * OSD_MEMORY_FACTOR:
+        raise BenchError("%s of memory available, the benchmark needs about %s (the OSD keeps "
+                         "the data in memory)" % (images.human(available),
+                                                  images.human(need * OSD_MEMORY_FACTOR)))
+
+
+def build(shape, tmp):
+    path = os.path.join(tmp, shape.name + ".qcow2")
+    print("bench: building %s" % shape.describe(), flush=True)
+    extents = images.build(shape, path, tmp)
+    return path, extents
+
+
+def describe(shape, extents, object_size):
+    objects = set()
+    for offset, length, kind in extents:
+        if kind == "data":
+            objects.update(range(offset // object_size, (offset + length - 1) // object_size + 1))
+    return {"description": shape.describe(), "virtual": shape.virtual, "data": shape.data,
+            "zeros": shape.zeros, "extents": len(extents), "data_objects": len(objects)}
+
+
+def one_round(stack, events, worker, path, shape, tmp, recache_args, samples):
+    """Every measurement once, on one freshly uploaded image, then the image is deleted."""
+    image, samples_c = measure.end_to_end(stack, events, worker, path)
+    image_id = image["id"]
+    try:
+        samples["cacheraw"].append(samples_c)
+        samples["clone"].append(measure.clone(stack, image_id))
+        samples["recache"].append(measure.recache(stack, image_id, recache_args))
+        # The pool holds the image and one copy at a time.
+        stack.store.remove(ceph_store.cache_name(image_id))
+        samples["original"].append(measure.original(stack, image_id, tmp))
+        samples["read_floor"].append(measure.read_floor(stack, image_id))
+        samples["direct"].append(measure.direct(stack, image_id, shape.virtual))
+    finally:
+        measure.delete_image(stack, image_id)
+    return image_id
+
+
+def measure_size(stack, events, worker, shape, path, extents, args, tmp, recache_args):
+    samples = {k: [] for k in ("cacheraw", "clone", "recache", "original", "read_floor",
+                               "direct")}
+    for run in range(args.runs):
+        print("bench: %s image, round %d of %d" % (shape.name, run + 1, args.runs), flush=True)
+        image_id = one_round(stack, events, worker, path, shape, tmp, recache_args, samples)
+        print("bench:   " + ", ".join("%s %.2f s" % (k, v[-1]["s"]) for k, v in samples.items()),
+              flush=True)
+    object_size = samples["cacheraw"][0]["object_size"]
+    return report.size_results(describe(shape, extents, object_size), samples, object_size)
+
+
+def measure_concurrency(stack, events, shape, path, args, tmp):
+    count = max(args.counts)
+    times = {}
+    worker = Worker(stack, tmp, max(args.slots))
+    ids = []
+    try:
+        for _ in range(count):
+            ids.append(measure.upload_cached(stack, events, path))
+        worker.stop()
+        for slots in args.slots:
+            worker = Worker(stack, tmp, slots)
+            try:
+                times[slots] = {n: [] for n in args.counts}
+                for run in range(args.runs):
+                    for n in args.counts:
+                        took = measure.together(stack, events, ids[:n])["s"]
+                        times[slots][n].append(took)
+                        print("bench: %d slot(s), %d image(s) at once: %.2f s"
+                              % (slots, n, took), flush=True)
+            finally:
+                worker.stop()
+        worker = Worker(stack, tmp, max(args.slots))
+    finally:
+        for image_id in ids:
+            measure.delete_image(stack, image_id)
+        worker.stop()
+    result = report.concurrency_results(times)
+    result["image"] = {"description": shape.describe()}
+    return result
+
+
+def run(args):
+    stack = Stack()
+    default, small, medium = shapes(args)
+    check_room(stack, args, default, medium)
+    recache_args = measure.recache_args()
+    results = {"runs": args.runs, "machine": report.machine(), "sizes": {},
+               "recache_args": " ".join(recache_args) or "(plain)"}
+    with tempfile.TemporaryDirectory(prefix="cacheraw-bench-") as tmp:
+        chosen = [s for s in (small, default) if s.name in args.sizes]
+        built = {s.name: build(s, tmp) for s in chosen}
+        with Events(stack.facts["rabbitmq"]["transport_url"]) as events:
+            worker = Worker(stack, tmp, stack.conf.worker.max_concurrent_conversions)
+            try:
+                for shape in chosen:
+                    path, extents = built[shape.name]
+                    results["sizes"][shape.name] = measure_size(
+                        stack, events, worker, shape, path, extents, args, tmp, recache_args)
+                    os.unlink(path)
+            finally:
+                worker.stop()
+            if not args.skip_concurrency:
+                path, _ = build(medium, tmp)
+                results["concurrency"] = measure_concurrency(stack, events, medium, path,
+                                                             args, tmp)
+    report.print_table(results)
+    print("\nbench: results in %s" % report.write_json(results, args.results))
     return 0
+
+
+def main(argv=None):
+    args = parse_args(sys.argv[1:] if argv is None else argv)
+    # Retries of the store's calls (a cache still open by the worker) are expected here.
+    logging.basicConfig(level=logging.ERROR)
+    try:
+        return run(args)
+    except BenchError as exc:
+        print("bench: error: %s" % exc, file=sys.stderr)
+        return 1
 
 
 if __name__ == "__main__":

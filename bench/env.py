@@ -1,0 +1,333 @@
+"""What the benchmark measures against: the local stack's Ceph pool, image API and bus, a real
+cacheraw-worker, and probes of processes' memory and of the local disk."""
+
+import json
+import os
+import queue
+import subprocess
+import sys
+import threading
+import time
+import uuid
+from pathlib import Path
+
+import rbd
+from oslo_config import cfg
+
+from cacheraw import converter as conv
+from cacheraw import store as ceph_store
+from cacheraw.conf import register_opts
+
+TOP = Path(__file__).resolve().parents[1]
+STATE = Path(os.environ.get("CACHERAW_STACK_DIR", TOP / ".stack"))
+VENV_BIN = Path(sys.executable).parent
+
+
+class BenchError(Exception):
+    """A reason the benchmark cannot run, said in one line."""
+
+
+def timed(func, *args, **kwargs):
+    began = time.monotonic()
+    result = func(*args, **kwargs)
+    return time.monotonic() - began, result
+
+
+class Stack:
+    """The local stack, as cacheraw's own user for Ceph and as users of the image API."""
+
+    def __init__(self):
+        facts_file = STATE / "stack.json"
+        if not facts_file.exists():
+            raise BenchError("no local stack (%s missing): run 'make bench', which starts one"
+                             % facts_file)
+        self.facts = json.loads(facts_file.read_text())
+        self.conf_file = self.facts["cacheraw_conf"]
+        self.conf = cfg.ConfigOpts()
+        register_opts(self.conf)
+        self.conf(["--config-file", self.conf_file])
+        self.store = ceph_store.CephStore(self.conf)
+        self.store.connect()
+        self.pool = self.conf.ceph.pool
+        glance = self.facts["glance"]["url"].rstrip("/") + "/v2"
+        self.demo = ImageClient(self._session("demo"), glance)
+        self.service = ImageClient(self._session("cacheraw"), glance)
+
+    def _session(self, name):
+        from keystoneauth1 import session as ks_session
+        from keystoneauth1.identity import v3
+        user = self.facts["keystone"]["users"][name]
+        auth = v3.Password(auth_url=self.facts["keystone"]["auth_url"],
+                           username=user["username"], password=user["password"],
+                           project_name=user["project_name"], user_domain_name="Default",
+                           project_domain_name="Default")
+        return ks_session.Session(auth=auth, timeout=600)
+
+    # -- Ceph, as the restricted cacheraw user
+
+    def rbd_cli(self, *args, stdout=subprocess.DEVNULL):
+        argv = ["rbd", "--conf", self.conf.ceph.conf, "--id", self.conf.ceph.user,
+                "--keyring", self.conf.ceph.keyring, *args]
+        done = subprocess.run(argv, stdout=stdout, stderr=subprocess.PIPE, timeout=1200)
+        if done.returncode:
+            raise BenchError("rbd %s failed: %s" % (args[0], done.stderr.decode()[-300:]))
+        return done.stdout
+
+    def spec(self, name, snapshot=None):
+        return "%s/%s%s" % (self.pool, name, "@" + snapshot if snapshot else "")
+
+    def du(self, name, snapshot=ceph_store.SNAP):
+        """Used bytes of ``name@snapshot`` as ``rbd du`` prints them."""
+        out = json.loads(self.rbd_cli("du", "--format", "json", self.spec(name, snapshot),
+                                      stdout=subprocess.PIPE))
+        return sum(i["used_size"] for i in out["images"] if i.get("snapshot") == snapshot)
+
+    def object_size(self, name):
+        with self.store._image(name, read_only=True) as image:
+            return image.stat()["obj_size"]
+
+    def clone_and_open(self, parent, name):
+        """What a volume create from the cache does: a clone of its snapshot, opened and read
+        at its first sector as a hypervisor attaching it would."""
+        with self.store._ioctx() as ioctx:
+            rbd.RBD().clone(ioctx, parent, ceph_store.SNAP, ioctx, name)
+            with rbd.Image(ioctx, name) as image:
+                image.read(0, 4096)
+
+    def remove_image(self, name):
+        with self.store._ioctx() as ioctx:
+            try:
+                rbd.RBD().remove(ioctx, name)
+            except rbd.ImageNotFound:
+                pass
+
+    def qemu_opts(self, driver, name, snapshot=None):
+        options = self.store.qemu_file_options(name)
+        if snapshot:
+            options["snapshot"] = snapshot
+        return conv.Converter._layered(driver, options, None)
+
+    def pool_free(self):
+        return self.store.pool_space()[0]
+
+
+class ImageClient:
+    """The bits of the image API v2 the benchmark uses, as one Keystone user."""
+
+    def __init__(self, session, url):
+        self.session = session
+        self.url = url
+
+    def create(self, **fields):
+        fields.setdefault("container_format", "bare")
+        fields.setdefault("name", "bench-%s" % uuid.uuid4().hex[:8])
+        return self.session.post(self.url + "/images", json=fields).json()
+
+    def upload(self, image_id, path):
+        with open(path, "rb") as f:
+            self.session.put(self.url + "/images/%s/file" % image_id, data=f,
+                             headers={"Content-Type": "application/octet-stream"})
+
+    def get(self, image_id):
+        return self.session.get(self.url + "/images/%s" % image_id).json()
+
+    def remove_properties(self, image_id, names):
+        self.session.patch(
+            self.url + "/images/%s" % image_id, json=[{"op": "remove", "path": "/" + n}
+                                                      for n in names],
+            headers={"Content-Type": "application/openstack-images-v2.1-json-patch"})
+
+    def delete(self, image_id):
+        self.session.delete(self.url + "/images/%s" % image_id, raise_exc=False)
+
+
+class Events:
+    """The image service's notifications, heard on a pool of our own, with their arrival
+    times: when the worker is told of an upload, and when an image's Cached is committed."""
+
+    def __init__(self, transport_url):
+        import oslo_messaging
+        self._queue = queue.Queue()
+        conf = cfg.ConfigOpts()
+        conf([], project="cacheraw-bench")
+        transport = oslo_messaging.get_notification_transport(conf, url=transport_url)
+        events = self
+
+        class Endpoint:
+            def info(self, ctxt, publisher_id, event_type, payload, metadata):
+                events._queue.put((time.monotonic(), event_type, payload))
+
+        self.listener = oslo_messaging.get_notification_listener(
+            transport, [oslo_messaging.Target(exchange="glance", topic="notifications")],
+            [Endpoint()], executor="threading", pool="bench-%s" % uuid.uuid4().hex)
+        self.seen = []
+
+    def __enter__(self):
+        self.listener.start()
+        time.sleep(0.5)  # the queue is bound once the consumer is up
+        return self
+
+    def __exit__(self, *exc_info):
+        self.listener.stop()
+        self.listener.wait()
+
+    def _drain(self, timeout):
+        try:
+            self.seen.append(self._queue.get(timeout=timeout))
+        except queue.Empty:
+            pass
+
+    def wait_for(self, predicate, timeout, what):
+        """Arrival time of the first event (past or coming) for which predicate is true."""
+        deadline = time.monotonic() + timeout
+        while True:
+            for when, kind, payload in self.seen:
+                if isinstance(payload, dict) and predicate(kind, payload):
+                    return when
+            if time.monotonic() > deadline:
+                raise BenchError("no notification of %s in %d s" % (what, timeout))
+            self._drain(0.2)
+
+    def uploaded(self, image_id, timeout=600):
+        return self.wait_for(lambda k, p: k == "image.upload" and p.get("id") == image_id,
+                             timeout, "the upload of %s" % image_id)
+
+    def settled(self, image_id, timeout=600):
+        """When the worker recorded Cached (or Error) on the image."""
+        def done(kind, payload):
+            status = (payload.get("properties") or {}).get("cache_raw_status")
+            return (kind == "image.update" and payload.get("id") == image_id
+                    and status in ("Cached", "Error"))
+        return self.wait_for(done, timeout, "Cached on %s" % image_id)
+
+    def forget(self):
+        while not self._queue.empty():
+            self._drain(0)
+        self.seen = []
+
+
+class Worker:
+    """A real cacheraw-worker on the stack, with a notification pool of its own."""
+
+    def __init__(self, stack, workdir, slots):
+        self.workdir = Path(workdir)
+        self.conversion_dir = stack.conf.converter.conversion_dir
+        override = self.workdir / ("worker-%d.conf" % slots)
+        override.write_text("[notifications]\npool = bench-%s\n[worker]\n"
+                            "max_concurrent_conversions = %d\nsweep_interval = 0\n"
+                            % (uuid.uuid4().hex[:12], slots))
+        self.log_path = self.workdir / ("worker-%d.log" % slots)
+        self._log = open(self.log_path, "wb")
+        self.proc = subprocess.Popen(
+            [str(VENV_BIN / "cacheraw-worker"), "--config-file", stack.conf_file,
+             "--config-file", str(override)], stdout=self._log, stderr=subprocess.STDOUT)
+        self._wait_for_log("started", 60)
+
+    def _wait_for_log(self, text, timeout):
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if text in self.log_path.read_text(errors="replace"):
+                return
+            if self.proc.poll() is not None:
+                break
+            time.sleep(0.2)
+        raise BenchError("cacheraw-worker did not start; its log:\n%s"
+                         % self.log_path.read_text(errors="replace")[-2000:])
+
+    def stop(self):
+        if self.proc.poll() is None:
+            self.proc.terminate()
+            try:
+                self.proc.wait(120)
+            except subprocess.TimeoutExpired:
+                self.proc.kill()
+                self.proc.wait()
+        self._log.close()
+
+
+class Probe(threading.Thread):
+    """Samples, every few milliseconds while it runs, the resident memory of a process and of
+    its children (qemu-img) and the bytes of image data in a local directory."""
+
+    INTERVAL = 0.05
+
+    def __init__(self, pid, directory=None):
+        super().__init__(daemon=True)
+        self.pid = pid
+        self.directory = directory
+        self.rss = 0           # the process itself, bytes
+        self.children_hwm = 0  # its children's peak, bytes
+        self.disk = 0          # image data in the directory, bytes
+        self._stop_event = threading.Event()
+
+    def run(self):
+        while not self._stop_event.is_set():
+            self.rss = max(self.rss, _status_bytes(self.pid, "VmRSS"))
+            for child in _children(self.pid):
+                self.children_hwm = max(self.children_hwm, _status_bytes(child, "VmHWM"))
+            if self.directory:
+                self.disk = max(self.disk, _image_bytes(self.directory))
+            self._stop_event.wait(self.INTERVAL)
+
+    def stop(self):
+        self._stop_event.set()
+        self.join()
+        return self
+
+
+def _status_bytes(pid, field):
+    try:
+        with open("/proc/%d/status" % pid) as f:
+            for line in f:
+                if line.startswith(field + ":"):
+                    return int(line.split()[1]) * 1024
+    except (OSError, ValueError):
+        pass
+    return 0
+
+
+def _children(pid):
+    """Children of every thread of the process (each conversion thread starts its own)."""
+    found = []
+    try:
+        for task in os.listdir("/proc/%d/task" % pid):
+            with open("/proc/%d/task/%s/children" % (pid, task)) as f:
+                found += [int(c) for c in f.read().split()]
+    except OSError:
+        pass
+    return found
+
+
+def _image_bytes(directory):
+    """Bytes on disk of files in the conversion directory, but for the Ceph key that cacheraw
+    hands to qemu-img there (a few bytes, mode 0600, while a conversion runs)."""
+    total = 0
+    try:
+        entries = list(os.scandir(directory))
+    except OSError:
+        return 0
+    for entry in entries:
+        if entry.name.endswith(".key"):
+            continue
+        try:
+            total += entry.stat(follow_symlinks=False).st_blocks * 512
+        except OSError:
+            pass
+    return total
+
+
+def run_measured(argv, **kwargs):
+    """Run a command; (seconds, its peak resident memory in bytes)."""
+    began = time.monotonic()
+    proc = subprocess.Popen(argv, stdout=kwargs.pop("stdout", subprocess.DEVNULL),
+                            stderr=subprocess.PIPE, **kwargs)
+    _, status, usage = os.wait4(proc.pid, 0)
+    took = time.monotonic() - began
+    proc.returncode = os.waitstatus_to_exitcode(status)
+    stderr = proc.stderr.read().decode(errors="replace")
+    proc.stderr.close()
+    if proc.returncode:
+        raise BenchError("%s failed (exit %d): %s" % (" ".join(argv[:2]), proc.returncode,
+                                                      stderr[-300:]))
+    return took, usage.ru_maxrss * 1024
+
