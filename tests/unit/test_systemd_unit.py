@@ -73,6 +73,7 @@ def test_notify_restart_and_the_only_writable_place():
     assert service["NotifyAccess"] == "main"
     assert int(service["WatchdogSec"]) > 0
     assert service["Restart"] == "on-failure"
+    assert service["RestartPreventExitStatus"] == "2"  # cmd.fail's code for a bad config
     assert service["User"] == "cacheraw"
     assert service["CapabilityBoundingSet"] == ""
     assert service["ProtectSystem"] == "strict"
