@@ -3,6 +3,9 @@ the daemon would, and leaves nothing behind.
 """
 
 import logging as std_logging
+import os
+import subprocess
+import tempfile
 import uuid
 
 from keystoneauth1 import exceptions as ks_exc
@@ -24,7 +27,8 @@ class CheckFailed(Exception):
 def run_all(conf):
     """[(name, passed, one line)] for each check, in order."""
     results = []
-    for name, check in (("config", check_config), ("ceph", check_ceph),
+    for name, check in (("config", check_config), ("converter", check_converter),
+                        ("ceph", check_ceph),
                         ("image API endpoint", check_endpoint),
                         ("image API write", check_image_write),
                         ("message bus", check_bus)):
@@ -37,6 +41,31 @@ def run_all(conf):
 
 def check_config(conf):
     return "parsed %s" % (", ".join(conf.config_file) or "no config file")
+
+
+def check_converter(conf):
+    """qemu-img runs and has the rbd driver; the conversion directory can be written."""
+    options = conf.converter
+    try:
+        help_text = subprocess.run([options.qemu_img, "--help"], capture_output=True,
+                                   text=True, timeout=30, env={"LC_ALL": "C",
+                                                               "PATH": os.environ.get("PATH", "")}
+                                   ).stdout
+    except (OSError, subprocess.SubprocessError) as exc:
+        raise CheckFailed("cannot run %s: %s" % (options.qemu_img, exc)) from exc
+    formats = next((line.split(":", 1)[1].split() for line in help_text.splitlines()
+                    if line.startswith("Supported formats:")), [])
+    if "rbd" not in formats:
+        raise CheckFailed("%s has no rbd driver (install qemu-block-extra)" % options.qemu_img)
+    directory = options.conversion_dir
+    try:
+        os.makedirs(directory, mode=0o700, exist_ok=True)
+        with tempfile.TemporaryFile(dir=directory):
+            pass
+    except OSError as exc:
+        raise CheckFailed("cannot write in conversion_dir %s: %s" % (directory,
+                                                                   exc.strerror)) from exc
+    return "%s with the rbd driver; %s writable" % (options.qemu_img, directory)
 
 
 def check_ceph(conf):

@@ -385,14 +385,17 @@ class CephStore:
             return None
         return self._lock_xattr(image_id, HOLDER_XATTR) or {"host": "unknown"}
 
-    @translate_errors
     def set_progress(self, image_id, progress):
-        """Publish how far the conversion of an image we hold the lock of is, for any reader."""
+        """Publish how far the conversion of an image we hold the lock of is, for any reader.
+        Best effort, never retried: the conversion must not wait for it."""
         if image_id not in self._held:
             return
-        with self._ioctx() as ioctx:
-            ioctx.set_xattr(LOCK_PREFIX + image_id, PROGRESS_XATTR,
-                            json.dumps(progress).encode())
+        try:
+            with self._ioctx() as ioctx:
+                ioctx.set_xattr(LOCK_PREFIX + image_id, PROGRESS_XATTR,
+                                json.dumps(progress).encode())
+        except rados.Error as exc:
+            raise exception.CephError("%s: %s" % (type(exc).__name__, exc)) from exc
 
     @translate_errors
     def progress(self, image_id):

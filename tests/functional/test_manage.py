@@ -146,6 +146,30 @@ def test_recache_follows_a_worker_that_converts_the_image(start_worker, stack, d
     assert worker.log().count("Image %s: converted to RAW in" % image["id"]) == 1
 
 
+def test_recache_takes_over_from_a_worker_that_died_holding_the_lock(stack, demo_images,
+                                                                      service_images, qcow2,
+                                                                      admin):
+    image = upload(demo_images, qcow2, cache_raw="True")
+    service_images.patch(image["id"], [{"op": "add", "path": "/cache_raw_status",
+                                        "value": "Caching"}])
+    _, ioctx = admin
+    lock = "cacheraw.lock." + image["id"]
+    ioctx.lock_exclusive(lock, "cacheraw", "dead-worker", duration=8)
+    ioctx.set_xattr(lock, "cacheraw.holder", json.dumps(
+        {"host": "dead-host", "pid": 4242}).encode())
+    try:
+        done = manage(stack, "recache", image["id"], "--wait")
+    finally:
+        try:
+            ioctx.remove_object(lock)
+        except rados.ObjectNotFound:
+            pass
+    assert done.returncode == 0, done.stderr
+    assert "another worker converts it (dead-host pid 4242)" in done.stdout
+    assert done.stdout.splitlines()[-1].startswith("%s: Cached" % image["id"])
+    assert demo_images.get(image["id"])["cache_raw_status"] == "Cached"
+
+
 def test_recache_of_an_image_without_cache_raw_fails(stack, demo_images, qcow2):
     image = upload(demo_images, qcow2)
     done = manage(stack, "recache", image["id"], "--wait")
@@ -327,7 +351,7 @@ def test_purge_orphans_trashes_a_cache_with_clones_then_purges_it(stack, admin, 
 
 # -- check
 
-CHECKS = ("config:", "ceph:", "image API endpoint:", "image API write:", "message bus:")
+CHECKS = ("config:", "converter:", "ceph:", "image API endpoint:", "image API write:", "message bus:")
 
 
 def check_lines(done):
@@ -386,6 +410,13 @@ def test_check_names_a_user_who_may_not_write_cache_properties(stack, tmp_path):
     assert "403" in lines["image API write:"]
     assert "OK" in lines["ceph:"] and "OK" in lines["image API endpoint:"]
     no_traceback(done)
+
+
+def test_check_names_a_missing_qemu_img(stack, tmp_path):
+    override = conf_file(tmp_path, "[converter]\nqemu_img = /nonexistent/qemu-img\n")
+    done = manage(stack, "check", extra_conf=override)
+    assert done.returncode == 1
+    assert "FAILED: cannot run /nonexistent/qemu-img" in check_lines(done)["converter:"]
 
 
 def test_check_names_an_unreachable_bus(stack, tmp_path):

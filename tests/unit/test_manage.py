@@ -160,3 +160,61 @@ def test_bad_arguments_give_one_line_before_anything_is_reached(args, message):
     assert done.returncode == 2
     assert message in done.stderr.strip().splitlines()[-1]
     assert "Traceback" not in done.stderr
+
+
+class RecordingImages:
+    def __init__(self, image):
+        self.image = image
+        self.updates = []
+
+    def get(self, image_id):
+        return dict(self.image)
+
+    def update(self, image_id, wanted, only_if=None):
+        self.updates.append(wanted)
+        return dict(self.image, **wanted)
+
+
+class RecordingStore:
+    pool = "images"
+
+    def __init__(self, clones):
+        self.clones = clones
+        self.removed = []
+
+    def cache_facts(self, name):
+        return {"exists": True, "protected": True, "used": 1, "clones": self.clones}
+
+    def remove(self, name):
+        self.removed.append(name)
+        return "trashed" if self.clones else "removed"
+
+    def is_locked(self, image_id):
+        return False
+
+
+def test_dry_run_says_what_it_would_change_and_changes_nothing(capsys):
+    say = manage.Say(dry_run=True)
+    images = RecordingImages({"id": ID, "cache_raw_error": "old"})
+    wrapped = manage.ReportingImages(images, say)
+    result = wrapped.update(ID, {"cache_raw_status": "Queued", "cache_raw_error": None})
+    assert result == {"id": ID, "cache_raw_status": "Queued"}
+    assert images.updates == []
+    store = RecordingStore(clones=2)
+    assert manage.ReportingStore(store, say).remove(ID + "_raw") == "trashed"
+    assert store.removed == []
+    assert capsys.readouterr().out.splitlines() == [
+        "would set cache_raw_status=Queued, removed cache_raw_error on image %s" % ID,
+        "would move cache images/%s_raw to the trash (2 clones use it)" % ID]
+
+
+def test_without_dry_run_each_change_is_made_and_said(capsys):
+    say = manage.Say(dry_run=False)
+    images = RecordingImages({"id": ID})
+    manage.ReportingImages(images, say).update(ID, {"cache_raw_status": "Queued"})
+    assert images.updates == [{"cache_raw_status": "Queued"}]
+    store = RecordingStore(clones=0)
+    assert manage.ReportingStore(store, say).remove(ID + "_raw") == "removed"
+    assert store.removed == [ID + "_raw"]
+    assert capsys.readouterr().out.splitlines() == [
+        "set cache_raw_status=Queued on image %s" % ID, "removed cache images/%s_raw" % ID]
