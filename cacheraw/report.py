@@ -5,6 +5,7 @@ import sys
 import time
 
 from cacheraw import cacher
+from cacheraw import properties
 from cacheraw import store as ceph_store
 
 IMAGE_KEYS = ("status", "disk_format", "cache_raw", cacher.STATUS, cacher.URL, cacher.SIZE,
@@ -32,12 +33,14 @@ def image_view(core, image):
                  "used_bytes": facts["used"], "clones": facts["clones"],
                  "lock_holder": core.store.lock_holder(image_id)},
     }
-    view["problems"] = problems(view, core.cache_url(image_id))
+    found = problems(view, core.cache_url(image_id)) + properties.problems(image)
+    view["problems"] = list(dict.fromkeys(found))
     return view
 
 
 def problems(view, expected_url):
-    """Where the image API and Ceph disagree."""
+    """Where the image API and Ceph disagree (the image's own properties are checked by
+    cacheraw.properties)."""
     image, ceph = view["image"], view["ceph"]
     status = image[cacher.STATUS]
     found = []

@@ -242,6 +242,17 @@ def test_status_shows_a_cache_missing_in_ceph(stack, demo_images, qcow2, ceph):
     assert any("no protected snapshot" in p for p in view["problems"])
 
 
+def test_status_shows_properties_that_break_the_rules(stack, demo_images, service_images,
+                                                      qcow2):
+    """What Glance's schema cannot refuse (a value the service user wrote) is reported."""
+    image = upload(demo_images, qcow2)
+    service_images.patch(image["id"], [{"op": "add", "path": "/cache_raw_size", "value": "lots"}])
+    view = status_json(stack, image["id"])
+    assert any(p.startswith("cache_raw_size is 'lots'") for p in view["problems"]), view
+    table = manage(stack, "status", image["id"])
+    assert "cache_raw_size is 'lots'" in table.stdout, table.stdout
+
+
 # -- reconcile and purge-orphans
 
 def plant(ioctx, name, protected=True):
