@@ -366,6 +366,7 @@ def test_pool_full_errors_cleanly_then_recache_succeeds(stack, start_worker, dem
     worker = start_worker(extra_conf=FAST)
     failed = wait_status(demo_images, image["id"], "Error")
     assert failed["cache_raw_error"].startswith("not enough space in pool images: need ")
+    assert ", have " in failed["cache_raw_error"]
     assert image["id"] + "_raw" not in names_in_pool(ceph)
     assert_no_garbage(ceph, service_images)
     set_quota(admin_cluster, 0)  # space freed
@@ -440,7 +441,8 @@ def test_image_deleted_mid_conversion_stops_it_and_leaves_nothing(stack, start_w
     wait_for_written_data(ceph, name)
     demo_images.delete(image["id"])
     worker.wait_for_log("Image %s: stopping its conversion" % image["id"])
-    wait_until("the cache removed", lambda: name not in names_in_pool(ceph))
+    # At once: not after the killed qemu-img's watch on the cache times out (30 s).
+    wait_until("the cache removed", lambda: name not in names_in_pool(ceph), 15)
     wait_until("qemu-img killed", lambda: not qemu_img_running_for(image["id"]), 10)
     conversion_dir = os.path.join(stack["state_dir"], "cacheraw", "conversions")
     wait_until("the download removed", lambda: not os.listdir(conversion_dir), 10)

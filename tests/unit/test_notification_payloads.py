@@ -16,6 +16,8 @@ from oslo_config import cfg
 from cacheraw import cacher
 from cacheraw import messaging
 
+pytestmark = pytest.mark.hostile
+
 JSON = st.recursive(
     st.none() | st.booleans() | st.integers() | st.floats(allow_nan=True) | st.text(),
     lambda inner: st.lists(inner, max_size=4) | st.dictionaries(st.text(max_size=8), inner,

@@ -1,7 +1,8 @@
 """The local stack cacheraw is run and tested against, on one machine.
 
-A one-node Ceph cluster (bluestore on a sparse file, or memstore), RabbitMQ, Keystone and Glance, all bound to 127.0.0.1 on
-non-default ports, with every file they write under one state folder (default ``.stack/``).
+A one-node Ceph cluster (bluestore in a sparse file; CACHERAW_STACK_OSD=memstore keeps it in
+memory), RabbitMQ, Keystone and Glance, all bound to 127.0.0.1 on non-default ports, with every
+file they write under one state folder (default ``.stack/``).
 
     stack.py up       start everything (does nothing when the stack already runs)
     stack.py down     stop exactly the processes ``up`` started, by their pid files
