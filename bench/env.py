@@ -82,9 +82,11 @@ class Stack:
                                       stdout=subprocess.PIPE))
         return sum(i["used_size"] for i in out["images"] if i.get("snapshot") == snapshot)
 
-    def object_size(self, name):
+    def layout(self, name):
+        """Object size, features and whether the object map is valid."""
         with self.store._image(name, read_only=True) as image:
-            return image.stat()["obj_size"]
+            return {"object_size": image.stat()["obj_size"], "features": image.features(),
+                    "object_map_valid": not image.flags() & rbd.RBD_FLAG_OBJECT_MAP_INVALID}
 
     def clone_and_open(self, parent, name):
         """What a volume create from the cache does: a clone of its snapshot, opened and read

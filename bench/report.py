@@ -135,7 +135,8 @@ def print_table(results):
             print("  %-58s %s" % (text, _span(sec[key])))
         print("  %-58s %s" % ("(c)/(b)", _span(ratios["cacheraw/direct"])))
         print("  %-58s %s" % ("(a)/(c)  cacheraw's speed-up", _span(ratios["original/cacheraw"])))
-        print("  %-58s %s" % ("(b)/(f)  convert at create vs clone", _span(ratios["convert/clone"])))
+        print("  %-58s %s" % ("(b)/(f)  convert at create vs clone",
+                                _span(ratios["convert/clone"])))
         mem, space, disk = r["memory"], r["space"], r["local_disk"]
         print("  peak RSS: worker %s, its qemu-img %s (original's qemu-img %s)"
               % (human(mem["worker_rss_peak"]), human(mem["qemu_img_rss_peak_cacheraw"]),
