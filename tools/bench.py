@@ -148,7 +148,8 @@ def measure_size(stack, events, worker, shape, path, extents, args, tmp, recache
         print("bench:   " + ", ".join("%s %.2f s" % (k, v[-1]["s"]) for k, v in samples.items()),
               flush=True)
     object_size = samples["cacheraw"][0]["object_size"]
-    return report.size_results(describe(shape, extents, object_size), samples, object_size)
+    return report.size_results(describe(shape, extents, object_size), samples, object_size,
+                               speedup_target=shape.name == "default")
 
 
 def measure_concurrency(stack, events, shape, path, args, tmp):
