@@ -61,7 +61,7 @@ class Stack:
                            username=user["username"], password=user["password"],
                            project_name=user["project_name"], user_domain_name="Default",
                            project_domain_name="Default")
-        return ks_session.Session(auth=auth, timeout=600)
+        return ks_session.Session(auth=auth, timeout=300)
 
     # -- Ceph, as the restricted cacheraw user
 
@@ -72,6 +72,18 @@ class Stack:
         if done.returncode:
             raise BenchError("rbd %s failed: %s" % (args[0], done.stderr.decode()[-300:]))
         return done.stdout
+
+    def warm_up(self, size):
+        """Write and remove ``size`` bytes, so that the OSD has its memory before the first
+        measurement instead of faulting it in during it (memstore keeps data in memory)."""
+        name = "bench-warmup-%s" % uuid.uuid4().hex[:8]
+        self.rbd_cli("create", "--size", "%dM" % (size >> 20), self.spec(name))
+        try:
+            self.rbd_cli("bench", "--io-type", "write", "--io-size", "4M", "--io-threads", "8",
+                         "--io-total", "%dM" % (size >> 20), "--io-pattern", "seq",
+                         self.spec(name))
+        finally:
+            self.remove_image(name)
 
     def spec(self, name, snapshot=None):
         return "%s/%s%s" % (self.pool, name, "@" + snapshot if snapshot else "")
@@ -111,6 +123,21 @@ class Stack:
 
     def pool_free(self):
         return self.store.pool_space()[0]
+
+    def check_not_full(self):
+        """A full OSD blocks writes without an error: say so instead of waiting forever. (A
+        memstore OSD's usage count once wrapped below zero, to 16 EiB, after many images were
+        written and removed; only a new stack mends that.)"""
+        ret, out, _ = self.store._cluster.mon_command(
+            json.dumps({"prefix": "osd dump", "format": "json"}), b"", timeout=30)
+        if ret:
+            return
+        dump = json.loads(out)
+        full = [p["pool_name"] for p in dump["pools"] if "full" in p.get("flags_names", "")]
+        if self.pool in full or "full" in dump.get("flags", "").split(","):
+            raise BenchError("the Ceph cluster says pool %s is full (see 'ceph health detail'); "
+                             "restart the stack (make stack-down) and run the bench again"
+                             % self.pool)
 
 
 class ImageClient:
