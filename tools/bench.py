@@ -194,6 +194,11 @@ def run(args):
     need = check_room(stack, args, default, medium)
     recache_args = measure.recache_args()
     results = {"runs": args.runs, "machine": report.machine(), "sizes": {},
+               "settings": {"coroutines": stack.conf.converter.coroutines,
+                            "max_concurrent_conversions":
+                                stack.conf.worker.max_concurrent_conversions,
+                            "qemu_img_convert": "-n --target-is-zero -W -m %d"
+                                                % stack.conf.converter.coroutines},
                "recache_args": " ".join(recache_args) or "(plain)"}
     with tempfile.TemporaryDirectory(prefix="cacheraw-bench-") as tmp:
         chosen = [s for s in (small, default) if s.name in args.sizes]
