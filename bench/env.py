@@ -1,6 +1,7 @@
 """What the benchmark measures against: the local stack's Ceph pool, image API and bus, a real
 cacheraw-worker, and probes of processes' memory and of the local disk."""
 
+import datetime
 import json
 import os
 import queue
@@ -262,6 +263,24 @@ class Worker:
             time.sleep(0.2)
         raise BenchError("cacheraw-worker did not start; its log:\n%s"
                          % self.log_path.read_text(errors="replace")[-2000:])
+
+    def steps(self, image_id):
+        """Seconds between the worker's log lines about an image: from its image.upload to
+        'caching' (the image API calls before converting), to 'converted' (the conversion with
+        its inspection and checks), to 'cached as' (recording it)."""
+        marks = {}
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if image_id not in line:
+                continue
+            for mark, text in (("upload", "Received image.upload"), ("caching", ": caching"),
+                               ("converted", "converted to RAW"), ("cached", ": cached as")):
+                if text in line and mark not in marks:
+                    marks[mark] = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f")
+        order = ["upload", "caching", "converted", "cached"]
+        if not all(m in marks for m in order):
+            return {}
+        return {"%s_to_%s" % (a, b): (marks[b] - marks[a]).total_seconds()
+                for a, b in zip(order, order[1:])}
 
     def stop(self):
         if self.proc.poll() is None:

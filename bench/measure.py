@@ -97,7 +97,8 @@ def end_to_end(stack, events, worker, path):
     return image, {"s": cached - uploaded, "worker_rss": probe.rss,
                    "qemu_img_rss": probe.children_hwm, "local_disk": probe.disk,
                    "du": stack.du(ceph_store.cache_name(image["id"])),
-                   "cache_raw_size": int(image["cache_raw_size"]), **layout}
+                   "cache_raw_size": int(image["cache_raw_size"]), **layout,
+                   "worker_steps": worker.steps(image["id"])}
 
 
 def recache_args():

@@ -60,6 +60,9 @@ def size_results(shape, samples, object_size, speedup_target):
         "seconds": {k: summary([x["s"] for x in v]) for k, v in s.items()},
         "e2e_limit_s": e2e_limit,
         "own_steps_s": summary([c["s"] - d["s"] for c, d in zip(s["cacheraw"], s["direct"])]),
+        "worker_steps_s": {k: summary([c["worker_steps"][k] for c in s["cacheraw"]
+                                       if k in c["worker_steps"]])
+                           for k in s["cacheraw"][0]["worker_steps"]},
         "ratios": {"cacheraw/direct": ratio_cb, "original/cacheraw": ratio_ac,
                    "convert/clone": ratio_clone,
                    "direct/read_floor": paired(s["direct"], s["read_floor"])},
@@ -140,6 +143,8 @@ def print_table(results):
         print("  %-58s %s" % ("(c)/(b)   target: (c) <= %.2f s" % r["e2e_limit_s"],
                                 _span(ratios["cacheraw/direct"])))
         print("  %-58s %s" % ("(c)-(b)   cacheraw's own steps, seconds", _span(r["own_steps_s"])))
+        for step, span in r["worker_steps_s"].items():
+            print("  %-58s %s" % ("  worker log: " + step.replace("_", " "), _span(span)))
         print("  %-58s %s" % ("(a)/(c)  cacheraw's speed-up", _span(ratios["original/cacheraw"])))
         print("  %-58s %s" % ("(b)/(f)  convert at create vs clone",
                                 _span(ratios["convert/clone"])))
