@@ -1,6 +1,7 @@
 """What the benchmark measures against: the local stack's Ceph pool, image API and bus, a real
 cacheraw-worker, and probes of processes' memory and of the local disk."""
 
+import datetime
 import json
 import os
 import queue
@@ -61,7 +62,7 @@ class Stack:
                            username=user["username"], password=user["password"],
                            project_name=user["project_name"], user_domain_name="Default",
                            project_domain_name="Default")
-        return ks_session.Session(auth=auth, timeout=600)
+        return ks_session.Session(auth=auth, timeout=300)
 
     # -- Ceph, as the restricted cacheraw user
 
@@ -73,6 +74,18 @@ class Stack:
             raise BenchError("rbd %s failed: %s" % (args[0], done.stderr.decode()[-300:]))
         return done.stdout
 
+    def warm_up(self, size):
+        """Write and remove ``size`` bytes, so that the OSD has its memory before the first
+        measurement instead of faulting it in during it (memstore keeps data in memory)."""
+        name = "bench-warmup-%s" % uuid.uuid4().hex[:8]
+        self.rbd_cli("create", "--size", "%dM" % (size >> 20), self.spec(name))
+        try:
+            self.rbd_cli("bench", "--io-type", "write", "--io-size", "4M", "--io-threads", "8",
+                         "--io-total", "%dM" % (size >> 20), "--io-pattern", "seq",
+                         self.spec(name))
+        finally:
+            self.remove_image(name)
+
     def spec(self, name, snapshot=None):
         return "%s/%s%s" % (self.pool, name, "@" + snapshot if snapshot else "")
 
@@ -82,9 +95,11 @@ class Stack:
                                       stdout=subprocess.PIPE))
         return sum(i["used_size"] for i in out["images"] if i.get("snapshot") == snapshot)
 
-    def object_size(self, name):
+    def layout(self, name):
+        """Object size, features and whether the object map is valid."""
         with self.store._image(name, read_only=True) as image:
-            return image.stat()["obj_size"]
+            return {"object_size": image.stat()["obj_size"], "features": image.features(),
+                    "object_map_valid": not image.flags() & rbd.RBD_FLAG_OBJECT_MAP_INVALID}
 
     def clone_and_open(self, parent, name):
         """What a volume create from the cache does: a clone of its snapshot, opened and read
@@ -109,6 +124,21 @@ class Stack:
 
     def pool_free(self):
         return self.store.pool_space()[0]
+
+    def check_not_full(self):
+        """A full OSD blocks writes without an error: say so instead of waiting forever. (A
+        memstore OSD's usage count once wrapped below zero, to 16 EiB, after many images were
+        written and removed; only a new stack mends that.)"""
+        ret, out, _ = self.store._cluster.mon_command(
+            json.dumps({"prefix": "osd dump", "format": "json"}), b"", timeout=30)
+        if ret:
+            return
+        dump = json.loads(out)
+        full = [p["pool_name"] for p in dump["pools"] if "full" in p.get("flags_names", "")]
+        if self.pool in full or "full" in dump.get("flags", "").split(","):
+            raise BenchError("the Ceph cluster says pool %s is full (see 'ceph health detail'); "
+                             "restart the stack (make stack-down) and run the bench again"
+                             % self.pool)
 
 
 class ImageClient:
@@ -233,6 +263,24 @@ class Worker:
             time.sleep(0.2)
         raise BenchError("cacheraw-worker did not start; its log:\n%s"
                          % self.log_path.read_text(errors="replace")[-2000:])
+
+    def steps(self, image_id):
+        """Seconds between the worker's log lines about an image: from its image.upload to
+        'caching' (the image API calls before converting), to 'converted' (the conversion with
+        its inspection and checks), to 'cached as' (recording it)."""
+        marks = {}
+        for line in self.log_path.read_text(errors="replace").splitlines():
+            if image_id not in line:
+                continue
+            for mark, text in (("upload", "Received image.upload"), ("caching", ": caching"),
+                               ("converted", "converted to RAW"), ("cached", ": cached as")):
+                if text in line and mark not in marks:
+                    marks[mark] = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f")
+        order = ["upload", "caching", "converted", "cached"]
+        if not all(m in marks for m in order):
+            return {}
+        return {"%s_to_%s" % (a, b): (marks[b] - marks[a]).total_seconds()
+                for a, b in zip(order, order[1:])}
 
     def stop(self):
         if self.proc.poll() is None:

@@ -91,11 +91,14 @@ def end_to_end(stack, events, worker, path):
     if image.get("cache_raw_status") != "Cached":
         raise BenchError("image %s ended %s: %s" % (image["id"], image.get("cache_raw_status"),
                                                     image.get("cache_raw_error")))
+    layout = stack.layout(ceph_store.cache_name(image["id"]))
+    if not layout["object_map_valid"]:
+        raise BenchError("cache of image %s has an invalid object map" % image["id"])
     return image, {"s": cached - uploaded, "worker_rss": probe.rss,
                    "qemu_img_rss": probe.children_hwm, "local_disk": probe.disk,
                    "du": stack.du(ceph_store.cache_name(image["id"])),
-                   "cache_raw_size": int(image["cache_raw_size"]),
-                   "object_size": stack.object_size(ceph_store.cache_name(image["id"]))}
+                   "cache_raw_size": int(image["cache_raw_size"]), **layout,
+                   "worker_steps": worker.steps(image["id"])}
 
 
 def recache_args():

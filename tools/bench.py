@@ -29,8 +29,9 @@ from bench import images, measure, report  # noqa: E402
 from bench.env import BenchError, Events, Stack, Worker  # noqa: E402
 from bench.images import GIB, MIB, Shape  # noqa: E402
 
-# Memstore keeps data in the OSD's memory, at about twice its size once written and freed.
-OSD_MEMORY_FACTOR = 2
+# Memstore keeps data in the OSD's memory: measured, its RSS grew to about three times the
+# most data the pool held at once.
+OSD_MEMORY_FACTOR = 3
 # A memstore OSD refuses writes once 95% full: keep well clear of it.
 HEADROOM = 1.4
 SMALL_VIRTUAL = 112 * MIB  # a cirros-sized image, for latency
@@ -86,7 +87,8 @@ def stored(shape):
 
 
 def check_room(stack, args, default, medium):
-    """The pool must hold the largest moment of the run: one image and one RAW copy of it."""
+    """The pool must hold the largest moment of the run: one image and one RAW copy of it.
+    Returns that size in bytes."""
     need = max(stored(default),
                0 if args.skip_concurrency else max(args.counts) * stored(medium))
     free = stack.pool_free()
@@ -103,6 +105,7 @@ def check_room(stack, args, default, medium):
         raise BenchError("%s of memory available, the benchmark needs about %s (the OSD keeps "
                          "the data in memory)" % (images.human(available),
                                                   images.human(need * OSD_MEMORY_FACTOR)))
+    return need
 
 
 def build(shape, tmp):
@@ -123,6 +126,7 @@ def describe(shape, extents, object_size):
 
 def one_round(stack, events, worker, path, shape, tmp, recache_args, samples):
     """Every measurement once, on one freshly uploaded image, then the image is deleted."""
+    stack.check_not_full()
     image, samples_c = measure.end_to_end(stack, events, worker, path)
     image_id = image["id"]
     try:
@@ -148,7 +152,8 @@ def measure_size(stack, events, worker, shape, path, extents, args, tmp, recache
         print("bench:   " + ", ".join("%s %.2f s" % (k, v[-1]["s"]) for k, v in samples.items()),
               flush=True)
     object_size = samples["cacheraw"][0]["object_size"]
-    return report.size_results(describe(shape, extents, object_size), samples, object_size)
+    return report.size_results(describe(shape, extents, object_size), samples, object_size,
+                               speedup_target=shape.name == "default")
 
 
 def measure_concurrency(stack, events, shape, path, args, tmp):
@@ -166,6 +171,7 @@ def measure_concurrency(stack, events, shape, path, args, tmp):
                 times[slots] = {n: [] for n in args.counts}
                 for run in range(args.runs):
                     for n in args.counts:
+                        stack.check_not_full()
                         took = measure.together(stack, events, ids[:n])["s"]
                         times[slots][n].append(took)
                         print("bench: %d slot(s), %d image(s) at once: %.2f s"
@@ -185,13 +191,20 @@ def measure_concurrency(stack, events, shape, path, args, tmp):
 def run(args):
     stack = Stack()
     default, small, medium = shapes(args)
-    check_room(stack, args, default, medium)
+    need = check_room(stack, args, default, medium)
     recache_args = measure.recache_args()
     results = {"runs": args.runs, "machine": report.machine(), "sizes": {},
+               "settings": {"coroutines": stack.conf.converter.coroutines,
+                            "max_concurrent_conversions":
+                                stack.conf.worker.max_concurrent_conversions,
+                            "qemu_img_convert": "-n --target-is-zero -W -m %d"
+                                                % stack.conf.converter.coroutines},
                "recache_args": " ".join(recache_args) or "(plain)"}
     with tempfile.TemporaryDirectory(prefix="cacheraw-bench-") as tmp:
         chosen = [s for s in (small, default) if s.name in args.sizes]
         built = {s.name: build(s, tmp) for s in chosen}
+        print("bench: warming the OSD up with %s" % images.human(need), flush=True)
+        stack.warm_up(need)
         with Events(stack.facts["rabbitmq"]["transport_url"]) as events:
             worker = Worker(stack, tmp, stack.conf.worker.max_concurrent_conversions)
             try:
