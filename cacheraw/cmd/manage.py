@@ -340,12 +340,12 @@ def do_check(conf):
 def main(argv=None):
     cmd.CONF.register_cli_opt(COMMAND)
     # stdout is the command's answer (JSON for scripts); the daemon's log lines go to stderr,
-    # and only warnings unless --debug.
+    # and only warnings unless --debug or a --log-file asks for the whole story.
     logging.register_options(cmd.CONF)
     cmd.CONF.set_default("use_stderr", True)
     conf = cmd.parse_config(sys.argv[1:] if argv is None else argv, PROG,
                             "Operate cacheraw: inspect, check and re-cache images.")
-    if not conf.debug:
+    if not (conf.debug or conf.log_file):
         std_logging.getLogger("cacheraw").setLevel(std_logging.WARNING)
     try:
         return conf.command.func(conf)

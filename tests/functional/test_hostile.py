@@ -160,9 +160,16 @@ def corrupt_refcount_table(d, host):
 
 def luks_qcow2(d, host):
     path = d / "luks.qcow2"
-    qemu_img("create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=swordfish",
-             "-o", "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", path, "16M")
-    return path, "qcow2", "encrypted"
+    # qemu-img times its key derivation and, on a busy machine, at times fails with "Unable to
+    # get accurate CPU usage": a few tries.
+    for attempt in range(5):
+        done = subprocess.run(
+            ["qemu-img", "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=swordfish",
+             "-o", "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", str(path),
+             "16M"], timeout=60, capture_output=True, text=True)
+        if done.returncode == 0:
+            return path, "qcow2", "encrypted"
+    raise AssertionError("qemu-img could not make a LUKS image: %s" % done.stderr)
 
 
 CORPUS = [backing_host_file, json_backing_file, external_data_file, vmdk_flat_extent,
