@@ -358,9 +358,11 @@ def manage(stack, *args, timeout=180, log_file=None):
 
 
 def test_pool_full_errors_cleanly_then_recache_succeeds(stack, start_worker, demo_images,
-                                                        service_images, ceph, qcow2, tmp_path,
+                                                        service_images, ceph, tmp_path,
                                                         admin_cluster):
     from tests.functional.test_recovery import settled_usage
+    # Far more data than the pool's statistics can drift by (they lag deletes by up to ~15 s).
+    qcow2 = make_qcow2(tmp_path / "big.qcow2", writes=(("0x5a", "0", "48M"),))
     image = upload(demo_images, qcow2, cache_raw="True")
     set_quota(admin_cluster, settled_usage(ceph) + (1 << 20))
     worker = start_worker(extra_conf=FAST)

@@ -9,6 +9,7 @@ import pytest
 import rados
 import rbd
 
+from tests.functional.conftest import make_qcow2
 from tests.functional.test_caching import FAST
 from tests.functional.test_caching import conversions
 from tests.functional.test_caching import names_in_pool
@@ -127,7 +128,9 @@ def settled_usage(ioctx, quiet=6, timeout=60):
 
 
 def test_cache_that_does_not_fit_the_pool_quota_gets_a_clear_error(start_worker, demo_images,
-                                                                   qcow2, ceph, admin_cluster):
+                                                                   tmp_path, ceph, admin_cluster):
+    # Far more data than the pool's statistics can drift by (they lag deletes by up to ~15 s).
+    qcow2 = make_qcow2(tmp_path / "big.qcow2", writes=(("0x5a", "0", "48M"),))
     image = upload(demo_images, qcow2, cache_raw="True")
     used = settled_usage(ceph)
     set_quota(admin_cluster, used + (1 << 20))
