@@ -183,7 +183,7 @@ class Converter:
             address_space=self.conf.qemu_img_address_space_mib * 1024 * 1024,
             cpu_time=cpu_seconds)
         env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
-               "MALLOC_ARENA_MAX": "2"}
+               "MALLOC_ARENA_MAX": "2", **self.store.qemu_environment()}
         job = job or Job(None)
         try:
             if progress is not None:

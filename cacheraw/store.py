@@ -38,7 +38,8 @@ SCRATCH_PREFIX = "cacheraw-check-"
 # updating the map at each first write of an object made conversions ~10% slower (make bench).
 DEFERRED_FEATURES = rbd.RBD_FEATURE_OBJECT_MAP | rbd.RBD_FEATURE_FAST_DIFF
 
-_TRANSIENT = (rados.TimedOut, rados.ConnectionShutdown, rados.InterruptedOrTimeoutError)
+_TRANSIENT = (rados.TimedOut, rados.ConnectionShutdown, rados.InterruptedOrTimeoutError,
+              rbd.Timeout)
 
 
 def translate_errors(func):
@@ -516,6 +517,14 @@ class CephStore:
         """Options of qemu's rbd block driver for the image ``name`` in our pool."""
         return {"driver": "rbd", "pool": self.pool, "image": name, "conf": self.conffile,
                 "user": self.user}
+
+    def qemu_environment(self):
+        """Environment for qemu-img, whose own Ceph client reads CEPH_ARGS: our timeouts, so that
+        a write into a pool that filled up (or an unreachable cluster) fails the conversion
+        instead of blocking it until its wall-clock limit."""
+        return {"CEPH_ARGS": "--rados_osd_op_timeout=%d --rados_mon_op_timeout=%d "
+                             "--client_mount_timeout=%d"
+                             % (self.op_timeout, self.op_timeout, self.connect_timeout)}
 
     def secret_key(self):
         """The user's key when an explicit keyring is configured (qemu cannot read one)."""

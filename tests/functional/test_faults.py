@@ -383,6 +383,29 @@ def test_pool_full_errors_cleanly_then_recache_succeeds(stack, start_worker, dem
     assert_no_garbage(ceph, service_images)
 
 
+def test_pool_filling_up_during_a_conversion_fails_it_then_recovers(
+        stack, start_worker, demo_images, service_images, ceph, tmp_path, admin_cluster):
+    """The space check passed, then the pool filled up under qemu-img: its writes time out (our
+    Ceph timeouts reach its own Ceph client) instead of blocking until its wall-clock limit; the
+    worker lives on and, once space is freed, caches the image exactly once."""
+    qcow2 = make_qcow2(tmp_path / "big.qcow2", writes=(("0x5a", "0", "48M"),))
+    worker = start_worker(extra_conf=converter_conf(
+        QUICK_RETRIES + "[ceph]\nop_timeout = 10\n[worker]\nerror_retry_delay = 1\n",
+        throttled_qemu_img(tmp_path, 1024 * 1024)))
+    image = upload(demo_images, qcow2, cache_raw="True")
+    wait_for_written_data(ceph, image["id"] + "_raw")
+    set_quota(admin_cluster, 1)  # the pool is full from now on
+    worker.wait_for_log("qemu-img convert failed", timeout=90)
+    wait_until("qemu-img giving up", lambda: not qemu_img_running_for(image["id"]), 30)
+    assert worker.proc.poll() is None
+    assert "converted to RAW" not in worker.log()
+    set_quota(admin_cluster, 0)  # space freed
+    wait_status(demo_images, image["id"], "Cached", timeout=240)
+    assert_cached_once(demo_images, [image["id"]], worker.log())
+    assert_cache_matches(ceph, image["id"], qcow2, tmp_path)
+    assert_no_garbage(ceph, service_images)
+
+
 # -- 7. three workers, thirty uploads, operators re-caching at the same time
 
 def recache_has_force(stack):
