@@ -162,6 +162,7 @@ def together(stack, events, worker, image_ids):
 
 def upload_cached(stack, events, path):
     """An image uploaded and cached, for later measurements."""
+    stack.check_not_full()
     events.forget()
     image = stack.demo.create(disk_format="qcow2", cache_raw="True")
     stack.demo.upload(image["id"], path)
