@@ -24,6 +24,7 @@ TOP = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TOP))
 
 from cacheraw import store as ceph_store  # noqa: E402
+from cacheraw.exception import CacherawError  # noqa: E402
 
 from bench import images, measure, report  # noqa: E402
 from bench.env import BenchError, Events, Stack, Worker  # noqa: E402
@@ -245,6 +246,10 @@ def main(argv=None):
         return run(args)
     except BenchError as exc:
         print("bench: error: %s" % exc, file=sys.stderr)
+        return 1
+    except CacherawError as exc:
+        print("bench: error: %s (is the stack running? 'make bench' starts one)" % exc,
+              file=sys.stderr)
         return 1
 
 
