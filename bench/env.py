@@ -242,11 +242,12 @@ class Worker:
     def __init__(self, stack, workdir, slots):
         self.workdir = Path(workdir)
         self.conversion_dir = stack.conf.converter.conversion_dir
-        override = self.workdir / ("worker-%d.conf" % slots)
+        name = "worker-%d-%s" % (slots, uuid.uuid4().hex[:6])
+        override = self.workdir / (name + ".conf")
         override.write_text("[notifications]\npool = bench-%s\n[worker]\n"
                             "max_concurrent_conversions = %d\nsweep_interval = 0\n"
                             % (uuid.uuid4().hex[:12], slots))
-        self.log_path = self.workdir / ("worker-%d.log" % slots)
+        self.log_path = self.workdir / (name + ".log")
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "cacheraw-worker"), "--config-file", stack.conf_file,
@@ -263,6 +264,20 @@ class Worker:
             time.sleep(0.2)
         raise BenchError("cacheraw-worker did not start; its log:\n%s"
                          % self.log_path.read_text(errors="replace")[-2000:])
+
+    def wait_idle(self, quiet=1.0, timeout=60):
+        """Wait until the worker has logged nothing for ``quiet`` seconds: it has handled the
+        notifications of its own last updates (it checks the cache of each, and would rebuild
+        a cache removed under it, as it should)."""
+        deadline = time.monotonic() + timeout
+        size, since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            now_size = self.log_path.stat().st_size
+            if now_size != size:
+                size, since = now_size, time.monotonic()
+            elif time.monotonic() - since >= quiet:
+                return
+            time.sleep(0.1)
 
     def steps(self, image_id):
         """Seconds between the worker's log lines about an image: from its image.upload to

@@ -139,10 +139,11 @@ def delete_image(stack, image_id):
     wait_removed(stack, ceph_store.cache_name(image_id))
 
 
-def together(stack, events, image_ids):
+def together(stack, events, worker, image_ids):
     """Ask for the caches of several images at the same moment, as when they are uploaded
     together: their caches are removed first, then their cache status, which tells the
     worker (through image.update) to cache them again. Seconds until the last is Cached."""
+    worker.wait_idle()
     for image_id in image_ids:
         stack.store.remove(ceph_store.cache_name(image_id))
         if set(CACHE_PROPERTIES) - set(stack.service.get(image_id)):
@@ -161,6 +162,7 @@ def together(stack, events, image_ids):
 
 def upload_cached(stack, events, path):
     """An image uploaded and cached, for later measurements."""
+    stack.check_not_full()
     events.forget()
     image = stack.demo.create(disk_format="qcow2", cache_raw="True")
     stack.demo.upload(image["id"], path)
