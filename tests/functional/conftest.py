@@ -9,7 +9,6 @@ import os
 import queue
 import subprocess
 import sys
-import threading
 import time
 import uuid
 from pathlib import Path
@@ -241,3 +240,31 @@ def start_worker(stack, tmp_path):
     yield start
     for worker in workers:
         worker.stop()
+
+
+# -- outages of stack services (tools/stack/stack.py stop-service / start-service)
+
+def stack_cmd(*args):
+    done = subprocess.run([sys.executable, str(TOP / "tools/stack/stack.py"), *args],
+                          capture_output=True, text=True, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
+@pytest.fixture
+def outage():
+    """outage(service) stops a stack service; outage.start(service) starts it again; whatever
+    is still stopped at the end of the test is started."""
+    stopped = []
+
+    def stop(service):
+        stack_cmd("stop-service", service)
+        stopped.append(service)
+
+    def start(service):
+        stack_cmd("start-service", service)
+        stopped.remove(service)
+
+    stop.start = start
+    yield stop
+    for service in list(stopped):
+        stack_cmd("start-service", service)

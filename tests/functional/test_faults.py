@@ -23,7 +23,6 @@ import uuid
 import pytest
 import rbd
 
-from tests.functional.conftest import TOP
 from tests.functional.conftest import make_qcow2
 from tests.functional.test_caching import conversions
 from tests.functional.test_caching import names_in_pool
@@ -42,32 +41,6 @@ MANAGE = os.path.join(os.path.dirname(sys.executable), "cacheraw-manage")
 
 
 # -- the stack and the pool
-
-def stack_cmd(*args):
-    done = subprocess.run([sys.executable, str(TOP / "tools/stack/stack.py"), *args],
-                          capture_output=True, text=True, timeout=180)
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
-@pytest.fixture
-def outage():
-    """outage(service) stops a stack service; outage.start(service) starts it again; whatever
-    is still stopped at the end of the test is started."""
-    stopped = []
-
-    def stop(service):
-        stack_cmd("stop-service", service)
-        stopped.append(service)
-
-    def start(service):
-        stack_cmd("start-service", service)
-        stopped.remove(service)
-
-    stop.start = start
-    yield stop
-    for service in list(stopped):
-        stack_cmd("start-service", service)
-
 
 def image_exists(images, image_id):
     response = images.session.get(images.url + "/images/%s" % image_id, raise_exc=False)

@@ -10,7 +10,6 @@ made is read back in full and searched for the secret.
 import json
 import os
 import subprocess
-import sys
 import time
 import uuid
 

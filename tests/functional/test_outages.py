@@ -3,44 +3,15 @@ image still ends cached, and converted once."""
 
 import os
 import signal
-import subprocess
-import sys
 import time
 from pathlib import Path
 
-import pytest
-
-from tests.functional.conftest import TOP
 from tests.functional.test_caching import conversions
 from tests.functional.test_caching import upload
 from tests.functional.test_caching import wait_status
 
 QUICK_RETRIES = ("[worker]\nsweep_interval = 2\nretry_attempts = 2\nretry_initial_delay = 0.5\n"
                  "retry_max_delay = 1\n[ceph]\nlock_duration = 10\n")
-
-
-def stack_cmd(*args):
-    done = subprocess.run([sys.executable, str(TOP / "tools/stack/stack.py"), *args],
-                          capture_output=True, text=True, timeout=120)
-    assert done.returncode == 0, done.stdout + done.stderr
-
-
-@pytest.fixture
-def outage():
-    stopped = []
-
-    def stop(service):
-        stack_cmd("stop-service", service)
-        stopped.append(service)
-
-    def start(service):
-        stack_cmd("start-service", service)
-        stopped.remove(service)
-
-    stop.start = start
-    yield stop
-    for service in list(stopped):
-        stack_cmd("start-service", service)
 
 
 def paused_qemu_img(tmp_path, seconds):
