@@ -42,6 +42,11 @@ _TRANSIENT = (rados.TimedOut, rados.ConnectionShutdown, rados.InterruptedOrTimeo
               rbd.Timeout)
 
 
+def _trashed_caches(ioctx):
+    """The RBD trash entries that are caches of ours; nothing else in the trash is touched."""
+    return [e for e in rbd.RBD().trash_list(ioctx) if is_cache_name(e["name"])]
+
+
 def translate_errors(func):
     """Turn rados/rbd exceptions into ours, and retry the transient ones."""
     @functools.wraps(func)
@@ -318,9 +323,7 @@ class CephStore:
         """Remove the trashed caches whose clones are all gone. Returns their names."""
         purged = []
         with self._ioctx() as ioctx:
-            for entry in rbd.RBD().trash_list(ioctx):
-                if not is_cache_name(entry["name"]):
-                    continue
+            for entry in _trashed_caches(ioctx):
                 with rbd.Image(ioctx, image_id=entry["id"]) as image:
                     if self._has_children(image):
                         continue
@@ -457,9 +460,7 @@ class CephStore:
         """The caches in the RBD trash: [{"name", "id", "clones"}]."""
         found = []
         with self._ioctx() as ioctx:
-            for entry in rbd.RBD().trash_list(ioctx):
-                if not is_cache_name(entry["name"]):
-                    continue
+            for entry in _trashed_caches(ioctx):
                 with rbd.Image(ioctx, image_id=entry["id"], read_only=True) as image:
                     clones = 0
                     if SNAP in [s["name"] for s in image.list_snaps()]:

@@ -36,18 +36,6 @@ def test_image_api_outage_while_converting(start_worker, demo_images, qcow2, tmp
     assert "Image %s: found a finished cache" % image["id"] in log
 
 
-def test_message_bus_outage(start_worker, demo_images, qcow2, outage):
-    # No periodic sweep: only a notification can bring this image in.
-    worker = start_worker(extra_conf="[worker]\nsweep_interval = 0\n")
-    outage("rabbitmq")
-    time.sleep(2)
-    outage.start("rabbitmq")
-    worker.wait_for_log("Reconnected to AMQP server", timeout=90)  # by itself
-    image = upload(demo_images, qcow2, cache_raw="True")
-    wait_status(demo_images, image["id"], "Cached", timeout=90)
-    assert worker.proc.poll() is None
-
-
 def test_ceph_pause_while_converting(start_worker, demo_images, qcow2, tmp_path, stack):
     worker = start_worker(extra_conf=QUICK_RETRIES + "[converter]\nqemu_img = %s\n"
                           % paused_qemu_img(tmp_path, 2))
