@@ -101,13 +101,27 @@ class Container:
             self.proc = subprocess.Popen(boot_argv(self.root, self.name, self.binds),
                                          stdin=subprocess.DEVNULL, stdout=out,
                                          stderr=subprocess.STDOUT, start_new_session=True)
-        self.init_pid = self._wait_for_init(timeout)
-        state = self.run("systemctl", "is-system-running", "--wait", check=False,
-                         timeout=timeout).stdout.strip()
-        if state not in ("running", "degraded"):
-            raise NspawnError("container %s is %r after booting; see %s"
-                              % (self.name, state, self.log_path))
-        return state
+        try:
+            self.init_pid = self._wait_for_init(timeout)
+            return self._wait_until_up(timeout)
+        except BaseException:
+            self.poweroff()
+            raise
+
+    def _wait_until_up(self, timeout):
+        """Until systemd says the boot is done; before it answers on its private socket,
+        systemctl says "offline" or cannot connect."""
+        deadline = time.monotonic() + timeout
+        while True:
+            done = self.run("systemctl", "is-system-running", "--wait", check=False,
+                            timeout=timeout)
+            state = done.stdout.strip()
+            if state in ("running", "degraded"):
+                return state
+            if time.monotonic() > deadline:
+                raise NspawnError("container %s is %r after booting (%s); see %s"
+                                  % (self.name, state, done.stderr.strip(), self.log_path))
+            time.sleep(0.2)
 
     def _wait_for_init(self, timeout):
         deadline = time.monotonic() + timeout
@@ -137,6 +151,10 @@ class Container:
 
     def poweroff(self, timeout=60):
         if self.proc is None or self.proc.poll() is not None:
+            return
+        if self.init_pid is None:
+            self.proc.kill()
+            self.proc.wait()
             return
         try:
             self.run("systemctl", "poweroff", check=False, timeout=30)
