@@ -47,7 +47,7 @@ parse_args() {
       --cinder-venv) cinder_venv=${2:?--cinder-venv needs a directory}; shift 2 ;;
       --uninstall) uninstall=1; shift ;;
       -h|--help) usage; exit 0 ;;
-      *) usage >&2; fail "unknown argument: $1" ;;
+      *) fail "unknown argument: $1 (see $prog --help)" ;;
     esac
   done
   case "$prefix" in /*) ;; *) fail "--prefix must be an absolute path: $prefix" ;; esac
@@ -145,6 +145,7 @@ install_files() {
 
 install_worker() {
   check_debs "${debs[@]}"
+  need_root
   find_wheel
   install_wheel
   install_files
@@ -157,6 +158,7 @@ install_worker() {
 }
 
 install_cinder() {
+  need_root
   [ -x "$cinder_venv/bin/pip" ] || fail "not a virtual environment with pip: $cinder_venv"
   find_wheel
   echo "$prog: installing $(basename "$wheel")[cinder] into $cinder_venv"
@@ -170,6 +172,7 @@ install_cinder() {
 # Keeps /etc/cacheraw (configuration, keyrings), the journal and the cacheraw user.
 uninstall_worker() {
   local name
+  need_root
   if systemd_runs && [ -e "$unit" ]; then
     systemctl disable --now cacheraw-worker || true
   fi
@@ -189,9 +192,12 @@ uninstall_worker() {
   echo "$prog: removed cacheraw from $prefix; /etc/cacheraw and the logs are kept"
 }
 
+need_root() {
+  [ "$(id -u)" -eq 0 ] || fail "run as root"
+}
+
 main() {
   parse_args "$@"
-  [ "$(id -u)" -eq 0 ] || fail "run as root"
   if [ "$uninstall" = 1 ]; then
     uninstall_worker
   elif [ -n "$cinder_venv" ]; then

@@ -215,6 +215,12 @@ def test_start_returns_after_ready_and_runs_unprivileged(controller):
                 .stdout.splitlines() if UNIT in line and ("nknown" in line or "gnoring" in line)]
 
 
+def test_operators_check_passes_on_the_controller(controller):
+    done = controller.run("cacheraw-manage", "--config-file", "/etc/cacheraw/cacheraw.conf",
+                          "check", check=False, timeout=180)
+    assert done.returncode == 0, done.stdout + done.stderr
+
+
 def test_every_hardening_line_is_in_force(controller):
     pid = controller.main_pid()
     status = controller.proc_status(pid)
