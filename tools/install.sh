@@ -151,6 +151,9 @@ install_worker() {
   install_files
   if [ -e /etc/cacheraw/cacheraw.conf ]; then
     echo "$prog: kept /etc/cacheraw/cacheraw.conf"
+    if systemd_runs && systemctl -q is-active cacheraw-worker; then
+      echo "$prog: the running worker keeps its code until: systemctl restart cacheraw-worker"
+    fi
   else
     echo "$prog: next: write /etc/cacheraw/cacheraw.conf (mode 0640, group cacheraw) from" \
          "/etc/cacheraw/cacheraw.conf.sample, then: systemctl enable --now cacheraw-worker"

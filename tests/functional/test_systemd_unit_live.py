@@ -298,6 +298,7 @@ def test_security_exposure_of_the_installed_unit(controller):
     out = controller.run("systemd-analyze", "security", "--no-pager", UNIT).stdout
     score = float(re.search(r"Overall exposure level for %s: ([\d.]+)" % re.escape(UNIT),
                             out)[1])
+    print("systemd-analyze security of the installed unit: %.1f" % score)
     assert score <= SECURITY_LIMIT, out
 
 
