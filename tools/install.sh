@@ -58,7 +58,8 @@ find_wheel() {
     local top
     top=$(cd "$(dirname "$0")/.." && pwd)
     wheel=$(ls -t "$top"/dist/cacheraw-*.whl 2>/dev/null | head -n 1 || true)
-    [ -n "$wheel" ] || fail "no wheel given and none in $top/dist (run 'make dist', or --wheel FILE)"
+    [ -n "$wheel" ] \
+      || fail "no wheel given and none in $top/dist (run 'make dist', or --wheel FILE)"
   fi
   [ -f "$wheel" ] || fail "no such wheel: $wheel"
   wheel=$(cd "$(dirname "$wheel")" && pwd)/$(basename "$wheel")

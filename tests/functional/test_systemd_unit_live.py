@@ -198,7 +198,7 @@ def test_install_again_changes_nothing_and_keeps_the_configuration(controller):
     assert controller.run("cacheraw-manage", "--version").returncode == 0
 
 
-def test_start_returns_after_ready_and_runs_unprivileged(controller):
+def test_start_returns_after_ready(controller):
     cursor = controller.cursor()
     controller.systemctl("restart", UNIT)
     # Type=notify: systemctl returned, so READY=1 came, after the listener started.
@@ -208,8 +208,8 @@ def test_start_returns_after_ready_and_runs_unprivileged(controller):
     assert "active (running)" in controller.systemctl("status", UNIT).stdout
     lines = controller.journal("--after-cursor", cursor).splitlines()
     started = [i for i, line in enumerate(lines) if "cacheraw-worker" in line and "started" in line]
-    assert started and started[0] < lines.index("Started %s - %s." % (
-        UNIT, "cacheraw: RAW image cache worker for Glance images in Ceph")), lines
+    description = re.search(r"^Description=(.*)$", SHIPPED_UNIT.read_text(), re.M)[1]
+    assert started and started[0] < lines.index("Started %s - %s." % (UNIT, description)), lines
     # No line of the unit was refused or ignored by this systemd.
     assert not [line for line in controller.run("journalctl", "-b", "--no-pager", "-o", "cat")
                 .stdout.splitlines() if UNIT in line and ("nknown" in line or "gnoring" in line)]
