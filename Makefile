@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STACK := tools/stack/stack.py
 
 .PHONY: setup stack-up stack-down stack-status run test unit functional genconfig bench clean
-.PHONY: test-faults test-hostile
+.PHONY: test-faults test-hostile dist
 
 setup:
 	@tools/setup.sh
@@ -39,6 +39,11 @@ test-hostile: setup
 
 genconfig: setup
 	$(VENV)/bin/oslo-config-generator --config-file etc/oslo-config-generator/cacheraw.conf
+
+# The sdist and, built from it, the wheel that tools/install.sh installs on a controller.
+dist: setup
+	rm -rf dist
+	$(PY) -m build --outdir dist .
 
 bench: setup
 	@tools/run-tests.sh --bench

@@ -19,8 +19,14 @@ setup(
     long_description_content_type="text/markdown",
     license="Apache-2.0",
     python_requires=">=3.9",
-    packages=find_packages(exclude=["tests", "tests.*"]),
+    packages=find_packages(include=["cacheraw", "cacheraw.*"]),
     install_requires=requirements(),
+    # tools/install.sh takes these from the virtual environment it installed the wheel into.
+    data_files=[
+        ("share/cacheraw", ["systemd/cacheraw-worker.service", "systemd/cacheraw.sysusers.conf",
+                            "etc/cacheraw/cacheraw.conf.sample"]),
+        ("share/doc/cacheraw", ["README.md"]),
+    ],
     entry_points={
         "console_scripts": [
             "cacheraw-worker = cacheraw.cmd.worker:main",

@@ -1,0 +1,84 @@
+"""tools/install.sh: its refusals (one line each) and the Cinder option, without installing.
+
+The real install, on a controller with systemd, is tests/functional/test_systemd_unit_live.py."""
+
+import os
+import re
+import subprocess
+from pathlib import Path
+
+import pytest
+
+TOP = Path(__file__).resolve().parents[2]
+INSTALL = TOP / "tools" / "install.sh"
+
+
+def run(*args, env=None):
+    return subprocess.run([str(INSTALL), *map(str, args)], capture_output=True, text=True,
+                          timeout=60, env=env)
+
+
+def one_error_line(done):
+    lines = [line for line in done.stderr.splitlines() if line.strip()]
+    assert done.returncode != 0
+    assert len(lines) == 1, done.stderr
+    assert lines[0].startswith("install.sh: error: ")
+    return lines[0]
+
+
+def fake_bin(tmp_path, name, script):
+    path = tmp_path / "bin" / name
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text("#!/bin/sh\n" + script)
+    path.chmod(0o755)
+    return path
+
+
+def test_unknown_argument_is_one_line():
+    assert "--bogus" in one_error_line(run("--bogus"))
+
+
+def test_relative_prefix_is_refused():
+    assert "absolute" in one_error_line(run("--prefix", "opt/cacheraw"))
+
+
+def test_missing_debian_packages_are_named_in_one_line(tmp_path):
+    # dpkg-query that knows every package but two.
+    fake_bin(tmp_path, "dpkg-query", 'case "$3" in python3-rbd|qemu-block-extra) exit 1;; esac\n'
+             'echo "install ok installed"\n')
+    env = dict(os.environ, PATH="%s:%s" % (tmp_path / "bin", os.environ["PATH"]))
+    line = one_error_line(run("--prefix", tmp_path / "prefix", env=env))
+    assert "missing Debian packages: python3-rbd qemu-block-extra" in line
+    assert not (tmp_path / "prefix").exists()
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="install.sh runs as root")
+def test_cinder_option_installs_the_extra_into_the_given_venv(tmp_path):
+    venv = tmp_path / "cinder-venv"
+    log = tmp_path / "pip.log"
+    fake_bin(venv, "pip", 'echo "$*" >> %s\n' % log)
+    fake_bin(venv, "python", "exit 0\n")
+    wheel = tmp_path / "cacheraw-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"")
+    done = run("--cinder-venv", venv, "--wheel", wheel, "--find-links", tmp_path / "wheels")
+    assert done.returncode == 0, done.stderr
+    calls = log.read_text().splitlines()
+    assert calls[0] == "install -q --no-index --find-links %s %s[cinder]" % (
+        tmp_path / "wheels", wheel)
+    assert calls[1].endswith("--force-reinstall --no-deps %s" % wheel)
+
+
+def test_cinder_option_needs_a_venv(tmp_path):
+    line = one_error_line(run("--cinder-venv", tmp_path, "--wheel", INSTALL))
+    assert str(tmp_path) in line
+
+
+def test_readme_uses_only_options_the_script_has():
+    readme = (TOP / "README.md").read_text()
+    sections = re.findall(r"^## Installing (?:on a controller|the Cinder driver)\n(.*?)(?=^## )",
+                          readme, re.M | re.S)
+    assert len(sections) == 2
+    used = set(re.findall(r"install\.sh[^\n`]*", "".join(sections)))
+    options = {opt for line in used for opt in re.findall(r"--[a-z-]+", line)}
+    assert options
+    assert options <= set(re.findall(r"--[a-z-]+", run("--help").stdout))
