@@ -11,7 +11,6 @@ import re
 import threading
 import time
 
-from oslo_utils import strutils
 from oslo_utils import timeutils
 
 from cacheraw import converter as conv
@@ -22,9 +21,8 @@ from cacheraw import store as ceph_store
 
 LOG = logging.getLogger(__name__)
 
-QUEUED, CACHING, CACHED, ERROR = "Queued", "Caching", "Cached", "Error"
-STATUS, URL, SIZE, ERROR_PROP = ("cache_raw_status", "cache_raw_url", "cache_raw_size",
-                                 "cache_raw_error")
+QUEUED, CACHING, CACHED, ERROR = properties.Status
+STATUS, URL, SIZE, ERROR_PROP = properties.STATUS, properties.URL, properties.SIZE, properties.ERROR
 RAW_REASON = "image is already raw; clone it directly"
 TRANSIENT_RE = re.compile(r"^temporary failure \(attempt (\d+) of (\d+)\)")
 SHUTDOWN = "worker stopping"
@@ -33,11 +31,12 @@ LOST_LOCK = "lost the conversion lock"
 
 
 def wants_cache(image):
-    return (image.get("status") == "active"
-            and strutils.bool_from_string(image.get("cache_raw"), default=False))
+    """An active image whose cache_raw is true (a value that is not a boolean string, such as
+    " True", counts as not set, and is warned about as invalid)."""
+    return image.get("status") == "active" and properties.cache_raw(image)
 
 
-valid_id = ceph_store.valid_id
+valid_id = properties.valid_id
 
 
 def one_line(text, limit=250):
@@ -74,8 +73,7 @@ class Cacher:
         return self._fsid
 
     def cache_url(self, image_id):
-        return "rbd://%s/%s/%s/%s" % (self.fsid, self.store.pool,
-                                      ceph_store.cache_name(image_id), ceph_store.SNAP)
+        return properties.cache_url(self.fsid, self.store.pool, image_id)
 
     def cache_valid(self, image):
         return (image.get(STATUS) == CACHED and image.get(URL) == self.cache_url(image["id"])
@@ -268,10 +266,7 @@ class Cacher:
 
     def _locate(self, image):
         """Where qemu-img reads the image: in place in our pool, or a verified download."""
-        url = image.get("direct_url") or ""
-        parts = url[len("rbd://"):].split("/") if url.startswith("rbd://") else []
-        if (len(parts) == 4 and parts[0] == self.fsid and parts[1] == self.store.pool
-                and parts[2] == image["id"] and parts[3] == ceph_store.SNAP):
+        if image.get("direct_url") == properties.rbd_url(self.fsid, self.store.pool, image["id"]):
             return conv.RBDSource(self.store, image["id"], ceph_store.SNAP), lambda: None
         return self._download(image)
 

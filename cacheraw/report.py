@@ -10,7 +10,7 @@ from cacheraw import store as ceph_store
 
 IMAGE_KEYS = ("status", "disk_format", "cache_raw", cacher.STATUS, cacher.URL, cacher.SIZE,
               cacher.ERROR_PROP, "store")
-STATUSES = (cacher.QUEUED, cacher.CACHING, cacher.CACHED, cacher.ERROR)
+STATUSES = properties.STATUSES
 MIB = 1024 * 1024
 
 

@@ -11,7 +11,6 @@ import functools
 import json
 import logging
 import os
-import re
 import socket
 import time
 import uuid
@@ -20,12 +19,13 @@ import rados
 import rbd
 
 from cacheraw import exception
+from cacheraw import properties
 from cacheraw import retry
 
 LOG = logging.getLogger(__name__)
 
-SNAP = "snap"
-CACHE_SUFFIX = "_raw"
+SNAP = properties.SNAP
+CACHE_SUFFIX = properties.CACHE_SUFFIX
 LOCK_PREFIX = "cacheraw.lock."
 LOCK_NAME = "cacheraw"
 # cls_lock: renew the lock when this cookie already holds it.
@@ -68,21 +68,10 @@ def translate_errors(func):
     return wrapper
 
 
-# Image ids name RBD images only once they match this: a lowercase UUID, nothing else.
-IMAGE_ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def valid_id(image_id):
-    return isinstance(image_id, str) and IMAGE_ID_RE.fullmatch(image_id) is not None
-
-
-def cache_name(image_id):
-    return image_id + CACHE_SUFFIX
-
-
-def is_cache_name(name):
-    """True for ``<image uuid>_raw``: the only RBD images cacheraw ever removes unasked."""
-    return name.endswith(CACHE_SUFFIX) and valid_id(name[:-len(CACHE_SUFFIX)])
+# The names of caches are facts of the image properties' spec (cacheraw.properties).
+valid_id = properties.valid_id
+cache_name = properties.cache_name
+is_cache_name = properties.is_cache_name
 
 
 def read_key(keyring_path, user):

@@ -158,3 +158,29 @@ def test_effective_migration_timeout(flavor, image, seconds):
 ])
 def test_effective_migration_max_downtime(flavor, image, millis):
     assert properties.effective_migration_max_downtime(flavor, image) == millis
+
+
+def test_cache_url_is_built_and_read_back_in_one_place():
+    url = properties.cache_url(FSID, "images", ID)
+    assert url == URL
+    assert properties.parse_cache_url(url) == (FSID, "images", ID)
+
+
+@pytest.mark.parametrize("url", [
+    URL + "\n", URL + "/", "x" + URL, URL.replace("/snap", "/other"),
+    URL.replace(ID + "_raw", ID), URL.replace(FSID, "fsid"), URL.replace(ID, ID.upper()),
+    "rbd://%s//%s_raw/snap" % (FSID, ID), "rbd://%s/a/b/%s_raw/snap" % (FSID, ID), None, 7,
+])
+def test_only_a_whole_cache_url_is_read(url):
+    assert properties.parse_cache_url(url) is None
+
+
+@pytest.mark.parametrize("value", ["True", "true", "yes", "1", "on"])
+def test_cache_raw_accepts_the_boolean_strings(value):
+    assert properties.cache_raw({"cache_raw": value}) is True
+
+
+@pytest.mark.parametrize("value", [" True", "True\n", "maybe", "", None, True])
+def test_a_cache_raw_that_is_no_boolean_string_asks_for_no_cache(value):
+    # The same rule that warns about the value as invalid: the worker does not cache it.
+    assert properties.cache_raw({"cache_raw": value}) is False
