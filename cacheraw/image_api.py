@@ -65,6 +65,17 @@ def patch_ops(image, wanted):
     return ops
 
 
+def apply_ops(image, ops):
+    """The image as the JSON-patch ``ops`` of patch_ops() make it."""
+    changed = dict(image)
+    for op in ops:
+        if op["op"] == "remove":
+            changed.pop(op["path"][1:], None)
+        else:
+            changed[op["path"][1:]] = op["value"]
+    return changed
+
+
 class ImageAPI:
 
     def __init__(self, conf):
@@ -76,6 +87,9 @@ class ImageAPI:
         self._api = ks_loading.load_adapter_from_conf_options(conf, GROUP, session=session,
                                                               auth=auth)
         self._retry = retry.policy(conf, exception.ImageAPIUnavailable)
+        # cacheraw-manage's hook: before_patch(image_id, ops) is told of each patch update() is
+        # about to send; when it returns False the patch is not sent (a dry run).
+        self.before_patch = None
 
     def _url(self, path):
         return "/v2" + path
@@ -115,6 +129,8 @@ class ImageAPI:
         ops = patch_ops(image, wanted)
         if not ops:
             return image
+        if self.before_patch is not None and self.before_patch(image_id, ops) is False:
+            return apply_ops(image, ops)
         LOG.debug("Image %s: patch %s", image_id, ops)
         return self._api.patch(self._url("/images/%s" % image_id), json=ops,
                                headers={"Content-Type": PATCH_TYPE}).json()

@@ -102,6 +102,10 @@ class CephStore:
         self._cluster = None
         self._lock_cookie = "%s-%d-%s" % (socket.gethostname(), os.getpid(), uuid.uuid4().hex[:8])
         self._held = set()
+        # cacheraw-manage's hook: before_remove(outcome, name) is told of each removal that
+        # remove() and purge_trash() are about to make ("trashed", "removed", "purged") or leave
+        # ("kept"); when it returns False the cache is left as it is (a dry run).
+        self.before_remove = None
 
     # -- the connection
 
@@ -267,9 +271,12 @@ class CephStore:
         try:
             with self._image(name) as image:
                 if self._has_children(image):
-                    with self._ioctx() as ioctx:
-                        rbd.RBD().trash_move(ioctx, name)
+                    if self._may_remove("trashed", name):
+                        with self._ioctx() as ioctx:
+                            rbd.RBD().trash_move(ioctx, name)
                     return "trashed"
+                if not self._may_remove("removed", name):
+                    return "removed"
                 self._break_stale_locks(image)
                 self._drop_snap(image)
         except rbd.ImageNotFound:
@@ -280,6 +287,9 @@ class CephStore:
             except rbd.ImageNotFound:
                 return "absent"
         return "removed"
+
+    def _may_remove(self, outcome, name):
+        return self.before_remove is None or self.before_remove(outcome, name) is not False
 
     @staticmethod
     def _has_children(image):
@@ -315,6 +325,10 @@ class CephStore:
             for entry in _trashed_caches(ioctx):
                 with rbd.Image(ioctx, image_id=entry["id"]) as image:
                     if self._has_children(image):
+                        self._may_remove("kept", entry["name"])
+                        continue
+                    if not self._may_remove("purged", entry["name"]):
+                        purged.append(entry["name"])
                         continue
                     self._drop_snap(image)
                 rbd.RBD().trash_remove(ioctx, entry["id"], force=True)

@@ -9,8 +9,9 @@ import pytest
 from oslo_concurrency import processutils
 
 from cacheraw import converter
+from cacheraw import image_api
 from cacheraw import report
-from cacheraw.cmd import manage
+from cacheraw import manage as ops
 
 ID = "0dc0185d-550c-461a-bdc5-25b9e20586d5"
 MANAGE = str(Path(sys.executable).parent / "cacheraw-manage")
@@ -142,7 +143,7 @@ def test_table_aligns_columns():
 
 
 def test_patch_operations_are_described_for_people():
-    assert manage.describe([{"op": "add", "path": "/cache_raw_status", "value": "Queued"},
+    assert ops.describe([{"op": "add", "path": "/cache_raw_status", "value": "Queued"},
                             {"op": "remove", "path": "/cache_raw_error"}]) == \
         "cache_raw_status=Queued, removed cache_raw_error"
 
@@ -162,59 +163,51 @@ def test_bad_arguments_give_one_line_before_anything_is_reached(args, message):
     assert "Traceback" not in done.stderr
 
 
-class RecordingImages:
+class RecordingAPI:
+    """The keystoneauth adapter under a real ImageAPI: what was read and what was patched."""
+
     def __init__(self, image):
         self.image = image
-        self.updates = []
+        self.patches = []
 
-    def get(self, image_id):
-        return dict(self.image)
+    def get(self, url, **kwargs):
+        return Response(self.image)
 
-    def update(self, image_id, wanted, only_if=None):
-        self.updates.append(wanted)
-        return dict(self.image, **wanted)
+    def patch(self, url, json, headers):
+        self.patches.append(json)
+        return Response(image_api.apply_ops(self.image, json))
 
 
-class RecordingStore:
-    pool = "images"
+class Response:
+    def __init__(self, body):
+        self.body = body
 
-    def __init__(self, clones):
-        self.clones = clones
-        self.removed = []
+    def json(self):
+        return self.body
 
-    def cache_facts(self, name):
-        return {"exists": True, "protected": True, "used": 1, "clones": self.clones}
 
-    def remove(self, name):
-        self.removed.append(name)
-        return "trashed" if self.clones else "removed"
-
-    def is_locked(self, image_id):
-        return False
+def recording_images(conf, image):
+    images = image_api.ImageAPI.__new__(image_api.ImageAPI)
+    images._api, images._retry, images.before_patch = RecordingAPI(image), lambda f, *a: f(*a), None
+    return images
 
 
 def test_dry_run_says_what_it_would_change_and_changes_nothing(capsys):
-    say = manage.Say(dry_run=True)
-    images = RecordingImages({"id": ID, "cache_raw_error": "old"})
-    wrapped = manage.ReportingImages(images, say)
-    result = wrapped.update(ID, {"cache_raw_status": "Queued", "cache_raw_error": None})
+    say = ops.Say(dry_run=True)
+    images = recording_images(None, {"id": ID, "cache_raw_error": "old"})
+    images.before_patch = say.patch
+    result = images.update(ID, {"cache_raw_status": "Queued", "cache_raw_error": None})
     assert result == {"id": ID, "cache_raw_status": "Queued"}
-    assert images.updates == []
-    store = RecordingStore(clones=2)
-    assert manage.ReportingStore(store, say).remove(ID + "_raw") == "trashed"
-    assert store.removed == []
+    assert images._api.patches == []
     assert capsys.readouterr().out.splitlines() == [
-        "would set cache_raw_status=Queued, removed cache_raw_error on image %s" % ID,
-        "would move cache images/%s_raw to the trash (2 clones use it)" % ID]
+        "would set cache_raw_status=Queued, removed cache_raw_error on image %s" % ID]
 
 
 def test_without_dry_run_each_change_is_made_and_said(capsys):
-    say = manage.Say(dry_run=False)
-    images = RecordingImages({"id": ID})
-    manage.ReportingImages(images, say).update(ID, {"cache_raw_status": "Queued"})
-    assert images.updates == [{"cache_raw_status": "Queued"}]
-    store = RecordingStore(clones=0)
-    assert manage.ReportingStore(store, say).remove(ID + "_raw") == "removed"
-    assert store.removed == [ID + "_raw"]
-    assert capsys.readouterr().out.splitlines() == [
-        "set cache_raw_status=Queued on image %s" % ID, "removed cache images/%s_raw" % ID]
+    say = ops.Say(dry_run=False)
+    images = recording_images(None, {"id": ID})
+    images.before_patch = say.patch
+    images.update(ID, {"cache_raw_status": "Queued"})
+    assert images._api.patches == [[{"op": "add", "path": "/cache_raw_status",
+                                     "value": "Queued"}]]
+    assert capsys.readouterr().out.splitlines() == ["set cache_raw_status=Queued on image %s" % ID]
