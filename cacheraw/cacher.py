@@ -39,9 +39,7 @@ def wants_cache(image):
 valid_id = properties.valid_id
 
 
-def one_line(text, limit=250):
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+one_line = exception.one_line
 
 
 def transient_attempt(image):

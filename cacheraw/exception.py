@@ -58,6 +58,12 @@ class ImageAPIError(CacherawError):
     """The image API refused a request for another reason."""
 
 
+# -- message bus
+
+class MessagingUnavailable(Transient):
+    """The message bus cannot be reached or refused us."""
+
+
 # -- images
 
 class UnsafeImage(Permanent):
@@ -75,3 +81,9 @@ class ConversionFailed(Transient):
 
 class ConversionAborted(CacherawError):
     """The conversion was stopped on purpose (image deleted, worker stopping)."""
+
+
+def one_line(text, limit=250):
+    """An error as one line of at most ``limit`` characters, as it is recorded and shown."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."
