@@ -105,9 +105,11 @@ class Job:
             if self.cancelled.is_set():
                 self._kill_locked()
 
-    def detach(self, process=None):
+    def detach(self, process):
+        """The process has ended (processutils' on_completion)."""
         with self._lock:
-            self._process = None
+            if self._process is process:
+                self._process = None
 
     def kill(self):
         with self._lock:

@@ -458,20 +458,6 @@ class CephStore:
         facts["used"] = self.used_bytes(name)
         return facts
 
-    @translate_errors
-    def trashed_caches(self):
-        """The caches in the RBD trash: [{"name", "id", "clones"}]."""
-        found = []
-        with self._ioctx() as ioctx:
-            for entry in _trashed_caches(ioctx):
-                with rbd.Image(ioctx, image_id=entry["id"], read_only=True) as image:
-                    clones = 0
-                    if SNAP in [s["name"] for s in image.list_snaps()]:
-                        image.set_snap(SNAP)
-                        clones = len(list(image.list_children2()))
-                found.append({"name": entry["name"], "id": entry["id"], "clones": clones})
-        return found
-
     def check_rbd_caps(self):
         """Do, on a scratch image, each RBD step a cache needs; the scratch image goes in every
         outcome. Raises CacherawError naming the step that failed."""
