@@ -268,3 +268,38 @@ def outage():
     yield stop
     for service in list(stopped):
         stack_cmd("start-service", service)
+
+
+# -- the pool's quota, set as the admin
+
+def set_quota(admin_cluster, max_bytes):
+    ret, _, err = admin_cluster.mon_command(json.dumps({
+        "prefix": "osd pool set-quota", "pool": "images", "field": "max_bytes",
+        "val": str(max_bytes)}), b"", timeout=20)
+    assert ret == 0, err
+
+
+@pytest.fixture
+def admin_cluster(stack):
+    """client.admin's cluster handle; the images pool has no quota again afterwards."""
+    import rados
+    cluster = rados.Rados(conffile=stack["ceph"]["conf"], rados_id="admin")
+    cluster.connect(timeout=15)
+    yield cluster
+    set_quota(cluster, 0)
+    cluster.shutdown()
+
+
+def settled_usage(ioctx, quiet=6, timeout=60):
+    """The pool's byte count once the monitors' statistics stopped moving (they lag writes and
+    deletes by a few seconds)."""
+    deadline = time.monotonic() + timeout
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        used = ioctx.get_stats()["num_bytes"]
+        if used != last:
+            last, since = used, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return used
+        time.sleep(0.5)
+    raise AssertionError("pool usage did not settle in %ss" % timeout)
