@@ -46,15 +46,16 @@ DOWNTIME_MIN, DOWNTIME_DEFAULT = 100, 500
 
 # A cache is the RBD image <image id>_raw in cacheraw's pool, cloned from its snapshot "snap".
 CACHE_SUFFIX = "_raw"
-SNAP = "snap"
+CACHE_SNAP = "snap"
 
 _WHOLE_NUMBER = re.compile(r"^(0|[1-9][0-9]*)$")
 # Image ids name RBD images only once they match this: a lowercase UUID, nothing else.
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 _UUID_RE = re.compile(_UUID)
-# rbd://<fsid>/<pool>/<image>/<snapshot>: glance_store's location of an image's data, and the
-# form of cache_raw_url.
-_RBD_URL = re.compile(r"rbd://([^/]+)/([^/]+)/([^/]+)/([^/]+)")
+# The pool: a Ceph pool name as ``ceph osd pool create`` takes it, nothing that needs quoting.
+_POOL = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"
+_CACHE_URL = re.compile(r"rbd://(%s)/(%s)/(%s)%s/%s" % (_UUID, _POOL, _UUID, CACHE_SUFFIX,
+                                                       CACHE_SNAP))
 
 
 # -- the names cacheraw gives its caches
@@ -73,31 +74,21 @@ def is_cache_name(name):
     return name.endswith(CACHE_SUFFIX) and valid_id(name[:-len(CACHE_SUFFIX)])
 
 
-def rbd_url(fsid, pool, name, snapshot=SNAP):
+def rbd_url(fsid, pool, name, snapshot=CACHE_SNAP):
+    """glance_store's location of an RBD image's snapshot: rbd://<fsid>/<pool>/<name>/<snap>."""
     return "rbd://%s/%s/%s/%s" % (fsid, pool, name, snapshot)
 
 
-def parse_rbd_url(url):
-    """(fsid, pool, image name, snapshot) of a whole ``rbd://`` URL, else None."""
-    match = _RBD_URL.fullmatch(url) if isinstance(url, str) else None
-    return match.groups() if match else None
-
-
 def cache_url(fsid, pool, image_id):
-    """The cache_raw_url of an image's cache: rbd://<fsid>/<pool>/<image id>_raw/snap."""
+    """Where the cache of ``image_id`` is: the value of cache_raw_url."""
     return rbd_url(fsid, pool, cache_name(image_id))
 
 
-def parse_cache_url(url):
-    """(fsid, pool, image id) when the whole of ``url`` is a cache_raw_url (the fsid a UUID),
-    else None."""
-    parts = parse_rbd_url(url)
-    if parts is None:
-        return None
-    fsid, pool, name, snapshot = parts
-    if not (_UUID_RE.fullmatch(fsid) and is_cache_name(name) and snapshot == SNAP):
-        return None
-    return fsid, pool, name[:-len(CACHE_SUFFIX)]
+def parse_cache_url(value):
+    """(fsid, pool, image id) of a cache_raw_url, as cache_url() makes it, else None. The whole
+    value must match: no quoting, no trailing characters, lowercase UUIDs, a plain pool name."""
+    match = _CACHE_URL.fullmatch(value) if isinstance(value, str) else None
+    return match.groups() if match else None
 
 
 # -- reading one value (None: missing or invalid)

@@ -24,7 +24,7 @@ from cacheraw import retry
 
 LOG = logging.getLogger(__name__)
 
-SNAP = properties.SNAP
+SNAP = properties.CACHE_SNAP
 CACHE_SUFFIX = properties.CACHE_SUFFIX
 LOCK_PREFIX = "cacheraw.lock."
 LOCK_NAME = "cacheraw"

@@ -170,6 +170,7 @@ def test_cache_url_is_built_and_read_back_in_one_place():
     URL + "\n", URL + "/", "x" + URL, URL.replace("/snap", "/other"),
     URL.replace(ID + "_raw", ID), URL.replace(FSID, "fsid"), URL.replace(ID, ID.upper()),
     "rbd://%s//%s_raw/snap" % (FSID, ID), "rbd://%s/a/b/%s_raw/snap" % (FSID, ID), None, 7,
+    "rbd://%s/../%s_raw/snap" % (FSID, ID), "rbd://%s/a%%2Fb/%s_raw/snap" % (FSID, ID),
 ])
 def test_only_a_whole_cache_url_is_read(url):
     assert properties.parse_cache_url(url) is None
