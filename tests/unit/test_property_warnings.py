@@ -3,12 +3,15 @@ change."""
 
 import logging
 
+import pytest
+
 from cacheraw import cacher
-from tests.unit.test_core import FakeImages, FakeStore, ID, conf  # noqa: F401 - fixture
+ID = "0dc0185d-550c-461a-bdc5-25b9e20586d5"
 
 
-def core_for(conf, image):  # noqa: F811
-    return cacher.Cacher(conf, FakeImages(image), FakeStore(), converter=None)
+@pytest.fixture
+def core_for(fake_images, fake_store):
+    return lambda image: cacher.Cacher(conf, fake_images(image), fake_store(), converter=None)
 
 
 def warnings(caplog):
@@ -16,10 +19,10 @@ def warnings(caplog):
             if r.levelno == logging.WARNING and r.name == "cacheraw.cacher"]
 
 
-def test_invalid_properties_are_warned_once_per_change(conf, caplog):  # noqa: F811
+def test_invalid_properties_are_warned_once_per_change(core_for, caplog):
     image = {"id": ID, "status": "active", "disk_format": "raw",
              "hw_wrs_live_migration_timeout": "900", "sw_wrs_auto_recovery": "maybe"}
-    core = core_for(conf, image)
+    core = core_for(image)
     with caplog.at_level(logging.WARNING):
         core.on_event("image.update", ID)
         core.on_event("image.update", ID)  # the same problems: said once
@@ -35,8 +38,8 @@ def test_invalid_properties_are_warned_once_per_change(conf, caplog):  # noqa: F
     assert len(warnings(caplog)) == 2 and "'99'" in warnings(caplog)[1]
 
 
-def test_valid_properties_are_not_warned(conf, caplog):  # noqa: F811
-    core = core_for(conf, {"id": ID, "status": "active", "disk_format": "raw",
+def test_valid_properties_are_not_warned(core_for, caplog):
+    core = core_for({"id": ID, "status": "active", "disk_format": "raw",
                            "hw_wrs_live_migration_timeout": "400"})
     with caplog.at_level(logging.WARNING):
         core.on_event("image.update", ID)
