@@ -10,7 +10,7 @@ ID = "0dc0185d-550c-461a-bdc5-25b9e20586d5"
 
 
 @pytest.fixture
-def core_for(fake_images, fake_store):
+def core_for(conf, fake_images, fake_store):
     return lambda image: cacher.Cacher(conf, fake_images(image), fake_store(), converter=None)
 
 
