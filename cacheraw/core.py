@@ -8,8 +8,10 @@ from cacheraw import store as ceph_store
 
 
 def build(conf, store=None, enqueue=None, cancel=None):
-    """A Cacher connected to Ceph (``store``, or a new CephStore) and to the image API."""
-    store = store or ceph_store.CephStore(conf)
-    store.connect()
+    """A Cacher on the image API and on Ceph: ``store`` (connected), or a new CephStore
+    connected here."""
+    if store is None:
+        store = ceph_store.CephStore(conf)
+        store.connect()
     return cacher.Cacher(conf, image_api.ImageAPI(conf), store, converter.Converter(conf, store),
                          enqueue=enqueue, cancel=cancel)

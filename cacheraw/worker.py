@@ -88,6 +88,7 @@ class Worker:
         os.makedirs(self.conf.converter.conversion_dir, mode=0o700, exist_ok=True)
         metrics.serve(self.conf)
         metrics.watch_queue(self.queue)
+        self.store.connect()
         self.cacher = core.build(self.conf, self.store, enqueue=self.queue.put,
                                  cancel=self.cancel)
         for n in range(self.conf.worker.max_concurrent_conversions):
