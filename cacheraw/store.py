@@ -188,7 +188,7 @@ class RadosLocks:
 
     def _fenced(self, image_id, cookie, add):
         with self._ioctx() as ioctx:
-            with ioctx.create_write_op() as op:
+            with rados.WriteOpCtx() as op:
                 op.execute("lock", "assert_locked", assert_locked_op(cookie))
                 add(op)
                 try:
@@ -202,7 +202,7 @@ class RadosLocks:
         clears a dead holder's progress)."""
         record = {"host": socket.gethostname(), "pid": os.getpid(), "since": int(time.time())}
         try:
-            with ioctx.create_write_op() as op:
+            with rados.WriteOpCtx() as op:
                 op.execute("lock", "assert_locked", assert_locked_op(cookie))
                 op.set_xattr(HOLDER_XATTR, json.dumps(record).encode())
                 op.set_xattr(PROGRESS_XATTR, b"")
