@@ -232,7 +232,134 @@ class RadosLocks:
         self._fenced(lease.image_id, lease.cookie, lambda op: op.set_xattr(PROGRESS_XATTR, value))
 
 
-class CephStore:
+class OperatorViews:
+    """What cacheraw-manage and the operator's checks read of the pool, and the conversion
+    locks as the rest of cacheraw asks for them: a part of CephStore (its connection and
+    handles), kept apart so that each class reads at a glance."""
+
+    # -- conversion locks, shared by every worker on every controller
+
+    def conversion_lock(self, image_id, on_lost=None):
+        """``with store.conversion_lock(image_id) as lease:``: the image's lock, taken (LockBusy
+        when another holds it), renewed while the block runs and released after it; ``on_lost``
+        is called as soon as it is lost. See cacheraw.lease."""
+        return lease_mod.hold(self.locks, image_id, self.lock_duration, on_lost)
+
+    def is_locked(self, image_id):
+        return self.locks.is_locked(image_id)
+
+    def lock_holder(self, image_id):
+        """Who holds the image's conversion lock ({"host", "pid", "since"}), or None when the
+        lock is free: a record left by a holder that died is not a holder."""
+        if not self.locks.is_locked(image_id):
+            return None
+        return self._holder_record(image_id) or {"host": "unknown"}
+
+    @translate_errors
+    def _holder_record(self, image_id):
+        return self._lock_xattr(image_id, HOLDER_XATTR)
+
+    def set_progress(self, lease, progress):
+        """Publish how far the conversion under ``lease`` is, for any reader. Best effort, never
+        retried: the conversion must not wait for it."""
+        self.locks.set_progress(lease, progress)
+
+    @translate_errors
+    def progress(self, image_id):
+        """The progress last published by the holder of the image's lock, or None."""
+        return self._lock_xattr(image_id, PROGRESS_XATTR)
+
+    def _lock_xattr(self, image_id, key):
+        with self._ioctx() as ioctx:
+            try:
+                value = ioctx.get_xattr(LOCK_PREFIX + image_id, key)
+            except (rados.ObjectNotFound, rados.NoData):
+                return None
+        try:
+            record = json.loads(value.decode())
+        except (UnicodeDecodeError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    # -- what an operator looks at
+
+    @translate_errors
+    def cache_facts(self, name):
+        """What Ceph holds for the cache ``name``: exists, protected, used bytes, clones."""
+        facts = {"exists": False, "protected": False, "used": None, "clones": None}
+        try:
+            with self._image(name, read_only=True) as image:
+                facts["exists"] = True
+                if SNAP not in [s["name"] for s in image.list_snaps()]:
+                    return facts
+                facts["protected"] = image.is_protected_snap(SNAP)
+                image.set_snap(SNAP)
+                facts["clones"] = len(list(image.list_children2()))
+        except rbd.ImageNotFound:
+            return facts
+        facts["used"] = self._used_bytes(name, SNAP)
+        return facts
+
+    @translate_errors
+    def trashed_caches(self):
+        """The caches in the RBD trash: [{"name", "id", "clones"}]."""
+        found = []
+        with self._ioctx() as ioctx:
+            for entry in _trashed_caches(ioctx):
+                with rbd.Image(ioctx, image_id=entry["id"], read_only=True) as image:
+                    clones = 0
+                    if SNAP in [s["name"] for s in image.list_snaps()]:
+                        image.set_snap(SNAP)
+                        clones = len(list(image.list_children2()))
+                found.append({"name": entry["name"], "id": entry["id"], "clones": clones})
+        return found
+
+    def check_rbd_caps(self):
+        """Do, on a scratch image, each RBD step a cache needs; the scratch image goes in every
+        outcome. Raises CacherawError naming the step that failed."""
+        name = SCRATCH_PREFIX + uuid.uuid4().hex[:12]
+        step = "connect"
+        try:
+            with self._ioctx() as ioctx:
+                step = "create an RBD image"
+                rbd.RBD().create(ioctx, name, 1 << 20, old_format=False)
+                with rbd.Image(ioctx, name) as image:
+                    for step, action in (("create a snapshot", image.create_snap),
+                                         ("protect a snapshot", image.protect_snap),
+                                         ("unprotect a snapshot", image.unprotect_snap),
+                                         ("remove a snapshot", image.remove_snap)):
+                        action(SNAP)
+                step = "remove an RBD image"
+                rbd.RBD().remove(ioctx, name)
+                step = "take a lock"
+                cookie = lease_mod.new_cookie()
+                ioctx.lock_exclusive(name, LOCK_NAME, cookie, duration=10)
+                ioctx.unlock(name, LOCK_NAME, cookie)
+                ioctx.remove_object(name)
+        except (rados.Error, rbd.Error) as exc:
+            self._remove_scratch(name)
+            raise exception.CephError("client.%s cannot %s in pool %s: %s" % (
+                self.user, step, self.pool, exc or type(exc).__name__)) from exc
+        return name
+
+    def _remove_scratch(self, name):
+        try:
+            with self._ioctx() as ioctx:
+                try:
+                    with rbd.Image(ioctx, name) as image:
+                        self._drop_snap(image)
+                    rbd.RBD().remove(ioctx, name)
+                except rbd.ImageNotFound:
+                    pass
+                try:
+                    ioctx.remove_object(name)
+                except rados.ObjectNotFound:
+                    pass
+        except (rados.Error, rbd.Error) as exc:
+            LOG.warning("Could not remove the scratch image %s: %s", name, exc)
+
+
+class CephStore(OperatorViews):
     """One connection to the cluster, shared by the threads of a worker (librados is
     thread-safe), and the operations cacheraw needs on its pool."""
 
@@ -355,6 +482,9 @@ class CephStore:
     @translate_errors
     def used_bytes(self, name, snapshot=SNAP):
         """Bytes allocated to ``name@snapshot``, as ``rbd du`` counts them (whole objects)."""
+        return self._used_bytes(name, snapshot)
+
+    def _used_bytes(self, name, snapshot):
         used = 0
 
         def count(offset, length, exists):
@@ -515,127 +645,6 @@ class CephStore:
     def list_caches(self):
         with self._ioctx() as ioctx:
             return [n for n in rbd.RBD().list(ioctx) if is_cache_name(n)]
-
-    # -- conversion locks, shared by every worker on every controller
-
-    def conversion_lock(self, image_id, on_lost=None):
-        """``with store.conversion_lock(image_id) as lease:``: the image's lock, taken (LockBusy
-        when another holds it), renewed while the block runs and released after it; ``on_lost``
-        is called as soon as it is lost. See cacheraw.lease."""
-        return lease_mod.hold(self.locks, image_id, self.lock_duration, on_lost)
-
-    def is_locked(self, image_id):
-        return self.locks.is_locked(image_id)
-
-    def lock_holder(self, image_id):
-        """Who holds the image's conversion lock ({"host", "pid", "since"}), or None when the
-        lock is free: a record left by a holder that died is not a holder."""
-        if not self.locks.is_locked(image_id):
-            return None
-        return self._holder_record(image_id) or {"host": "unknown"}
-
-    @translate_errors
-    def _holder_record(self, image_id):
-        return self._lock_xattr(image_id, HOLDER_XATTR)
-
-    def set_progress(self, lease, progress):
-        """Publish how far the conversion under ``lease`` is, for any reader. Best effort, never
-        retried: the conversion must not wait for it."""
-        self.locks.set_progress(lease, progress)
-
-    @translate_errors
-    def progress(self, image_id):
-        """The progress last published by the holder of the image's lock, or None."""
-        return self._lock_xattr(image_id, PROGRESS_XATTR)
-
-    def _lock_xattr(self, image_id, key):
-        with self._ioctx() as ioctx:
-            try:
-                value = ioctx.get_xattr(LOCK_PREFIX + image_id, key)
-            except (rados.ObjectNotFound, rados.NoData):
-                return None
-        try:
-            record = json.loads(value.decode())
-        except (UnicodeDecodeError, ValueError):
-            return None
-        return record if isinstance(record, dict) else None
-
-    # -- what an operator looks at
-
-    @translate_errors
-    def cache_facts(self, name):
-        """What Ceph holds for the cache ``name``: exists, protected, used bytes, clones."""
-        facts = {"exists": False, "protected": False, "used": None, "clones": None}
-        try:
-            with self._image(name, read_only=True) as image:
-                facts["exists"] = True
-                if SNAP not in [s["name"] for s in image.list_snaps()]:
-                    return facts
-                facts["protected"] = image.is_protected_snap(SNAP)
-                image.set_snap(SNAP)
-                facts["clones"] = len(list(image.list_children2()))
-        except rbd.ImageNotFound:
-            return facts
-        facts["used"] = self.used_bytes(name)
-        return facts
-
-    @translate_errors
-    def trashed_caches(self):
-        """The caches in the RBD trash: [{"name", "id", "clones"}]."""
-        found = []
-        with self._ioctx() as ioctx:
-            for entry in _trashed_caches(ioctx):
-                with rbd.Image(ioctx, image_id=entry["id"], read_only=True) as image:
-                    clones = 0
-                    if SNAP in [s["name"] for s in image.list_snaps()]:
-                        image.set_snap(SNAP)
-                        clones = len(list(image.list_children2()))
-                found.append({"name": entry["name"], "id": entry["id"], "clones": clones})
-        return found
-
-    def check_rbd_caps(self):
-        """Do, on a scratch image, each RBD step a cache needs; the scratch image goes in every
-        outcome. Raises CacherawError naming the step that failed."""
-        name = SCRATCH_PREFIX + uuid.uuid4().hex[:12]
-        step = "connect"
-        try:
-            with self._ioctx() as ioctx:
-                step = "create an RBD image"
-                rbd.RBD().create(ioctx, name, 1 << 20, old_format=False)
-                with rbd.Image(ioctx, name) as image:
-                    for step, action in (("create a snapshot", image.create_snap),
-                                         ("protect a snapshot", image.protect_snap),
-                                         ("unprotect a snapshot", image.unprotect_snap),
-                                         ("remove a snapshot", image.remove_snap)):
-                        action(SNAP)
-                step = "remove an RBD image"
-                rbd.RBD().remove(ioctx, name)
-                step = "take a lock"
-                cookie = lease_mod.new_cookie()
-                ioctx.lock_exclusive(name, LOCK_NAME, cookie, duration=10)
-                ioctx.unlock(name, LOCK_NAME, cookie)
-                ioctx.remove_object(name)
-        except (rados.Error, rbd.Error) as exc:
-            self._remove_scratch(name)
-            raise exception.CephError("client.%s cannot %s in pool %s: %s" % (
-                self.user, step, self.pool, exc or type(exc).__name__)) from exc
-        return name
-
-    def _remove_scratch(self, name):
-        try:
-            with self._ioctx() as ioctx:
-                try:
-                    with rbd.Image(ioctx, name) as image:
-                        self._drop_snap(image)
-                    rbd.RBD().remove(ioctx, name)
-                except rbd.ImageNotFound:
-                    pass
-                try:
-                    ioctx.remove_object(name)
-                except rados.ObjectNotFound:
-                    pass
-        except (rados.Error, rbd.Error) as exc:
-            LOG.warning("Could not remove the scratch image %s: %s", name, exc)
 
     # -- what qemu-img needs to reach the cluster as our user
 
