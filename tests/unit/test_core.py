@@ -13,7 +13,7 @@ from cacheraw import image_api
 from cacheraw import lease
 from cacheraw import worker
 from cacheraw.conf import register_opts
-from tests.unit.test_lease import FakeLocks
+from tests.unit.fakes import FakeLocks
 
 ID = "0dc0185d-550c-461a-bdc5-25b9e20586d5"
 

@@ -7,58 +7,11 @@ import pytest
 
 from cacheraw import exception
 from cacheraw import lease
+from tests.unit.fakes import Clock
+from tests.unit.fakes import FakeLocks
+from tests.unit.test_core import conf  # noqa: F401 - a fixture
 
 ID = "0dc0185d-550c-461a-bdc5-25b9e20586d5"
-
-
-class Clock:
-    def __init__(self):
-        self.now = 1000.0
-
-    def __call__(self):
-        return self.now
-
-
-class FakeLocks:
-    """A RADOS lock table as cls_lock keeps it: a lock has one holder (cookie) and an expiry;
-    renewal with MUST_RENEW fails unless the cookie holds it still."""
-
-    def __init__(self, clock=None, held=None):
-        self.clock = clock or Clock()
-        self.holders = {}  # image id -> (cookie, expiry)
-        self.released = []
-        self.fail_renewals = None
-        for image_id in held or ():
-            self.holders[image_id] = ("someone-else", float("inf"))
-
-    def _holder(self, image_id):
-        cookie, expiry = self.holders.get(image_id, (None, 0))
-        return cookie if expiry > self.clock() else None
-
-    def take(self, image_id, cookie, duration):
-        if self._holder(image_id) not in (None, cookie):
-            raise exception.LockBusy(image_id)
-        self.holders[image_id] = (cookie, self.clock() + duration)
-
-    def renew(self, image_id, cookie, duration):
-        if self.fail_renewals is not None:
-            raise self.fail_renewals
-        if self._holder(image_id) != cookie:
-            raise exception.LockLost(image_id)
-        self.holders[image_id] = (cookie, self.clock() + duration)
-
-    def release(self, image_id, cookie):
-        if self._holder(image_id) != cookie:
-            raise exception.LockLost(image_id)
-        del self.holders[image_id]
-        self.released.append(image_id)
-
-    def is_locked(self, image_id):
-        return self._holder(image_id) is not None
-
-    def steal(self, image_id):
-        """Another worker takes the lock, as after ours expired."""
-        self.holders[image_id] = ("thief", self.clock() + 60)
 
 
 def test_a_lease_is_held_until_its_duration_less_the_margin():
@@ -244,14 +197,3 @@ def test_a_forged_delete_of_a_live_image_removes_nothing(conf):
     images.image = None
     core.on_event("image.delete", ID)
     assert store.removed == [ID + "_raw"] and cancelled == [ID]
-
-
-@pytest.fixture
-def conf():
-    from oslo_config import cfg
-
-    from cacheraw.conf import register_opts
-    c = cfg.ConfigOpts()
-    register_opts(c)
-    c([])
-    return c
