@@ -183,7 +183,13 @@ class Cacher:
         try:
             lock = self.store.conversion_lock(image_id, on_lost=lambda: job.cancel(LOST_LOCK))
             with lock as lease:
-                return metrics.ended(self._cache_leased(image_id, job, force, lease))
+                try:
+                    outcome = self._cache_leased(image_id, job, force, lease)
+                except exception.LockLost as exc:
+                    LOG.warning("Image %s: stopped: %s; leaving it to the lock's holder or the "
+                                "sweep", image_id, exc)
+                    outcome = Outcome.ABORTED
+                return metrics.ended(outcome)
         except exception.LockBusy:
             LOG.debug("Image %s: another worker is caching it", image_id)
             return Outcome.BUSY
@@ -231,8 +237,12 @@ class Cacher:
             LOG.info("Image %s: removed a partial cache", image_id)
         attempt = transient_attempt(image) or 0
         lease.check()
-        image = self.images.update(image_id, {STATUS: CACHING, ERROR_PROP: None, URL: None,
-                                              SIZE: None})
+        try:
+            image = self.images.update(image_id, {STATUS: CACHING, ERROR_PROP: None, URL: None,
+                                                  SIZE: None})
+        except exception.ImageUpdateRefused as exc:
+            self._record_error(image_id, exc, lease=lease)
+            return image, Outcome.ERROR, attempt
         LOG.info("Image %s: caching", image_id)
         return image, None, attempt
 

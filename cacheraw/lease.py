@@ -103,14 +103,13 @@ class Lease:
                 LOG.exception("Image %s: lock-lost callback failed", self.image_id)
 
     def release(self):
-        """Remove the lock object while it is still ours (atomically with a check that it is);
-        a lock that is not ours any more is left to its holder or to expire."""
-        if not self.held():
-            return
+        """Remove the lock object if it is still ours, in one operation with the check that it
+        is (so even a lease that ran out may try): a lock that another worker took is left to
+        it, and one that simply expired to the next holder."""
         try:
             self.locks.release(self.image_id, self.cookie)
         except exception.LockLost:
-            LOG.warning("Image %s: the lock was not ours any more at release", self.image_id)
+            LOG.info("Image %s: the lock was not ours any more at release", self.image_id)
         except exception.CacherawError as exc:
             LOG.warning("Image %s: could not release its lock (it expires): %s",
                         self.image_id, exc)
