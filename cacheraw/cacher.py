@@ -74,8 +74,7 @@ class Cacher:
         return self._fsid
 
     def cache_url(self, image_id):
-        return "rbd://%s/%s/%s/%s" % (self.fsid, self.store.pool,
-                                      ceph_store.cache_name(image_id), ceph_store.SNAP)
+        return properties.cache_url(self.fsid, self.store.pool, image_id)
 
     def cache_valid(self, image):
         return (image.get(STATUS) == CACHED and image.get(URL) == self.cache_url(image["id"])
