@@ -36,7 +36,7 @@ DOWNTIME_MIN, DOWNTIME_DEFAULT = 100, 500
 _WHOLE_NUMBER = re.compile(r"^(0|[1-9][0-9]*)$")
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
 # The pool: a Ceph pool name as ``ceph osd pool create`` takes it, nothing that needs quoting.
-_POOL = r"[A-Za-z0-9_.][A-Za-z0-9_.-]{0,99}"
+_POOL = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"
 _CACHE_URL = re.compile(r"rbd://(%s)/(%s)/(%s)_raw/snap" % (_UUID, _POOL, _UUID))
 CACHE_SNAP = "snap"
 
