@@ -378,7 +378,11 @@ class Cacher:
                 except exception.CacherawError as exc:
                     LOG.warning("Image %s: sweep failed: %s", image["id"], exc)
         removed = self._remove_orphans(seen)
-        purged = self.store.purge_trash()
+        try:
+            purged = self.store.purge_trash()
+        except exception.CacherawError as exc:
+            LOG.warning("Sweep: could not purge the trash: %s", exc)
+            purged = []
         for name in purged:
             LOG.info("Purged cache %s: its last clone is gone", name)
         LOG.info("Sweep: %d images queued, %d orphaned caches removed, %d purged from trash",
@@ -415,12 +419,20 @@ class Cacher:
             if image_id in seen or not valid_id(image_id):
                 continue
             try:
-                self.images.get(image_id)
-            except exception.ImageNotFound:
-                LOG.info("Image %s is gone: removing its orphaned cache", image_id)
-                self.forget(image_id)
-                removed += 1
+                removed += self._remove_if_orphan(image_id)
+            except exception.CacherawError as exc:
+                # One cache that cannot be removed does not keep the others.
+                LOG.warning("Image %s: could not remove its orphaned cache: %s", image_id, exc)
         return removed
+
+    def _remove_if_orphan(self, image_id):
+        try:
+            self.images.get(image_id)
+        except exception.ImageNotFound:
+            LOG.info("Image %s is gone: removing its orphaned cache", image_id)
+            self.forget(image_id)
+            return 1
+        return 0
 
 
 class PropertyProblems:

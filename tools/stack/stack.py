@@ -822,12 +822,30 @@ def cinder_up(facts):
     write(d / "gunicorn.conf.py",
           gunicorn_conf("cinder-api", "cinder_api_wsgi:application", PORTS["cinder"], {}))
     api = start("cinder-api", [str(VENV_BIN / "gunicorn")], cwd=d)
-    daemons = {name: start(name, [str(VENV_BIN / name), "--config-file", str(conf),
-                                  "--log-file", str(STATE / "log" / ("%s.log" % name))])
-               for name in ("cinder-scheduler", "cinder-volume")}
+    daemons = {name: start(name, wrap + [str(VENV_BIN / name), "--config-file", str(conf),
+                                         "--log-file", str(STATE / "log" / ("%s.log" % name))])
+               for name, wrap in (("cinder-scheduler", []),
+                                  ("cinder-volume", own_etc_ceph(facts)))}
     facts["cinder"] = {"url": cinder_url(), "backends": cinder_backends(),
                        "volume_pool": VOLUME_POOL}
     return [api] + list(daemons.values())
+
+
+def own_etc_ceph(facts):
+    """os-brick reads the keyring of Cinder's Ceph user from /etc/ceph/ceph.client.cinder.keyring
+    only (upload to image): cinder-volume runs in a mount namespace of its own where /etc/ceph is
+    a folder of the stack's, so that stacks side by side never share one."""
+    etc = STATE / "cinder" / "etc-ceph"
+    etc.mkdir(parents=True, exist_ok=True)
+    shutil.copy(facts["ceph"]["conf"], etc / "ceph.conf")
+    keyring = facts["ceph"]["users"]["cinder"]["keyring"]
+    shutil.copy(keyring, etc / "ceph.client.cinder.keyring")
+    if os.getuid() != 0 or not Path("/etc/ceph").is_dir() or not shutil.which("unshare"):
+        log("cinder-volume sees the host's /etc/ceph: uploads of volumes to images need "
+            "/etc/ceph/ceph.client.cinder.keyring")
+        return []
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount --bind "$0" /etc/ceph && exec "$@"', str(etc)]
 
 
 def cinder_ready(facts, procs):
