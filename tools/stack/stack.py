@@ -776,6 +776,7 @@ enabled_backends = {",".join(backends)}
 default_volume_type = {backends[0]}
 resource_query_filters_file = {VENV_BIN.parent}/etc/cinder/resource_filters.json
 api_paste_config = {VENV_BIN.parent}/etc/cinder/api-paste.ini
+use_default_quota_class = false
 quota_volumes = 1000
 quota_snapshots = 1000
 quota_gigabytes = 100000
