@@ -604,6 +604,8 @@ password_hash_rounds = 4
         (d / repository).mkdir(mode=0o700)
         for index in ("0", "1"):
             write(d / repository / index, Fernet.generate_key().decode(), 0o600)
+    # Keystone imports while bootstrap fills its database: it reads the database per request.
+    proc = keystone_start()
     admin_password = secrets.token_hex(12)
     run(manage + ["bootstrap", "--bootstrap-password", admin_password,
                   "--bootstrap-username", "admin", "--bootstrap-project-name", "admin",
@@ -611,26 +613,37 @@ password_hash_rounds = 4
                   "--bootstrap-region-id", "RegionOne",
                   "--bootstrap-public-url", keystone_url(),
                   "--bootstrap-internal-url", keystone_url()], timeout=120)
-    facts["keystone"] = {"auth_url": keystone_url(), "users": {
-        "admin": {"username": "admin", "password": admin_password, "project_name": "admin"}}}
+    users = {"admin": {"username": "admin", "password": admin_password, "project_name": "admin"}}
+    # The services start with their passwords before Keystone knows them (keystone_register).
+    for name, project, _ in KEYSTONE_USERS:
+        users[name] = {"username": name, "password": secrets.token_hex(12),
+                       "project_name": project}
+    facts["keystone"] = {"auth_url": keystone_url(), "users": users, "proc": proc}
 
 
 def database_and_keystone(facts):
     mariadb_up(facts)
     keystone_prepare(facts)
-    keystone_up(facts)
 
 
-@timed
-def keystone_up(facts):
+def keystone_start():
     d = STATE / "keystone"
     env = {"OS_KEYSTONE_CONFIG_DIR": str(d)}
     # Keystone parses the WSGI server's command line as its own: no arguments, a config file.
     write(d / "gunicorn.conf.py",
           gunicorn_conf("keystone", "keystone.wsgi.api:application", PORTS["keystone"], env))
-    proc = start("keystone", [str(VENV_BIN / "gunicorn")], cwd=d, env={**os.environ, **env})
-    wait_for("keystone", lambda: http_ok(keystone_url()), 30, proc)
+    return start("keystone", [str(VENV_BIN / "gunicorn")], cwd=d, env={**os.environ, **env})
+
+
+@timed
+def keystone_up(facts):
+    wait_for("keystone", lambda: http_ok(keystone_url()), 60, facts["keystone"].pop("proc"))
     keystone_register(facts)
+
+
+# Users of the services and of the tests: (name, project, role).
+KEYSTONE_USERS = (("glance", "service", "admin"), ("cacheraw", "service", "admin"),
+                  ("cinder", "service", "admin"), ("demo", "demo", "member"))
 
 
 def keystone_register(facts):
@@ -649,15 +662,12 @@ def keystone_register(facts):
         projects[name] = post("/projects", {"project": {"name": name, "domain_id": "default"}})[
             "project"]["id"]
     users = facts["keystone"]["users"]
-    for name, project, role in (("glance", "service", "admin"), ("cacheraw", "service", "admin"),
-                                ("cinder", "service", "admin"), ("demo", "demo", "member")):
-        password = secrets.token_hex(12)
-        user_id = post("/users", {"user": {"name": name, "password": password,
+    for name, project, role in KEYSTONE_USERS:
+        user_id = post("/users", {"user": {"name": name, "password": users[name]["password"],
                                            "domain_id": "default"}})["user"]["id"]
         sess.put(keystone_url() + "/projects/%s/users/%s/roles/%s" % (
             projects[project], user_id, roles[role]))
-        users[name] = {"username": name, "password": password, "project_name": project,
-                       "id": user_id, "project_id": projects[project]}
+        users[name].update({"id": user_id, "project_id": projects[project]})
     volume_url = cinder_url() + "/v3/%(project_id)s"
     for name, kind, url in (("glance", "image", glance_url()),
                             ("cinderv3", "volumev3", volume_url),
@@ -745,15 +755,23 @@ def glance_up(facts):
           # Several API workers on one database, as in production.
           gunicorn_conf("glance", "glance.wsgi.api:application", PORTS["glance"], env,
                         workers=2, threads=1))
-    glance_start()
     facts["glance"] = {"url": glance_url()}
+    return glance_launch()
 
 
 def glance_start():
+    glance_wait(glance_launch())
+
+
+def glance_launch():
     d = STATE / "glance"
-    proc = start("glance", [str(VENV_BIN / "gunicorn")], cwd=d,
+    return start("glance", [str(VENV_BIN / "gunicorn")], cwd=d,
                  env={**os.environ, "OS_GLANCE_CONFIG_DIR": str(d)})
-    wait_for("glance", lambda: http_ok(glance_url() + "/versions"), 40, proc)
+
+
+@timed
+def glance_wait(proc):
+    wait_for("glance", lambda: http_ok(glance_url() + "/versions"), 60, proc)
 
 
 # --- Cinder --------------------------------------------------------------------------------------
@@ -782,6 +800,13 @@ image_volume_cache_enabled = {name == "imagecache"}
 """
 
 
+def internal_tenant(users):
+    if "id" not in users["cinder"]:
+        return ""
+    return ("cinder_internal_tenant_project_id = %s\ncinder_internal_tenant_user_id = %s\n"
+            % (users["cinder"]["project_id"], users["cinder"]["id"]))
+
+
 def cinder_conf_text(facts):
     d = STATE / "cinder"
     users = facts["keystone"]["users"]
@@ -804,9 +829,7 @@ use_default_quota_class = false
 quota_volumes = 1000
 quota_snapshots = 1000
 quota_gigabytes = 100000
-cinder_internal_tenant_project_id = {users["cinder"]["project_id"]}
-cinder_internal_tenant_user_id = {users["cinder"]["id"]}
-[database]
+{internal_tenant(users)}[database]
 connection = {facts["mariadb"]["databases"]["cinder"]}
 [keystone_authtoken]
 www_authenticate_uri = {keystone_url()}
@@ -1023,8 +1046,13 @@ def up():
             jobs = [pool.submit(f, facts) for f in (ceph_up, rabbit_up, database_and_keystone)]
             for job in jobs:
                 job.result()
-        cinder = cinder_up(facts)
-        glance_up(facts)
+        # Glance and Cinder start while Keystone does: most of each start is Python's imports.
+        glance = glance_up(facts)
+        cinder = None if "imagecache" in cinder_backends() else cinder_up(facts)
+        keystone_up(facts)
+        # Cinder's image-volume cache needs the ids of its internal project and user.
+        cinder = cinder or cinder_up(facts)
+        glance_wait(glance)
         cinder_ready(facts, cinder)
         write_client_files(facts)
     except Exception:
