@@ -92,7 +92,8 @@ def stored(shape):
 def check_room(stack, args, default, medium):
     """The pool must hold the largest moment of the run: one image and one RAW copy of it.
     Returns that size in bytes."""
-    need = max(stored(default),
+    # (g) adds a volume of the default image's data beside the image and its cache.
+    need = max(stored(default) + (0 if args.skip_volumes else default.data + default.zeros),
                0 if args.skip_concurrency else max(args.counts) * stored(medium))
     free = stack.pool_free()
     if free < need * HEADROOM:

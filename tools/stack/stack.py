@@ -678,6 +678,21 @@ def keystone_register(facts):
                                              "region_id": "RegionOne", "url": url}})
 
 
+def authtoken_text(user):
+    """The [keystone_authtoken] section of a service that runs as ``user``."""
+    return f"""[keystone_authtoken]
+www_authenticate_uri = {keystone_url()}
+auth_url = {keystone_url()}
+auth_type = password
+project_domain_name = Default
+user_domain_name = Default
+project_name = {user["project_name"]}
+username = {user["username"]}
+password = {user["password"]}
+region_name = RegionOne
+"""
+
+
 # --- Glance --------------------------------------------------------------------------------------
 
 def glance_url():
@@ -726,17 +741,7 @@ require_image_format_match = false
 [paste_deploy]
 flavor = keystone
 config_file = {paste}
-[keystone_authtoken]
-www_authenticate_uri = {keystone_url()}
-auth_url = {keystone_url()}
-auth_type = password
-project_domain_name = Default
-user_domain_name = Default
-project_name = service
-username = glance
-password = {glance["password"]}
-region_name = RegionOne
-[oslo_messaging_notifications]
+{authtoken_text(glance)}[oslo_messaging_notifications]
 driver = messagingv2
 [oslo_concurrency]
 lock_path = {d}/locks
@@ -831,17 +836,7 @@ quota_snapshots = 1000
 quota_gigabytes = 100000
 {internal_tenant(users)}[database]
 connection = {facts["mariadb"]["databases"]["cinder"]}
-[keystone_authtoken]
-www_authenticate_uri = {keystone_url()}
-auth_url = {keystone_url()}
-auth_type = password
-project_domain_name = Default
-user_domain_name = Default
-project_name = service
-username = cinder
-password = {users["cinder"]["password"]}
-region_name = RegionOne
-[oslo_concurrency]
+{authtoken_text(users["cinder"])}[oslo_concurrency]
 lock_path = {d}/locks
 [coordination]
 backend_url = file://{d}/coordination
