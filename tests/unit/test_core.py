@@ -296,21 +296,15 @@ def test_only_uuid_caches_are_ever_removed_unasked():
         assert not store.is_cache_name(name)
 
 
-class OrphanStore(FakeStore):
+class OrphanStore(LockingStore):
     """Two orphaned caches; Ceph refuses to remove the first, and to purge the trash."""
 
     def __init__(self, ids):
+        super().__init__()
         self.ids = ids
-        self.removed = []
 
     def list_caches(self):
         return [image_id + "_raw" for image_id in self.ids]
-
-    def try_lock(self, image_id):
-        pass
-
-    def unlock(self, image_id, remove=False):
-        pass
 
     def remove(self, name):
         if name.startswith(self.ids[0]):
