@@ -2,6 +2,7 @@
 its answer on stdout. The command line itself is in cacheraw.cmd.manage.
 """
 
+import contextlib
 import threading
 import time
 
@@ -194,6 +195,19 @@ def describe(ops):
                      else "%s=%s" % (op["path"][1:], op["value"]) for op in ops)
 
 
+class DryRunLease:
+    """A lease that nothing holds, for --dry-run: no step it fences is made anyway."""
+
+    def __init__(self, image_id):
+        self.image_id = image_id
+
+    def held(self):
+        return True
+
+    def check(self):
+        pass
+
+
 class DryRunLocks:
     """The store for a dry run: its conversion locks are asked about, never taken."""
 
@@ -203,12 +217,10 @@ class DryRunLocks:
     def __getattr__(self, name):
         return getattr(self._store, name)
 
-    def try_lock(self, image_id):
+    def conversion_lock(self, image_id, on_lost=None):
         if self._store.is_locked(image_id):
             raise exception.LockBusy("image %s is being cached by another worker" % image_id)
-
-    def unlock(self, image_id, remove=False):
-        pass
+        return contextlib.nullcontext(DryRunLease(image_id))
 
 
 def reporting_core(conf, dry_run, queued):

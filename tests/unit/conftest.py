@@ -109,6 +109,12 @@ class FakeCluster:
     def get_fsid(self):
         return "fsid"
 
+    def get_instance_id(self):
+        return 4242
+
+    def get_addrs(self):
+        return "127.0.0.1:0/4242"
+
     def conf_get(self, key):
         return None
 
@@ -163,7 +169,11 @@ class FakeImage:
         if found is None:
             raise rbd.ImageNotFound("no image %s" % (name or image_id))
         self.data = found
+        self.name = name or pool.trash[image_id][0]
         self.snap = snapshot
+
+    def get_name(self):
+        return self.name
 
     def __enter__(self):
         return self

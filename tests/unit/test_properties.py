@@ -185,3 +185,19 @@ def test_cache_raw_accepts_the_boolean_strings(value):
 def test_a_cache_raw_that_is_no_boolean_string_asks_for_no_cache(value):
     # The same rule that warns about the value as invalid: the worker does not cache it.
     assert properties.cache_raw({"cache_raw": value}) is False
+def test_cache_url_is_what_parse_cache_url_reads():
+    fsid, image_id = "5fe62cc7-0392-4a32-8466-081ce0ea970f", "155d900f-4e14-4e4c-a73d-069cbf4541e6"
+    url = properties.cache_url(fsid, "images", image_id)
+    assert url == "rbd://%s/images/%s_raw/snap" % (fsid, image_id)
+    assert properties.parse_cache_url(url) == (fsid, "images", image_id)
+
+
+@pytest.mark.parametrize("url", [
+    None, 42, "", "rbd://5fe62cc7-0392-4a32-8466-081ce0ea970f/images/"
+    "155d900f-4e14-4e4c-a73d-069cbf4541e6_raw/snap\n",
+    "rbd://5fe62cc7-0392-4a32-8466-081ce0ea970f/../155d900f-4e14-4e4c-a73d-069cbf4541e6_raw/snap",
+    "rbd://5fe62cc7-0392-4a32-8466-081ce0ea970f/a%2Fb/155d900f-4e14-4e4c-a73d-069cbf4541e6_raw/snap",
+    "rbd://5FE62CC7-0392-4a32-8466-081ce0ea970f/images/155d900f-4e14-4e4c-a73d-069cbf4541e6_raw/snap",
+])
+def test_parse_cache_url_refuses_anything_else(url):
+    assert properties.parse_cache_url(url) is None

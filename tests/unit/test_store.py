@@ -29,7 +29,7 @@ def store(conf, ceph, tmp_path):
     (rbd.ImageHasSnapshots("snaps"), exception.CephBusy),
     (rados.TimedOut("slow"), exception.CephUnavailable),
     (rbd.Timeout("slow"), exception.CephUnavailable),
-    (rados.ConnectionShutdown("down"), exception.CephUnavailable),
+    (rados.ConnectionShutdown("down"), exception.CephBlocklisted),
     (rbd.InvalidArgument("odd"), exception.CephError),
     (rados.PermissionDeniedError("caps"), exception.CephError),
 ])
