@@ -201,3 +201,16 @@ def test_cache_url_is_what_parse_cache_url_reads():
 ])
 def test_parse_cache_url_refuses_anything_else(url):
     assert properties.parse_cache_url(url) is None
+
+
+@pytest.mark.parametrize("image_id,ok", [(ID, True), (ID.upper(), False), ("x", False),
+                                         (ID + "/../etc", False), ("../" + ID[3:], False),
+                                         (None, False)])
+def test_only_lowercase_uuids_name_anything_in_ceph(image_id, ok):
+    assert properties.valid_id(image_id) is ok
+
+
+def test_only_uuid_caches_are_ever_removed_unasked():
+    assert properties.is_cache_name(ID + "_raw")
+    for name in (ID, "volume-1_raw", ID.upper() + "_raw", ID + "_raw2", "x" + ID + "_raw"):
+        assert not properties.is_cache_name(name)
