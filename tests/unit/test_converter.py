@@ -1,6 +1,9 @@
-"""The converter: qemu option strings, inspection of untrusted images, qemu-img runs."""
+"""The converter: qemu option strings, inspection of untrusted images, qemu-img runs and the
+bounded reading of their output, conversion_dir's leftovers and downloads."""
 
+import io
 import subprocess
+import uuid
 
 import pytest
 from oslo_concurrency import processutils
@@ -9,6 +12,12 @@ from cacheraw import converter
 from cacheraw import exception
 
 ID = "0dc0185d-550c-461a-bdc5-25b9e20586d5"
+MAP = (b'[{ "start": 0, "length": 65536, "depth": 0, "present": true, "zero": false, '
+       b'"data": true, "offset": 327680},\n'
+       b'{ "start": 65536, "length": 131072, "depth": 0, "present": true, "zero": true, '
+       b'"data": false},\n'
+       b'{ "start": 196608, "length": 1048576, "depth": 0, "present": true, "zero": false, '
+       b'"data": true, "offset": 393216}]\n')
 
 
 def test_qemu_option_values_cannot_inject_options():
@@ -93,3 +102,79 @@ def test_a_failing_qemu_img_keeps_its_error(tmp_path):
 def test_a_qemu_img_past_its_timeout_is_killed(tmp_path):
     with pytest.raises(subprocess.TimeoutExpired):
         run_fake(tmp_path, "sleep 30\n", timeout=1)
+
+
+def test_map_is_counted_one_extent_at_a_time():
+    counter = converter._ExtentCounter(100)
+    counter.consume(io.BytesIO(MAP))
+    assert (counter.extents, counter.data) == (3, 65536 + 1048576)
+
+
+def test_map_reading_stops_at_its_bound():
+    counter = converter._ExtentCounter(2)
+    with pytest.raises(converter._EnoughRead):
+        counter.consume(io.BytesIO(MAP * 1000))
+    assert counter.extents == 2
+
+
+@pytest.mark.parametrize("output", [b"x" * 10000 + b"\n", b"[{ not json },\n",
+                                    b'[{"start": 0}]\n'])
+def test_map_output_that_is_not_extents_is_refused(output):
+    with pytest.raises(exception.UnsafeImage):
+        converter._ExtentCounter(100).consume(io.BytesIO(output))
+
+
+def test_leftovers_are_removed_unless_their_image_is_locked(tmp_path):
+    mine, busy = str(uuid.uuid4()), str(uuid.uuid4())
+    names = ["%s.download" % mine, "%s.key" % mine, "%s.download" % busy, "other.download",
+             "%s.download.txt" % mine]
+    for name in names:
+        (tmp_path / name).write_text("x")
+    removed = converter.clean_conversion_dir(str(tmp_path), in_use=lambda i: i == busy)
+    assert sorted(removed) == sorted(names[:2])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
+
+
+class Conf:
+    class converter:  # noqa: N801 - the shape of oslo.config's group
+        conversion_dir = None
+
+
+class Images:
+    def __init__(self, fail):
+        self.fail = fail
+
+    def download(self, image_id, path, size, checksums, check=None):
+        with open(path, "wb") as f:
+            f.write(b"partial")
+        check()
+        raise self.fail
+
+
+class KeyStore:
+    def secret_key(self):
+        return "c2VjcmV0"
+
+
+class CancelledJob:
+    def check(self):
+        raise exception.WorkerStopping("worker stopping")
+
+
+@pytest.mark.parametrize("in_place", [False, True])
+def test_source_files_are_removed_in_every_outcome(tmp_path, in_place):
+    conf = Conf()
+    conf.converter.conversion_dir = str(tmp_path)
+    image = {"id": str(uuid.uuid4()), "size": 7}
+    preparer = converter.SourcePreparer(conf, Images(AssertionError("not reached")), KeyStore(),
+                                        image, CancelledJob(), "rbd" if in_place else None)
+    if in_place:
+        with pytest.raises(RuntimeError):
+            with preparer as (source, secret):
+                assert source == "rbd" and open(secret).read() == "c2VjcmV0"
+                raise RuntimeError("qemu-img failed")
+    else:
+        with pytest.raises(exception.WorkerStopping):  # cancelled between two chunks
+            with preparer:
+                pass
+    assert list(tmp_path.iterdir()) == []
