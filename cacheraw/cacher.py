@@ -62,6 +62,10 @@ def transient_attempt(image):
 
 
 class Cacher:
+    # Long: one image's lifecycle (request, convert under the lease, record, remove) in one
+    # class, because every step shares the lease, the image API and the store and is short;
+    # the sweep (Sweeper), the property warnings (PropertyProblems) and the progress
+    # (ProgressPublisher) are classes of their own.
 
     def __init__(self, conf, images, store, converter, enqueue=None, cancel=None):
         self.conf = conf
@@ -383,12 +387,29 @@ class Cacher:
             LOG.info("Image %s: cache removed", image_id)
         return outcome
 
+    # -- what notifications missed (Sweeper)
+
+    def sweep(self):
+        return Sweeper(self).sweep()
+
+    def purge_orphans(self):
+        return Sweeper(self).purge_orphans()
+
+
+class Sweeper:
+    """The sweep: from the list of every image and every cache, what notifications missed,
+    what a crash left unfinished, what can be retried, and the caches of deleted images."""
+
+    def __init__(self, cacher):
+        self.cacher = cacher
+        self.conf = cacher.conf
+        self.images = cacher.images
+        self.store = cacher.store
+
     def purge_orphans(self):
         """Remove the caches of images that no longer exist and the trashed caches whose
         clones are gone. Returns (orphans removed, names purged from the trash)."""
         return self._remove_orphans(set()), self.store.purge_trash()
-
-    # -- the sweep: what notifications missed, what crashed, what can be retried
 
     def sweep(self):
         """Queue every image that wants a cache and lacks one; remove orphaned caches."""
@@ -418,11 +439,11 @@ class Cacher:
     def _sweep_image(self, image):
         if not wants_cache(image) or not valid_id(image["id"]):
             if image.get("status") == "active":
-                self.fix_store_property(image)
+                self.cacher.fix_store_property(image)
             return False
         if image.get(STATUS) == ERROR:
             return self._retry_due(image)
-        return self.request(image)
+        return self.cacher.request(image)
 
     def _retry_due(self, image):
         attempt = transient_attempt(image)
@@ -435,7 +456,7 @@ class Cacher:
             return False
         LOG.info("Image %s: retrying after a temporary failure (attempt %d)", image["id"],
                  attempt + 1)
-        self.enqueue(image["id"])
+        self.cacher.enqueue(image["id"])
         return True
 
     def _remove_orphans(self, seen):
@@ -460,7 +481,7 @@ class Cacher:
         except exception.ImageNotFound:
             pass
         LOG.info("Image %s is gone: removing its orphaned cache", image_id)
-        self.forget(image_id)
+        self.cacher.forget(image_id)
         return 1
 
 

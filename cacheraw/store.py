@@ -337,6 +337,9 @@ class OperatorViews:
 class CephStore(OperatorViews):
     """One connection to the cluster, shared by the threads of a worker (librados is
     thread-safe), and the operations cacheraw needs on its pool."""
+    # Long: every rbd call on the pool goes through this class's connection and its error
+    # translation; the locks (RadosLocks) and what an operator reads (OperatorViews) are
+    # apart, and each method is short.
 
     # cacheraw-manage's hook: before_remove(outcome, name) is told of each removal that
     # remove() and purge_trash() are about to make ("trashed", "removed", "purged") or leave

@@ -74,7 +74,7 @@ def test_sweep_retries_transient_errors_with_growing_capped_delays(conf, attempt
                                                                    due):
     queued = []
     core = cacher.Cacher(conf, None, FakeStore(), None, enqueue=queued.append)
-    assert core._retry_due(transient_image(attempt, minutes_ago)) is due
+    assert cacher.Sweeper(core)._retry_due(transient_image(attempt, minutes_ago)) is due
     assert queued == ([ID] if due else [])
 
 
