@@ -1,4 +1,5 @@
-"""What cacheraw-manage shows (cacheraw.report): progress, where the image API and Ceph disagree, tables."""
+"""What cacheraw-manage shows (cacheraw.report): progress, where the image API and Ceph
+disagree, tables."""
 
 import io
 
