@@ -85,8 +85,7 @@ class Cacher:
         return self._fsid
 
     def cache_url(self, image_id):
-        return "rbd://%s/%s/%s/%s" % (self.fsid, self.store.pool,
-                                      ceph_store.cache_name(image_id), ceph_store.SNAP)
+        return properties.cache_url(self.fsid, self.store.pool, image_id)
 
     def cache_valid(self, image):
         return (image.get(STATUS) == CACHED and image.get(URL) == self.cache_url(image["id"])
@@ -411,7 +410,11 @@ class Cacher:
                 except exception.CacherawError as exc:
                     LOG.warning("Image %s: sweep failed: %s", image["id"], exc)
         removed = self._remove_orphans(seen)
-        purged = self.store.purge_trash()
+        try:
+            purged = self.store.purge_trash()
+        except exception.CacherawError as exc:
+            LOG.warning("Sweep: could not purge the trash: %s", exc)
+            purged = []
         for name in purged:
             LOG.info("Purged cache %s: its last clone is gone", name)
         LOG.info("Sweep: %d images queued, %d orphaned caches removed, %d purged from trash",
@@ -448,20 +451,23 @@ class Cacher:
             if image_id in seen or not valid_id(image_id):
                 continue
             try:
-                if self.images.get(image_id).get("status") not in GONE_STATUSES:
-                    continue
-            except exception.ImageNotFound:
-                pass
-            try:
-                LOG.info("Image %s is gone: removing its orphaned cache", image_id)
-                self.forget(image_id)
-                removed += 1
+                removed += self._remove_if_orphan(image_id)
             except exception.CephBlocklisted:
                 raise
             except exception.CacherawError as exc:
                 # One cache that cannot be removed now does not stop the sweep.
                 LOG.warning("Image %s: could not remove its orphaned cache: %s", image_id, exc)
         return removed
+
+    def _remove_if_orphan(self, image_id):
+        try:
+            if self.images.get(image_id).get("status") not in GONE_STATUSES:
+                return 0
+        except exception.ImageNotFound:
+            pass
+        LOG.info("Image %s is gone: removing its orphaned cache", image_id)
+        self.forget(image_id)
+        return 1
 
 
 class PropertyProblems:

@@ -596,11 +596,19 @@ class CephStore(OperatorViews):
 
     @staticmethod
     def _has_children(image):
+        """True when the cache's snapshot has clones, in any pool. A clone in a pool our user
+        may not read (no ``profile rbd-read-only`` there, README: "Ceph caps") counts as a
+        clone: the cache waits in the trash rather than being removed under it."""
         if SNAP not in [s["name"] for s in image.list_snaps()]:
             return False
         image.set_snap(SNAP)
         try:
             return bool(list(image.list_children2()))
+        except rbd.PermissionError as exc:
+            LOG.warning("Cache %s: cannot list its clones (%s): the Ceph user needs "
+                        "'profile rbd-read-only' on the pools of the clones; keeping the cache",
+                        image.get_name(), exc)
+            return True
         finally:
             image.set_snap(None)
 
@@ -633,13 +641,24 @@ class CephStore(OperatorViews):
         purged = []
         with self._ioctx() as ioctx:
             for entry in _trashed_caches(ioctx):
-                with rbd.Image(ioctx, image_id=entry["id"]) as image:
-                    if self._has_children(image):
-                        continue
-                    self._drop_snap(image)
-                rbd.RBD().trash_remove(ioctx, entry["id"], force=True)
-                purged.append(entry["name"])
+                try:
+                    if self._purge_one(ioctx, entry):
+                        purged.append(entry["name"])
+                except _TRANSIENT:
+                    raise
+                except (rbd.Error, rados.Error) as exc:
+                    # One cache that cannot be purged does not keep the others.
+                    LOG.warning("Trashed cache %s: cannot purge it: %s: %s", entry["name"],
+                                type(exc).__name__, exc)
         return purged
+
+    def _purge_one(self, ioctx, entry):
+        with rbd.Image(ioctx, image_id=entry["id"]) as image:
+            if self._has_children(image):
+                return False
+            self._drop_snap(image)
+        rbd.RBD().trash_remove(ioctx, entry["id"], force=True)
+        return True
 
     @translate_errors
     def list_caches(self):

@@ -12,6 +12,8 @@ stack=tools/stack/stack.py
 if [ "${1:-}" = "--bench" ]; then
   export CACHERAW_STACK_OSD=${CACHERAW_STACK_OSD:-memstore}
   export CACHERAW_STACK_MEMSTORE_MIB=${CACHERAW_STACK_MEMSTORE_MIB:-6144}
+  # (g) compares cacheraw's Cinder driver with Cinder's own, without and with its image cache.
+  export CACHERAW_STACK_CINDER_BACKENDS=${CACHERAW_STACK_CINDER_BACKENDS:-cacheraw,upstream,imagecache}
 fi
 
 started=0

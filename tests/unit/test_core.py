@@ -294,3 +294,39 @@ def test_only_uuid_caches_are_ever_removed_unasked():
     assert store.is_cache_name(ID + "_raw")
     for name in (ID, "volume-1_raw", ID.upper() + "_raw", ID + "_raw2", "x" + ID + "_raw"):
         assert not store.is_cache_name(name)
+
+
+class OrphanStore(LockingStore):
+    """Two orphaned caches; Ceph refuses to remove the first, and to purge the trash."""
+
+    def __init__(self, ids):
+        super().__init__()
+        self.ids = ids
+
+    def list_caches(self):
+        return [image_id + "_raw" for image_id in self.ids]
+
+    def remove(self, name):
+        if name.startswith(self.ids[0]):
+            raise exception.CephError("PermissionError: error listing children")
+        self.removed.append(name)
+        return "removed"
+
+    def purge_trash(self):
+        raise exception.CephError("PermissionError: error listing children")
+
+
+class NoImages:
+    def list(self, **filters):
+        return []
+
+    def get(self, image_id):
+        raise exception.ImageNotFound(image_id)
+
+
+def test_one_cache_that_cannot_be_removed_does_not_stop_the_sweep(conf):
+    other = "5b0ec9b3-5bd4-4bd6-a52a-1f9b0c1a3a2e"
+    store = OrphanStore([ID, other])
+    core = cacher.Cacher(conf, NoImages(), store, None, enqueue=lambda image_id: None)
+    assert core.sweep() == 0
+    assert store.removed == [other + "_raw"]
