@@ -21,6 +21,9 @@ GROUP = "image_api"
 PATCH_TYPE = "application/openstack-images-v2.1-json-patch"
 CHUNK = 1024 * 1024
 PAGE = 200
+# A PATCH refused for a reason that repeating it cannot mend (413: the image's property quota is
+# reached; 400: a value the image schema refuses; 403: a role that may not write it).
+REFUSED_UPDATE = (400, 403, 413)
 
 
 def _translate(exc, image_id=None):
@@ -86,20 +89,24 @@ class ImageAPI:
 
     @calls_api
     def list_page(self, marker=None, **filters):
+        """One page of images and the marker of the next one (None after the last): Glance
+        says there is a next page with a ``next`` link, whatever the page's length (it caps
+        the page size at its api_limit_max)."""
         params = dict(filters, limit=PAGE)
         if marker:
             params["marker"] = marker
-        return self._api.get(self._url("/images"), params=params).json()["images"]
+        body = self._api.get(self._url("/images"), params=params).json()
+        images = body["images"]
+        return images, (images[-1]["id"] if body.get("next") and images else None)
 
     def list(self, **filters):
         """Every image the user sees (an admin sees all), page after page."""
         marker = None
         while True:
-            page = self.list_page(marker, **filters)
+            page, marker = self.list_page(marker, **filters)
             yield from page
-            if len(page) < PAGE:
+            if marker is None:
                 return
-            marker = page[-1]["id"]
 
     @calls_api
     def update(self, image_id, wanted, only_if=None):
@@ -116,13 +123,21 @@ class ImageAPI:
         if not ops:
             return image
         LOG.debug("Image %s: patch %s", image_id, ops)
-        return self._api.patch(self._url("/images/%s" % image_id), json=ops,
-                               headers={"Content-Type": PATCH_TYPE}).json()
+        try:
+            return self._api.patch(self._url("/images/%s" % image_id), json=ops,
+                                   headers={"Content-Type": PATCH_TYPE}).json()
+        except ks_exc.HttpError as exc:
+            if exc.http_status in REFUSED_UPDATE:
+                raise exception.ImageUpdateRefused(
+                    "image API refused to update image %s (%s): %s"
+                    % (image_id, exc.http_status, exc)) from exc
+            raise
 
     @calls_api
-    def download(self, image_id, path, expected_size, checksums):
+    def download(self, image_id, path, expected_size, checksums, check=None):
         """Stream the image's data into ``path`` and verify it. ``checksums`` is a list of
-        (hashlib algorithm name, hex digest) recorded by the image service."""
+        (hashlib algorithm name, hex digest) recorded by the image service; ``check()`` is
+        called between chunks and may raise to stop the download (a cancelled conversion)."""
         response = self._api.get(self._url("/images/%s/file" % image_id), stream=True)
         hashes = [(hashlib.new(algo), digest) for algo, digest in checksums]
         written = 0
@@ -130,6 +145,8 @@ class ImageAPI:
             with open(path, "wb") as f:
                 os.fchmod(f.fileno(), 0o600)
                 for chunk in response.iter_content(CHUNK):
+                    if check is not None:
+                        check()
                     written += len(chunk)
                     if expected_size is not None and written > expected_size:
                         raise exception.UnsafeImage(

@@ -8,6 +8,7 @@
     check                                 configuration and connectivity, one line per check
 """
 
+import contextlib
 import logging as std_logging
 import sys
 import threading
@@ -236,6 +237,19 @@ def describe(ops):
                      else "%s=%s" % (op["path"][1:], op["value"]) for op in ops)
 
 
+class DryRunLease:
+    """A lease that nothing holds, for --dry-run: no step it fences is made anyway."""
+
+    def __init__(self, image_id):
+        self.image_id = image_id
+
+    def held(self):
+        return True
+
+    def check(self):
+        pass
+
+
 class ReportingStore:
     """The Ceph store for the core, printing each removal, and making it unless dry-run."""
 
@@ -246,15 +260,12 @@ class ReportingStore:
     def __getattr__(self, name):
         return getattr(self._store, name)
 
-    def try_lock(self, image_id):
+    def conversion_lock(self, image_id, on_lost=None):
         if not self._say.dry_run:
-            return self._store.try_lock(image_id)
+            return self._store.conversion_lock(image_id, on_lost)
         if self._store.is_locked(image_id):
             raise exception.LockBusy("image %s is being cached by another worker" % image_id)
-
-    def unlock(self, image_id, remove=False):
-        if not self._say.dry_run:
-            self._store.unlock(image_id, remove)
+        return contextlib.nullcontext(DryRunLease(image_id))
 
     def remove(self, name):
         facts = self._store.cache_facts(name)
@@ -267,6 +278,11 @@ class ReportingStore:
             return self._store.remove(name) if not self._say.dry_run else "trashed"
         self._say("remove cache %s" % where, "removed cache %s" % where)
         return self._store.remove(name) if not self._say.dry_run else "removed"
+
+    def remove_partial(self, name):
+        if self._store.has_protected_snap(name):
+            return "finished"
+        return self.remove(name)
 
     def purge_trash(self):
         trashed = self._store.trashed_caches()

@@ -10,8 +10,10 @@ from cacheraw import cacher
 from cacheraw import converter
 from cacheraw import exception
 from cacheraw import image_api
+from cacheraw import lease
 from cacheraw import worker
 from cacheraw.conf import register_opts
+from tests.unit.fakes import FakeLocks
 
 ID = "0dc0185d-550c-461a-bdc5-25b9e20586d5"
 
@@ -195,20 +197,22 @@ class LockingStore(FakeStore):
 
     def __init__(self):
         self.removed = []
-        self.locked = set()
+        self.locks = FakeLocks()
         self.created = []
 
-    def try_lock(self, image_id):
-        if image_id in self.locked:
-            raise exception.LockBusy(image_id)
-        self.locked.add(image_id)
+    @property
+    def locked(self):
+        return {i for i in self.locks.holders if self.locks.is_locked(i)}
 
-    def unlock(self, image_id, remove=False):
-        self.locked.discard(image_id)
+    def conversion_lock(self, image_id, on_lost=None):
+        return lease.hold(self.locks, image_id, 60, on_lost, clock=self.locks.clock)
 
     def remove(self, name):
         self.removed.append(name)
         return "absent"
+
+    def remove_partial(self, name):
+        return self.remove(name)
 
     def secret_key(self):
         return None
@@ -230,11 +234,12 @@ class FailingConverter:
     def info(self, source, fmt, secret):
         return {"virtual-size": 1 << 20}
 
-    def data_bytes(self, source, fmt, secret):
+    def data_bytes(self, source, fmt, secret, job=None, bound=None):
         return 1 << 20
 
     def convert(self, source, fmt, name, job, secret):
-        raise self.error
+        if self.error is not None:
+            raise self.error
 
 
 def failing_core(conf, error, status=None, message=None):
@@ -271,7 +276,7 @@ def test_a_bug_leaves_no_partial_cache_and_tells_the_operator(conf):
 
 
 def test_shutdown_leaves_the_image_queued(conf):
-    core, store = failing_core(conf, exception.ConversionAborted(cacher.SHUTDOWN))
+    core, store = failing_core(conf, cacher.SHUTDOWN)
     assert core.cache(ID) == "aborted"
     assert core.images.image["cache_raw_status"] == "Queued"
     assert store.removed[-1] == ID + "_raw"
@@ -279,7 +284,7 @@ def test_shutdown_leaves_the_image_queued(conf):
 
 def test_an_image_locked_by_another_worker_is_left_alone(conf):
     core, store = failing_core(conf, AssertionError("must not convert"))
-    store.locked.add(ID)
+    store.locks.steal(ID)
     assert core.cache(ID) == "busy"
     assert core.images.patches == []
 
@@ -291,21 +296,15 @@ def test_only_uuid_caches_are_ever_removed_unasked():
         assert not store.is_cache_name(name)
 
 
-class OrphanStore(FakeStore):
+class OrphanStore(LockingStore):
     """Two orphaned caches; Ceph refuses to remove the first, and to purge the trash."""
 
     def __init__(self, ids):
+        super().__init__()
         self.ids = ids
-        self.removed = []
 
     def list_caches(self):
         return [image_id + "_raw" for image_id in self.ids]
-
-    def try_lock(self, image_id):
-        pass
-
-    def unlock(self, image_id, remove=False):
-        pass
 
     def remove(self, name):
         if name.startswith(self.ids[0]):
