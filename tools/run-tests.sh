@@ -11,7 +11,7 @@ stack=tools/stack/stack.py
 # in memory (memstore, as its published results were measured), with a store big enough.
 if [ "${1:-}" = "--bench" ]; then
   export CACHERAW_STACK_OSD=${CACHERAW_STACK_OSD:-memstore}
-  export CACHERAW_STACK_MEMSTORE_MIB=${CACHERAW_STACK_MEMSTORE_MIB:-6144}
+  export CACHERAW_STACK_MEMSTORE_MIB=${CACHERAW_STACK_MEMSTORE_MIB:-8192}
   # (g) compares cacheraw's Cinder driver with Cinder's own, without and with its image cache.
   export CACHERAW_STACK_CINDER_BACKENDS=${CACHERAW_STACK_CINDER_BACKENDS:-cacheraw,upstream,imagecache}
 fi

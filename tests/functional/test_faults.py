@@ -351,7 +351,11 @@ def test_pool_filling_up_during_a_conversion_fails_it_then_recovers(
     image = upload(demo_images, qcow2, cache_raw="True")
     wait_for_written_data(ceph, image["id"] + "_raw")
     set_quota(admin_cluster, 1)  # the pool is full from now on
-    worker.wait_for_log("qemu-img convert failed", timeout=90)
+    # qemu-img's writes time out, or (first) the lock's renewals, which are writes too: the
+    # worker cannot prove it holds the lease any more and stops its qemu-img.
+    wait_until("the conversion failing",
+               lambda: any(text in worker.log() for text in ("qemu-img convert failed",
+                                                             "lost its conversion lock")), 90)
     wait_until("qemu-img giving up", lambda: not qemu_img_running_for(image["id"]), 30)
     assert worker.proc.poll() is None
     assert "converted to RAW" not in worker.log()
