@@ -8,11 +8,13 @@ import functools
 import hashlib
 import logging
 import os
+import uuid
 
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
 
 from cacheraw import exception
+from cacheraw import properties
 from cacheraw import retry
 
 LOG = logging.getLogger(__name__)
@@ -21,6 +23,7 @@ GROUP = "image_api"
 PATCH_TYPE = "application/openstack-images-v2.1-json-patch"
 CHUNK = 1024 * 1024
 PAGE = 200
+SCRATCH_IMAGE_PREFIX = "cacheraw-check-"
 # A PATCH refused for a reason that repeating it cannot mend (413: the image's property quota is
 # reached; 400: a value the image schema refuses; 403: a role that may not write it).
 REFUSED_UPDATE = (400, 403, 413)
@@ -68,10 +71,29 @@ def patch_ops(image, wanted):
     return ops
 
 
+def apply_ops(image, ops):
+    """The image as the JSON-patch ``ops`` of patch_ops() make it."""
+    changed = dict(image)
+    for op in ops:
+        if op["op"] == "remove":
+            changed.pop(op["path"][1:], None)
+        else:
+            changed[op["path"][1:]] = op["value"]
+    return changed
+
+
 class ImageAPI:
+    # cacheraw-manage's hook: before_patch(image_id, ops) is told of each patch update() is
+    # about to send; when it returns False the patch is not sent (a dry run).
+    before_patch = None
 
     def __init__(self, conf):
-        auth = ks_loading.load_auth_from_conf_options(conf, GROUP)
+        self._options = conf.image_api
+        try:
+            auth = ks_loading.load_auth_from_conf_options(conf, GROUP)
+        except ks_exc.ClientException as exc:
+            raise exception.ConfigError("[image_api] auth options: %s"
+                                        % exception.one_line(exc)) from exc
         if auth is None:
             raise exception.ConfigError("[image_api] has no auth_type: cacheraw cannot "
                                         "authenticate to the image API")
@@ -122,6 +144,8 @@ class ImageAPI:
         ops = patch_ops(image, wanted)
         if not ops:
             return image
+        if self.before_patch is not None and self.before_patch(image_id, ops) is False:
+            return apply_ops(image, ops)
         LOG.debug("Image %s: patch %s", image_id, ops)
         try:
             return self._api.patch(self._url("/images/%s" % image_id), json=ops,
@@ -165,3 +189,63 @@ class ImageAPI:
                 raise exception.UnsafeImage("image data does not match its recorded %s checksum"
                                             % h.name)
         return written
+
+    # -- cacheraw-manage check: each does the real thing once and leaves nothing behind
+
+    def _keystone_reason(self, exc):
+        options = self._options
+        if isinstance(exc, ks_exc.Unauthorized):
+            return "Keystone at %s refused the credentials of user %s" % (
+                getattr(options, "auth_url", "?"), getattr(options, "username", "?"))
+        if isinstance(exc, ks_exc.ConnectionError):
+            return "cannot reach %s: %s" % (getattr(options, "auth_url", "?"),
+                                            exception.one_line(exc))
+        return exception.one_line(exc)
+
+    def check_endpoint(self):
+        """The image API's URL, and where it comes from, once it answers a listing."""
+        try:
+            url = self._api.get_endpoint()
+        except ks_exc.ClientException as exc:
+            raise exception.ImageAPIUnavailable(self._keystone_reason(exc)) from exc
+        if not url:
+            raise exception.ConfigError(
+                "no %s endpoint (interfaces %s, region %s) in the Keystone catalog; set "
+                "[image_api] endpoint_override" % (
+                    self._options.service_type, ", ".join(self._options.valid_interfaces or []),
+                    self._options.region_name or "any"))
+        source = "endpoint_override" if self._options.endpoint_override else \
+            "the Keystone catalog"
+        try:
+            self._api.get(self._url("/images"), params={"limit": 1})
+        except ks_exc.ClientException as exc:
+            raise exception.ImageAPIUnavailable("%s (from %s) does not answer: %s" % (
+                url, source, exception.one_line(exc))) from exc
+        return "%s (from %s)" % (url, source)
+
+    def check_write(self):
+        """The service user may write cache_raw_*: tried on a scratch image of its own
+        (private, no data), deleted again in every outcome."""
+        user = getattr(self._options, "username", "?")
+        try:
+            image = self._api.post(self._url("/images"), json={
+                "name": SCRATCH_IMAGE_PREFIX + uuid.uuid4().hex[:12], "visibility": "private",
+                "disk_format": "qcow2", "container_format": "bare"}).json()
+        except ks_exc.ClientException as exc:
+            raise exception.ImageAPIError("user %s cannot create a scratch image: %s" % (
+                user, self._keystone_reason(exc))) from exc
+        wanted = {properties.STATUS: properties.Status.ERROR,
+                  properties.ERROR: "written by cacheraw-manage check"}
+        try:
+            self._api.patch(self._url("/images/%s" % image["id"]), json=patch_ops({}, wanted),
+                            headers={"Content-Type": PATCH_TYPE})
+        except ks_exc.ClientException as exc:
+            raise exception.ImageAPIError("user %s may not write %s: %s" % (
+                user, properties.STATUS, exception.one_line(exc))) from exc
+        finally:
+            try:
+                self._api.delete(self._url("/images/%s" % image["id"]))
+            except ks_exc.ClientException:
+                pass
+        return "user %s may write %s (on a scratch image, deleted again)" % (
+            user, properties.STATUS)
