@@ -21,6 +21,7 @@ from oslo_concurrency import processutils
 from oslo_utils.imageutils import format_inspector
 
 from cacheraw import exception
+from cacheraw import metrics
 
 LOG = logging.getLogger(__name__)
 
@@ -185,6 +186,7 @@ class Converter:
         env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                "MALLOC_ARENA_MAX": "2", **self.store.qemu_environment()}
         job = job or Job(None)
+        metrics.qemu_img_run(args[0], any("file.driver=rbd" in a for a in args))
         try:
             if progress is not None:
                 return _execute_with_progress(argv, limits, env, timeout, job, progress)

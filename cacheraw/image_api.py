@@ -4,15 +4,18 @@ HTTP and Keystone errors are translated into cacheraw.exception here; transient 
 with the one retry policy (cacheraw.retry).
 """
 
+import collections
 import functools
 import hashlib
 import logging
 import os
+import threading
 
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
 
 from cacheraw import exception
+from cacheraw import metrics
 from cacheraw import retry
 
 LOG = logging.getLogger(__name__)
@@ -21,6 +24,10 @@ GROUP = "image_api"
 PATCH_TYPE = "application/openstack-images-v2.1-json-patch"
 CHUNK = 1024 * 1024
 PAGE = 200
+# Images remembered as last read or written, so that a write needs no read before it.
+REMEMBERED = 1024
+# A write whose patch no longer fits the image (HTTP 409) is computed again from a fresh read.
+CONFLICT_ATTEMPTS = 3
 
 
 def _translate(exc, image_id=None):
@@ -65,6 +72,47 @@ def patch_ops(image, wanted):
     return ops
 
 
+class _CountingAdapter:
+    """The keystoneauth1 adapter, counting each request in the metrics."""
+
+    def __init__(self, adapter):
+        self._adapter = adapter
+
+    def __getattr__(self, name):
+        return getattr(self._adapter, name)
+
+    def request(self, url, method, **kwargs):
+        metrics.image_api_request(method)
+        return self._adapter.request(url, method, **kwargs)
+
+    def get(self, url, **kwargs):
+        return self.request(url, "GET", **kwargs)
+
+    def patch(self, url, **kwargs):
+        return self.request(url, "PATCH", **kwargs)
+
+
+class _Remembered:
+    """The last version of each image read or written here (a bounded, thread-safe map)."""
+
+    def __init__(self, size=REMEMBERED):
+        self._images = collections.OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def put(self, image):
+        with self._lock:
+            self._images.pop(image["id"], None)
+            self._images[image["id"]] = image
+            while len(self._images) > self._size:
+                self._images.popitem(last=False)
+        return image
+
+    def get(self, image_id):
+        with self._lock:
+            return self._images.get(image_id)
+
+
 class ImageAPI:
 
     def __init__(self, conf):
@@ -73,8 +121,9 @@ class ImageAPI:
             raise exception.ConfigError("[image_api] has no auth_type: cacheraw cannot "
                                         "authenticate to the image API")
         session = ks_loading.load_session_from_conf_options(conf, GROUP, auth=auth)
-        self._api = ks_loading.load_adapter_from_conf_options(conf, GROUP, session=session,
-                                                              auth=auth)
+        self._api = _CountingAdapter(ks_loading.load_adapter_from_conf_options(
+            conf, GROUP, session=session, auth=auth))
+        self._seen = _Remembered()
         self._retry = retry.policy(conf, exception.ImageAPIUnavailable)
 
     def _url(self, path):
@@ -82,7 +131,10 @@ class ImageAPI:
 
     @calls_api
     def get(self, image_id):
-        return self._api.get(self._url("/images/%s" % image_id)).json()
+        return self._get(image_id)
+
+    def _get(self, image_id):
+        return self._seen.put(self._api.get(self._url("/images/%s" % image_id)).json())
 
     @calls_api
     def list_page(self, marker=None, **filters):
@@ -105,19 +157,36 @@ class ImageAPI:
     def update(self, image_id, wanted, only_if=None):
         """Set (or, for None, remove) the properties in ``wanted``. Returns the new image.
 
-        The patch is computed from the image as read just before it (again at each retry), so
-        that it never writes back a value read long ago. With ``only_if``, the patch is made only
-        when ``only_if(image)`` holds for that fresh image.
+        The patch is computed from the image as this process last read or wrote it, without
+        reading it again: its operations (add a missing property, replace or remove an existing
+        one) fail with a conflict when that property appeared or went meanwhile, and the patch
+        is then computed again from a fresh read. With ``only_if``, the patch is made only when
+        ``only_if(image)`` holds. A false ``only_if`` or a patch that would change nothing is
+        decided on a fresh read.
         """
-        image = self._api.get(self._url("/images/%s" % image_id)).json()
-        if only_if is not None and not only_if(image):
-            return image
-        ops = patch_ops(image, wanted)
-        if not ops:
-            return image
-        LOG.debug("Image %s: patch %s", image_id, ops)
-        return self._api.patch(self._url("/images/%s" % image_id), json=ops,
-                               headers={"Content-Type": PATCH_TYPE}).json()
+        image = self._seen.get(image_id)
+        conflicts = 0
+        while True:
+            fresh = image is None
+            if fresh:
+                image = self._get(image_id)
+            ops = patch_ops(image, wanted) if only_if is None or only_if(image) else []
+            if not ops:
+                if fresh:
+                    return image
+                image = None
+                continue
+            LOG.debug("Image %s: patch %s", image_id, ops)
+            try:
+                return self._seen.put(self._api.patch(
+                    self._url("/images/%s" % image_id), json=ops,
+                    headers={"Content-Type": PATCH_TYPE}).json())
+            except ks_exc.Conflict:
+                conflicts += 1
+                if conflicts >= CONFLICT_ATTEMPTS:
+                    raise
+                LOG.debug("Image %s changed under the patch; reading it again", image_id)
+                image = None
 
     @calls_api
     def download(self, image_id, path, expected_size, checksums):

@@ -20,6 +20,7 @@ import rados
 import rbd
 
 from cacheraw import exception
+from cacheraw import metrics
 from cacheraw import retry
 
 LOG = logging.getLogger(__name__)
@@ -139,6 +140,7 @@ class CephStore:
                 "cannot connect to Ceph as client.%s with %s (pool %s): %s"
                 % (self.user, self.conffile, self.pool, exc or type(exc).__name__)) from exc
         self._cluster = cluster
+        metrics.ceph_connected()
 
     def close(self):
         if self._cluster is not None:

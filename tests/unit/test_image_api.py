@@ -1,0 +1,118 @@
+"""The image API client's writes: no read before a write of an image it knows, a fresh read when
+the image changed under the patch, and every request counted."""
+
+import copy
+
+import pytest
+from keystoneauth1 import exceptions as ks_exc
+from oslo_config import cfg
+
+from cacheraw import image_api
+from cacheraw import metrics
+from cacheraw.conf import register_opts
+
+ID = "0dc0185d-550c-461a-bdc5-25b9e20586d5"
+
+
+class Response:
+    def __init__(self, body):
+        self._body = body
+
+    def json(self):
+        return copy.deepcopy(self._body)
+
+
+class FakeGlance:
+    """Applies JSON patches as Glance does: add of a present property, replace or remove of a
+    missing one is a conflict (HTTP 409)."""
+
+    def __init__(self, image):
+        self.image = image
+        self.calls = []
+
+    def request(self, url, method, **kwargs):
+        self.calls.append(method)
+        if method == "GET":
+            return Response(self.image)
+        for op in kwargs["json"]:
+            name = op["path"][1:]
+            if (op["op"] == "add") == (name in self.image):
+                raise ks_exc.Conflict("Property %s" % name)
+        for op in kwargs["json"]:
+            name = op["path"][1:]
+            if op["op"] == "remove":
+                del self.image[name]
+            else:
+                self.image[name] = op["value"]
+        return Response(self.image)
+
+
+@pytest.fixture
+def api():
+    conf = cfg.ConfigOpts()
+    register_opts(conf)
+    conf([])
+    glance = FakeGlance({"id": ID, "status": "active"})
+    client = image_api.ImageAPI.__new__(image_api.ImageAPI)
+    client._api = image_api._CountingAdapter(glance)
+    client._seen = image_api._Remembered()
+    client._retry = image_api.retry.policy(conf, image_api.exception.ImageAPIUnavailable)
+    return client, glance
+
+
+def test_a_write_of_an_image_read_before_needs_no_read(api):
+    client, glance = api
+    client.get(ID)
+    client.update(ID, {"cache_raw_status": "Caching"})
+    client.update(ID, {"cache_raw_status": "Cached", "cache_raw_size": "1"})
+    assert glance.calls == ["GET", "PATCH", "PATCH"]
+    assert glance.image["cache_raw_status"] == "Cached"
+
+
+def test_an_unknown_image_is_read_before_its_first_write(api):
+    client, glance = api
+    client.update(ID, {"store": "rbd"})
+    assert glance.calls == ["GET", "PATCH"]
+
+
+def test_a_conflict_reads_the_image_again_and_patches_what_it_found(api):
+    client, glance = api
+    client.get(ID)
+    glance.image["cache_raw_status"] = "Queued"  # written by somebody else meanwhile
+    image = client.update(ID, {"cache_raw_status": "Caching", "cache_raw_error": None})
+    assert glance.calls == ["GET", "PATCH", "GET", "PATCH"]
+    assert image["cache_raw_status"] == "Caching"
+
+
+def test_only_if_false_is_decided_on_a_fresh_read(api):
+    client, glance = api
+    client.get(ID)
+    glance.image["cache_raw_status"] = "Cached"
+    image = client.update(ID, {"cache_raw_status": "Queued"},
+                          only_if=lambda fresh: fresh.get("cache_raw_status") is None)
+    assert image["cache_raw_status"] == "Cached"
+    assert glance.calls == ["GET", "PATCH", "GET"]
+
+
+def test_a_write_that_changes_nothing_is_confirmed_by_a_read(api):
+    client, glance = api
+    client.update(ID, {"store": "rbd"})
+    glance.image.pop("store")  # removed by somebody else
+    client.update(ID, {"store": "rbd"})
+    assert glance.image["store"] == "rbd"
+    assert glance.calls == ["GET", "PATCH", "GET", "PATCH"]
+
+
+def test_endless_conflicts_end_in_an_error(api):
+    client, glance = api
+    glance.request = lambda url, method, **kw: (_ for _ in ()).throw(ks_exc.Conflict("busy")) \
+        if method == "PATCH" else Response({"id": ID})
+    with pytest.raises(image_api.exception.ImageAPIError):
+        client.update(ID, {"store": "rbd"})
+
+
+def test_requests_are_counted_by_method(api):
+    client, _ = api
+    before = metrics.IMAGE_API_REQUESTS.labels(method="GET")._value.get()
+    client.get(ID)
+    assert metrics.IMAGE_API_REQUESTS.labels(method="GET")._value.get() == before + 1
