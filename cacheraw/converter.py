@@ -7,13 +7,14 @@ are named to qemu-img through option dictionaries, never ``rbd:pool/name:...`` s
 """
 
 import ctypes
+import functools
 import json
 import logging
 import os
 import re
+import resource
 import signal
 import subprocess
-import sys
 import threading
 import time
 
@@ -39,6 +40,8 @@ CHECK_EXIT_CODES = [0, 2, 3, 63]
 # our paths nor our Ceph user.
 OPEN_PREFIX_RE = re.compile(r"Could not open '[^']*': ")
 PROGRESS_RE = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")
+# The limits of processutils.ProcessLimits that qemu-img gets, as setrlimit resources.
+RLIMITS = (("address_space", resource.RLIMIT_AS), ("cpu_time", resource.RLIMIT_CPU))
 
 
 def image_opts(options):
@@ -190,16 +193,21 @@ class Converter:
         try:
             if progress is not None:
                 return _execute_with_progress(argv, limits, env, timeout, job, progress)
-            out, _ = processutils.execute(*argv, prlimit=limits, env_variables=env,
+            out, _ = processutils.execute(*argv, env_variables=env,
                                           timeout=timeout, on_execute=job.attach,
                                           on_completion=job.detach,
                                           check_exit_code=list(exit_codes),
-                                          preexec_fn=_detach_and_die_with_parent)
+                                          preexec_fn=functools.partial(_child_setup, limits))
             return out
         except subprocess.TimeoutExpired as exc:
             job.kill()
             raise exception.ConversionFailed("qemu-img %s timed out after %d s"
                                              % (args[0], timeout)) from exc
+        except subprocess.SubprocessError as exc:
+            # The child could not take its limits (a hard limit below them): never run it
+            # without.
+            raise exception.ConversionFailed("qemu-img %s could not start under its limits: %s"
+                                             % (args[0], exc)) from exc
         except processutils.ProcessExecutionError as exc:
             job.check()
             detail = (exc.stderr or exc.stdout or "").strip().splitlines()
@@ -294,10 +302,9 @@ def parse_progress(text):
 def _execute_with_progress(argv, limits, env, timeout, job, progress):
     """processutils.execute for a qemu-img run with ``-p``: the same limits, process group and
     errors, but its output is read as it comes and each percentage handed to ``progress``."""
-    cmd = [sys.executable, "-m", "oslo_concurrency.prlimit", *limits.prlimit_args(), "--", *argv]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, close_fds=True, env=env,
-                            preexec_fn=_detach_and_die_with_parent)
+                            preexec_fn=functools.partial(_child_setup, limits))
     job.attach(proc)
     errors = []
     reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
@@ -315,7 +322,7 @@ def _execute_with_progress(argv, limits, env, timeout, job, progress):
         proc.stdout.close()
         proc.stderr.close()
     if proc.returncode != 0 and time.monotonic() - began >= timeout:
-        raise subprocess.TimeoutExpired(cmd, timeout)
+        raise subprocess.TimeoutExpired(argv, timeout)
     if proc.returncode != 0:
         raise processutils.ProcessExecutionError(exit_code=proc.returncode, stdout="",
                                                  stderr=os.fsdecode(b"".join(errors)),
@@ -337,6 +344,16 @@ def _follow_progress(stream, progress):
                 progress(percent)
             except Exception:  # noqa: BLE001 - a progress reader never stops a conversion
                 LOG.exception("Progress callback failed")
+
+
+def _child_setup(limits):
+    """In the child before exec: its limits (as oslo.concurrency's prlimit wrapper sets them,
+    without a Python process in between), its own process group, death with its parent."""
+    for name, rlimit in RLIMITS:
+        value = getattr(limits, name)
+        if value is not None:
+            resource.setrlimit(rlimit, (value, value))
+    _detach_and_die_with_parent()
 
 
 def _detach_and_die_with_parent():

@@ -1,6 +1,7 @@
 """cacheraw-manage's parsing and output, and the progress it follows, without a stack."""
 
 import io
+import os
 import subprocess
 import sys
 from pathlib import Path
@@ -218,3 +219,27 @@ def test_without_dry_run_each_change_is_made_and_said(capsys):
     assert store.removed == [ID + "_raw"]
     assert capsys.readouterr().out.splitlines() == [
         "set cache_raw_status=Queued on image %s" % ID, "removed cache images/%s_raw" % ID]
+
+
+class LimitsConf:
+    class converter:
+        qemu_img_address_space_mib = 512
+
+
+class NoCephEnvironment:
+    def qemu_environment(self):
+        return {}
+
+
+def test_qemu_img_runs_under_its_limits_as_a_direct_child(tmp_path):
+    """Address space and CPU time limits set in the child before exec, no process between."""
+    LimitsConf.converter.qemu_img = fake_qemu_img(
+        tmp_path, "echo \"$(ulimit -v) $(ulimit -t) $PPID\"\n")
+    out = converter.Converter(LimitsConf, NoCephEnvironment())._qemu_img(["info"], 7, 30)
+    assert out.split() == ["524288", "7", str(os.getpid())]
+
+
+def test_a_conversion_with_progress_runs_under_its_limits(tmp_path):
+    with pytest.raises(processutils.ProcessExecutionError) as caught:
+        run_fake(tmp_path, "echo \"cpu $(ulimit -t) parent $PPID\" >&2; exit 1\n")
+    assert caught.value.stderr.strip() == "cpu 30 parent %d" % os.getpid()
