@@ -105,31 +105,48 @@ class Cacher:
         self.request(image)
 
     def request(self, image):
-        """Mark an image that wants a cache Queued and queue it; True when newly queued here."""
+        """Mark an image that wants a cache Queued and queue it; True when newly queued here.
+        A missing or wrong ``store`` is set in the same write as the status, if any."""
         image_id = image["id"]
-        self.fix_store_property(image)
+        store = self.store_fix(image)
+        wanted, only_if, queue = self._decide(image)
+        if wanted:
+            written = self.images.update(image_id, dict(store, **wanted), only_if=only_if)
+            if store and written.get("store") != store["store"]:
+                written = self.images.update(image_id, store)  # only_if refused the patch
+            if wanted.get(STATUS) == QUEUED and written.get(STATUS) == QUEUED:
+                LOG.info("Image %s: queued", image_id)
+        elif store:
+            written = self.images.update(image_id, store)
+        if store:
+            LOG.info("Image %s: store = %s", image_id, store["store"])
+            image.update(written)
+        return bool(queue and self.enqueue(image_id))
+
+    def _decide(self, image):
+        """What an image that may want a cache needs: (properties to write or None, the
+        condition of that write, whether to queue the image)."""
         if not wants_cache(image):
-            return False
+            return None, None, False
         refusal = self.refusal(image)
         if refusal:
             if image.get(STATUS) != ERROR or image.get(ERROR_PROP) != refusal:
-                LOG.info("Image %s: not cached: %s", image_id, refusal)
-                self.images.update(image_id, {STATUS: ERROR, ERROR_PROP: refusal})
-            return False
+                LOG.info("Image %s: not cached: %s", image["id"], refusal)
+                return {STATUS: ERROR, ERROR_PROP: refusal}, None, False
+            return None, None, False
         status = image.get(STATUS)
         if status == ERROR:
-            return False
+            return None, None, False
         if status == CACHED:
             if self.cache_valid(image):
-                return False
-            LOG.warning("Image %s: Cached but its cache is missing in Ceph", image_id)
+                return None, None, False
+            LOG.warning("Image %s: Cached but its cache is missing in Ceph", image["id"])
         if status not in (QUEUED, CACHING, CACHED):
-            self.images.update(image_id, {STATUS: QUEUED, ERROR_PROP: None},
-                               only_if=lambda fresh: fresh.get(STATUS) is None)
-            LOG.info("Image %s: queued", image_id)
+            return ({STATUS: QUEUED, ERROR_PROP: None},
+                    lambda fresh: fresh.get(STATUS) is None, True)
         # Queued or Caching: unfinished, by a worker that runs (its lock makes ours a no-op)
         # or by one that died.
-        return bool(self.enqueue(image_id))
+        return None, None, True
 
     def refusal(self, image):
         """Why an image that asks for a cache cannot have one, or None."""
@@ -142,14 +159,22 @@ class Cacher:
                 disk_format, ", ".join(allowed))
         return None
 
-    def fix_store_property(self, image):
-        """Set ``store`` to where the image's data lives, when it is missing or wrong."""
+    def store_fix(self, image):
+        """``{"store": ...}`` when the image's ``store`` is missing or not where its data
+        lives, else {}."""
         location = image.get("direct_url") or ""
         store = ("rbd" if location.startswith("rbd://")
                  else "file" if location.startswith("file://") else None)
         if image.get("status") == "active" and store and image.get("store") != store:
-            LOG.info("Image %s: store = %s", image["id"], store)
-            image.update(self.images.update(image["id"], {"store": store}))
+            return {"store": store}
+        return {}
+
+    def fix_store_property(self, image):
+        """Set ``store`` to where the image's data lives, when it is missing or wrong."""
+        store = self.store_fix(image)
+        if store:
+            LOG.info("Image %s: store = %s", image["id"], store["store"])
+            image.update(self.images.update(image["id"], store))
 
     # -- the conversion
 

@@ -10,7 +10,6 @@ import uuid
 
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
-import oslo_messaging
 
 from cacheraw import cacher
 from cacheraw import exception
@@ -158,6 +157,9 @@ def check_image_write(conf):
 
 
 def check_bus(conf):
+    # Imported here: it takes half a second, which no other command of cacheraw-manage needs.
+    import oslo_messaging
+
     try:
         transport = oslo_messaging.get_notification_transport(conf)
     except (oslo_messaging.MessagingException, ValueError) as exc:

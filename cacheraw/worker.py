@@ -17,7 +17,6 @@ from cacheraw import cacher as cacher_mod
 from cacheraw import converter as conv
 from cacheraw import exception
 from cacheraw import image_api
-from cacheraw import messaging
 from cacheraw import metrics
 from cacheraw import sdnotify
 from cacheraw import store as ceph_store
@@ -96,6 +95,9 @@ class Worker:
         for n in range(self.conf.worker.max_concurrent_conversions):
             self._spawn("converter-%d" % n, self._convert_forever)
         self._spawn("sweeper", self._sweep_forever)
+        # Imported here: cacheraw-manage, which runs the core without a listener, starts
+        # without oslo.messaging (half a second).
+        from cacheraw import messaging
         self.listener = messaging.build_listener(self.conf, self.cacher.on_event)
         self.listener.start()
         signal.signal(signal.SIGTERM, self._on_signal)

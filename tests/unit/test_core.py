@@ -95,6 +95,28 @@ def test_new_request_is_queued_before_it_is_acknowledged(conf):
     assert images.image["cache_raw_status"] == "Queued"
     assert images.image["store"] == "rbd"
     assert queued == [ID]
+    # One write: the store and the status together.
+    assert images.patches == [{"store": "rbd", "cache_raw_status": "Queued",
+                               "cache_raw_error": None}]
+
+
+def test_store_is_set_alone_when_another_worker_queued_the_image_first(conf):
+    images = FakeImages({"id": ID, "status": "active", "cache_raw": "True",
+                         "disk_format": "qcow2", "direct_url": "rbd://fsid/images/%s/snap" % ID})
+    seen = images.get(ID)
+    images.image["cache_raw_status"] = "Queued"
+    core = cacher.Cacher(conf, images, FakeStore(), None, enqueue=lambda image_id: True)
+    core.request(seen)
+    assert images.patches == [{"store": "rbd"}]
+    assert images.image["cache_raw_status"] == "Queued"
+
+
+def test_store_alone_for_an_image_that_wants_no_cache(conf):
+    images = FakeImages({"id": ID, "status": "active", "disk_format": "qcow2",
+                         "direct_url": "file:///var/lib/glance/images/%s" % ID})
+    core = cacher.Cacher(conf, images, FakeStore(), None)
+    assert core.request(images.get(ID)) is False
+    assert images.patches == [{"store": "file"}]
 
 
 def test_permanent_error_is_not_requeued_by_events(conf):
