@@ -83,17 +83,22 @@ class Cacher:
 
     # -- what the image asks for
 
-    def on_event(self, event_type, image_id):
-        """A notification: decide from the image's current state, never the event alone."""
+    def on_event(self, event_type, image_id, payload=None):
+        """A notification: decide from the image's current state, never the event alone. An
+        image.update that shows the image exactly as this worker last wrote it tells nothing
+        new: the image is not read again for it."""
         if not valid_id(image_id):
             LOG.warning("Ignoring %s for an image id that is not a UUID: %r", event_type, image_id)
             return
         with self._event_locks[hash(image_id) % len(self._event_locks)]:
-            self._on_event(event_type, image_id)
+            self._on_event(event_type, image_id, payload)
 
-    def _on_event(self, event_type, image_id):
+    def _on_event(self, event_type, image_id, payload):
         if event_type == "image.delete":
             self.forget(image_id)
+            return
+        if event_type == "image.update" and self.images.shows_own_write(image_id, payload):
+            LOG.debug("Image %s: %s of our own write", image_id, event_type)
             return
         try:
             image = self.images.get(image_id)

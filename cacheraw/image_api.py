@@ -28,6 +28,9 @@ PAGE = 200
 REMEMBERED = 1024
 # A write whose patch no longer fits the image (HTTP 409) is computed again from a fresh read.
 CONFLICT_ATTEMPTS = 3
+# The properties cacheraw writes, and the one it acts on.
+OWN_PROPERTIES = ("cache_raw", "cache_raw_status", "cache_raw_url", "cache_raw_size",
+                  "cache_raw_error", "store")
 
 
 def _translate(exc, image_id=None):
@@ -93,24 +96,45 @@ class _CountingAdapter:
 
 
 class _Remembered:
-    """The last version of each image read or written here (a bounded, thread-safe map)."""
+    """The last version of each image read or written here (a bounded, thread-safe map), and
+    whether it is the answer to a write of ours."""
 
     def __init__(self, size=REMEMBERED):
         self._images = collections.OrderedDict()
         self._size = size
         self._lock = threading.Lock()
 
-    def put(self, image):
+    def put(self, image, written=False):
         with self._lock:
             self._images.pop(image["id"], None)
-            self._images[image["id"]] = image
+            self._images[image["id"]] = (image, written)
             while len(self._images) > self._size:
                 self._images.popitem(last=False)
         return image
 
     def get(self, image_id):
         with self._lock:
-            return self._images.get(image_id)
+            return self._images.get(image_id, (None, False))[0]
+
+    def written(self, image_id):
+        """The image as our last write left it, unless it was read again since."""
+        with self._lock:
+            image, written = self._images.get(image_id, (None, False))
+        return image if written else None
+
+
+def shows(payload, image):
+    """Whether a notification's payload shows ``image`` (the image API's view of it): every
+    field and property the payload has is the image's, and so is every cache property."""
+    properties = payload.get("properties")
+    if not isinstance(properties, dict) or not payload.get("updated_at"):
+        return False
+    top = {k: v for k, v in payload.items() if k != "properties" and k in image}
+    if "updated_at" not in top:
+        return False
+    return (all(image[k] == v for k, v in top.items())
+            and all(image.get(k) == v for k, v in properties.items())
+            and all(properties.get(k) == image.get(k) for k in OWN_PROPERTIES))
 
 
 class ImageAPI:
@@ -135,6 +159,11 @@ class ImageAPI:
 
     def _get(self, image_id):
         return self._seen.put(self._api.get(self._url("/images/%s" % image_id)).json())
+
+    def shows_own_write(self, image_id, payload):
+        """Whether an image.update notification shows the image as our last write left it."""
+        image = self._seen.written(image_id)
+        return image is not None and isinstance(payload, dict) and shows(payload, image)
 
     @calls_api
     def list_page(self, marker=None, **filters):
@@ -180,7 +209,7 @@ class ImageAPI:
             try:
                 return self._seen.put(self._api.patch(
                     self._url("/images/%s" % image_id), json=ops,
-                    headers={"Content-Type": PATCH_TYPE}).json())
+                    headers={"Content-Type": PATCH_TYPE}).json(), written=True)
             except ks_exc.Conflict:
                 conflicts += 1
                 if conflicts >= CONFLICT_ATTEMPTS:

@@ -34,6 +34,9 @@ class FakeImages:
             raise exception.ImageNotFound(image_id)
         return dict(self.image)
 
+    def shows_own_write(self, image_id, payload):
+        return False
+
     def update(self, image_id, wanted, only_if=None):
         if only_if is not None and not only_if(self.image):
             return dict(self.image)
@@ -311,3 +314,17 @@ def test_only_uuid_caches_are_ever_removed_unasked():
     assert store.is_cache_name(ID + "_raw")
     for name in (ID, "volume-1_raw", ID.upper() + "_raw", ID + "_raw2", "x" + ID + "_raw"):
         assert not store.is_cache_name(name)
+
+
+def test_the_notification_of_our_own_write_is_not_read_again(conf):
+    class OwnWrite(FakeImages):
+        def shows_own_write(self, image_id, payload):
+            return payload == {"id": image_id}
+
+        def get(self, image_id):
+            raise AssertionError("read again")
+
+    core = cacher.Cacher(conf, OwnWrite({"id": ID}), FakeStore(), None)
+    core.on_event("image.update", ID, {"id": ID})
+    with pytest.raises(AssertionError):
+        core.on_event("image.upload", ID, {"id": ID})

@@ -116,3 +116,52 @@ def test_requests_are_counted_by_method(api):
     before = metrics.IMAGE_API_REQUESTS.labels(method="GET")._value.get()
     client.get(ID)
     assert metrics.IMAGE_API_REQUESTS.labels(method="GET")._value.get() == before + 1
+
+
+def payload_of(image):
+    """A notification payload as Glance formats one: the extra properties apart."""
+    base = ("id", "status", "disk_format", "updated_at", "size")
+    return dict({k: image[k] for k in base if k in image}, is_public=False, deleted=False,
+                properties={k: v for k, v in image.items() if k not in base})
+
+
+@pytest.fixture
+def written(api):
+    client, glance = api
+    glance.image.update(disk_format="qcow2", size=5, updated_at="2026-11-28T10:00:00Z",
+                        cache_raw="True")
+    client.update(ID, {"cache_raw_status": "Caching"})
+    return client, glance
+
+
+def test_the_notification_of_our_own_write_is_recognised(written):
+    client, glance = written
+    assert client.shows_own_write(ID, payload_of(glance.image))
+
+
+@pytest.mark.parametrize("change", [
+    {"cache_raw_status": "Queued"}, {"cache_raw": "False"}, {"store": "file"},
+    {"status": "deactivated"}, {"updated_at": "2026-11-28T10:00:01Z"}, {"other": "x"}])
+def test_a_notification_of_any_other_state_is_not(written, change):
+    client, glance = written
+    assert not client.shows_own_write(ID, payload_of(dict(glance.image, **change)))
+
+
+def test_a_cache_property_gone_from_the_payload_is_a_change(written):
+    client, glance = written
+    payload = payload_of(glance.image)
+    del payload["properties"]["cache_raw_status"]
+    assert not client.shows_own_write(ID, payload)
+
+
+@pytest.mark.parametrize("payload", [None, "x", {}, {"properties": []},
+                                     {"properties": {}, "updated_at": None}])
+def test_malformed_payloads_are_never_our_own_write(written, payload):
+    client, _ = written
+    assert not client.shows_own_write(ID, payload)
+
+
+def test_a_read_since_our_write_ends_the_recognition(written):
+    client, glance = written
+    client.get(ID)
+    assert not client.shows_own_write(ID, payload_of(glance.image))
