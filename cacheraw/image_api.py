@@ -105,8 +105,11 @@ class _Remembered:
         self._lock = threading.Lock()
 
     def put(self, image, written=False):
+        """Remember ``image``; a read that finds the image as our last write left it keeps
+        that write recognisable."""
         with self._lock:
-            self._images.pop(image["id"], None)
+            before, was_written = self._images.pop(image["id"], (None, False))
+            written = written or (was_written and before == image)
             self._images[image["id"]] = (image, written)
             while len(self._images) > self._size:
                 self._images.popitem(last=False)

@@ -161,7 +161,11 @@ def test_malformed_payloads_are_never_our_own_write(written, payload):
     assert not client.shows_own_write(ID, payload)
 
 
-def test_a_read_since_our_write_ends_the_recognition(written):
+def test_a_read_that_finds_a_change_since_our_write_ends_the_recognition(written):
     client, glance = written
+    client.get(ID)  # unchanged: still our write
+    assert client.shows_own_write(ID, payload_of(glance.image))
+    before = payload_of(glance.image)
+    glance.image["cache_raw_status"] = "Queued"
     client.get(ID)
-    assert not client.shows_own_write(ID, payload_of(glance.image))
+    assert not client.shows_own_write(ID, before)
