@@ -278,7 +278,7 @@ class Cacher:
             self.converter.inspect(source, fmt)
             try:
                 info = self.converter.info(source, fmt, secret)
-                need = self.converter.data_bytes(source, fmt, secret)
+                need = self.converter.data_bytes(source, fmt, secret, info)
             except exception.UnreadableImage:
                 # qemu-img fails alike on a broken image and on an unreachable cluster.
                 self.store.check_reachable()

@@ -39,6 +39,8 @@ CHECK_EXIT_CODES = [0, 2, 3, 63]
 # qemu-img names the image by its option string; the reason recorded on the image needs neither
 # our paths nor our Ceph user.
 OPEN_PREFIX_RE = re.compile(r"Could not open '[^']*': ")
+# Where info() keeps what qemu-img check said of the image.
+CHECK_KEY = "cacheraw-check"
 PROGRESS_RE = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")
 # The limits of processutils.ProcessLimits that qemu-img gets, as setrlimit resources.
 RLIMITS = (("address_space", resource.RLIMIT_AS), ("cpu_time", resource.RLIMIT_CPU))
@@ -252,7 +254,7 @@ class Converter:
             # Nobody gave us its key: qemu-img could not read it, and a cache of it is no use.
             raise exception.UnsafeImage("image is encrypted")
         self._check_size(info.get("virtual-size"))
-        self._check_consistency(source, disk_format, secret_file)
+        info[CHECK_KEY] = self._check_consistency(source, disk_format, secret_file)
         return info
 
     def _check_consistency(self, source, disk_format, secret_file):
@@ -264,7 +266,7 @@ class Converter:
                              self.conf.qemu_img_info_timeout, secret_file=secret_file,
                              failure=exception.UnreadableImage, exit_codes=CHECK_EXIT_CODES)
         if not out.strip():
-            return  # the format has no consistency check
+            return {}  # the format has no consistency check
         try:
             result = json.loads(out)
         except ValueError as exc:
@@ -273,9 +275,15 @@ class Converter:
         if errors:
             raise exception.UnsafeImage("image is corrupt or truncated: qemu-img check found %d "
                                         "errors" % errors)
+        return result
 
-    def data_bytes(self, source, disk_format, secret_file=None):
-        """Bytes of the image that hold data: what a thin RAW copy writes at most."""
+    def data_bytes(self, source, disk_format, secret_file=None, info=None):
+        """Bytes of the image that hold data: what a thin RAW copy writes at most. For a
+        qcow2 image, the clusters that ``qemu-img check`` (in ``info``) counted allocated, whole
+        (at most the virtual size); otherwise the data extents of ``qemu-img map``."""
+        counted = _allocated_bytes(disk_format, info or {})
+        if counted is not None:
+            return counted
         extents = self._query("map", source, disk_format, secret_file)
         return sum(e["length"] for e in extents if e.get("data") and not e.get("zero"))
 
@@ -292,6 +300,19 @@ class Converter:
                                       secret_file)],
                        self.conf.qemu_img_convert_cpu_seconds, self.conf.qemu_img_convert_timeout,
                        job=job, secret_file=secret_file, progress=progress)
+
+
+def _allocated_bytes(disk_format, info):
+    """A qcow2 image's allocated clusters as ``qemu-img check`` counted them, in bytes (an upper
+    bound of its data: zero clusters are not allocated, a compressed one counts whole), or None
+    when the numbers are not there or not plain."""
+    check = info.get(CHECK_KEY) or {}
+    clusters, size = check.get("allocated-clusters"), info.get("cluster-size")
+    virtual = info.get("virtual-size")
+    if disk_format != "qcow2" or not all(type(n) is int and n >= 0
+                                         for n in (clusters, size, virtual)):
+        return None
+    return min(clusters * size, virtual)
 
 
 def parse_progress(text):

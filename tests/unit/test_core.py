@@ -255,7 +255,7 @@ class FailingConverter:
     def info(self, source, fmt, secret):
         return {"virtual-size": 1 << 20}
 
-    def data_bytes(self, source, fmt, secret):
+    def data_bytes(self, source, fmt, secret, info=None):
         return 1 << 20
 
     def convert(self, source, fmt, name, job, secret):
