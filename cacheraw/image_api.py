@@ -163,6 +163,10 @@ class ImageAPI:
     def _get(self, image_id):
         return self._seen.put(self._api.get(self._url("/images/%s" % image_id)).json())
 
+    def own_write(self, image_id):
+        """The image as our last write left it, or None if it was read changed since."""
+        return self._seen.written(image_id)
+
     def shows_own_write(self, image_id, payload):
         """Whether an image.update notification shows the image as our last write left it."""
         image = self._seen.written(image_id)

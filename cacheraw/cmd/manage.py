@@ -102,7 +102,9 @@ def do_recache(conf):
         if core.images.get(image_id).get(cacher.STATUS) in (cacher.QUEUED, cacher.CACHING):
             # Its lock ran out without a result: that worker died. Do it here.
             convert_watching(core, image_id, False, view)
-    image = core.images.get(image_id)
+    # The image as our own last write left it, when we wrote last; else as it is now.
+    image = (core.images.own_write(image_id) if outcome == "cached" else None) \
+        or core.images.get(image_id)
     print(final_line(image))
     return 0 if image.get(cacher.STATUS) == cacher.CACHED else 1
 
