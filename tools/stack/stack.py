@@ -418,7 +418,8 @@ key_repository = {d}/fernet-keys
 [credential]
 key_repository = {d}/credential-keys
 [cache]
-enabled = false
+enabled = true
+backend = dogpile.cache.memory
 """)
     user = pwd.getpwuid(os.getuid()).pw_name
     manage = [str(VENV_BIN / "keystone-manage"), "--config-file", str(conf)]
