@@ -124,13 +124,16 @@ class Stack:
             options["snapshot"] = snapshot
         return conv.Converter._layered(driver, options, None)
 
-    def pool_stored(self, settle=2.5, timeout=60):
+    def pool_stored(self, changed_from=None, settle=2.5, timeout=30):
         """The pool's STORED bytes as the mgr's ``df`` reports them, once the statistics have
-        settled: the same value read twice ``settle`` seconds apart, after at least one stats
-        period since the last write."""
+        settled: different from ``changed_from`` when given (a removal must show), then the same
+        value read twice ``settle`` seconds apart (more than one statistics period)."""
         deadline = time.monotonic() + timeout
-        time.sleep(settle)
         last = self._stored()
+        while changed_from is not None and last == changed_from \
+                and time.monotonic() < deadline:
+            time.sleep(0.5)
+            last = self._stored()
         while True:
             time.sleep(settle)
             now = self._stored()

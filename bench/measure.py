@@ -133,7 +133,7 @@ def stored(stack, image_id):
     then again once it is removed."""
     with_cache = stack.pool_stored()
     stack.store.remove(ceph_store.cache_name(image_id))
-    without = stack.pool_stored()
+    without = stack.pool_stored(changed_from=with_cache)
     return {"stored": with_cache - without}
 
 
