@@ -21,6 +21,9 @@ setup(
     python_requires=">=3.9",
     packages=find_packages(include=["cacheraw", "cacheraw.*"]),
     install_requires=requirements(),
+    # The Cinder volume driver (cacheraw.cinder.driver) runs inside cinder-volume, which brings
+    # Cinder; the daemon never imports it.
+    extras_require={"cinder": ["cinder>=25.0.0"]},
     # tools/install.sh takes these from the virtual environment it installed the wheel into.
     data_files=[
         ("share/cacheraw", ["systemd/cacheraw-worker.service", "systemd/cacheraw.sysusers.conf",

@@ -5,8 +5,8 @@ and the sweep finds again whatever a crash, a restart or an outage left unfinish
 per image makes sure only one worker, on any controller, converts an image at a time.
 """
 
+import enum
 import logging
-import os
 import re
 import threading
 import time
@@ -27,9 +27,20 @@ STATUS, URL, SIZE, ERROR_PROP = ("cache_raw_status", "cache_raw_url", "cache_raw
                                  "cache_raw_error")
 RAW_REASON = "image is already raw; clone it directly"
 TRANSIENT_RE = re.compile(r"^temporary failure \(attempt (\d+) of (\d+)\)")
-SHUTDOWN = "worker stopping"
-DELETED = "image deleted"
-LOST_LOCK = "lost the conversion lock"
+SHUTDOWN = exception.WorkerStopping("worker stopping")
+DELETED = exception.ImageDeleted("image deleted")
+LOST_LOCK = exception.LockLost("lost the conversion lock")
+GONE_STATUSES = ("deleted", "pending_delete")
+
+
+class Outcome(enum.StrEnum):
+    """What Cacher.cache() ended with."""
+    CACHED = "cached"
+    ERROR = "error"
+    ABORTED = "aborted"
+    DELETED = "deleted"
+    BUSY = "busy"
+    SKIPPED = "skipped"
 
 
 def wants_cache(image):
@@ -74,8 +85,7 @@ class Cacher:
         return self._fsid
 
     def cache_url(self, image_id):
-        return "rbd://%s/%s/%s/%s" % (self.fsid, self.store.pool,
-                                      ceph_store.cache_name(image_id), ceph_store.SNAP)
+        return properties.cache_url(self.fsid, self.store.pool, image_id)
 
     def cache_valid(self, image):
         return (image.get(STATUS) == CACHED and image.get(URL) == self.cache_url(image["id"])
@@ -94,17 +104,24 @@ class Cacher:
             self._on_event(event_type, image_id, payload)
 
     def _on_event(self, event_type, image_id, payload):
-        if event_type == "image.delete":
-            self.forget(image_id)
-            return
         if event_type == "image.update" and self.images.shows_own_write(image_id, payload):
             LOG.debug("Image %s: %s of our own write", image_id, event_type)
             return
+        # Even image.delete is only a hint: a forged or replayed one must not remove the cache
+        # of a live image, so the image API has the last word.
         try:
             image = self.images.get(image_id)
         except exception.ImageNotFound:
             LOG.info("Image %s is gone", image_id)
             self.forget(image_id)
+            return
+        if image.get("status") in GONE_STATUSES:
+            LOG.info("Image %s is %s", image_id, image["status"])
+            self.forget(image_id)
+            return
+        if event_type == "image.delete":
+            LOG.warning("Image %s: ignoring image.delete: the image API still has the image "
+                        "(status %s)", image_id, image.get("status"))
             return
         self._property_problems.warn(image)
         self.request(image)
@@ -114,11 +131,21 @@ class Cacher:
         A missing or wrong ``store`` is set in the same write as the status, if any."""
         image_id = image["id"]
         store = self.store_fix(image)
-        wanted, only_if, queue = self._decide(image)
+        wanted, only_if_absent, queue = self._decide(image)
         if wanted:
-            written = self.images.update(image_id, dict(store, **wanted), only_if=only_if)
+            try:
+                written = self.images.update(image_id, dict(store, **wanted),
+                                             only_if_absent=only_if_absent)
+            except exception.ImageUpdateRefused as exc:
+                if wanted.get(STATUS) != QUEUED:
+                    raise
+                LOG.warning("Image %s: not cached: the image API refuses its status: %s",
+                            image_id, exc)
+                if store:
+                    self.fix_store_property(image)
+                return False
             if store and written.get("store") != store["store"]:
-                written = self.images.update(image_id, store)  # only_if refused the patch
+                written = self.images.update(image_id, store)  # Queued by another worker
             if wanted.get(STATUS) == QUEUED and written.get(STATUS) == QUEUED:
                 LOG.info("Image %s: queued", image_id)
         elif store:
@@ -130,14 +157,14 @@ class Cacher:
 
     def _decide(self, image):
         """What an image that may want a cache needs: (properties to write or None, the
-        condition of that write, whether to queue the image)."""
+        property that must be absent for that write, whether to queue the image)."""
         if not wants_cache(image):
             return None, None, False
         refusal = self.refusal(image)
         if refusal:
             if image.get(STATUS) != ERROR or image.get(ERROR_PROP) != refusal:
                 LOG.info("Image %s: not cached: %s", image["id"], refusal)
-                return {STATUS: ERROR, ERROR_PROP: refusal}, None, False
+                return {STATUS: ERROR, ERROR_PROP: refusal, URL: None, SIZE: None}, None, False
             return None, None, False
         status = image.get(STATUS)
         if status == ERROR:
@@ -147,8 +174,7 @@ class Cacher:
                 return None, None, False
             LOG.warning("Image %s: Cached but its cache is missing in Ceph", image["id"])
         if status not in (QUEUED, CACHING, CACHED):
-            return ({STATUS: QUEUED, ERROR_PROP: None},
-                    lambda fresh: fresh.get(STATUS) is None, True)
+            return {STATUS: QUEUED, ERROR_PROP: None}, STATUS, True
         # Queued or Caching: unfinished, by a worker that runs (its lock makes ours a no-op)
         # or by one that died.
         return None, None, True
@@ -184,159 +210,161 @@ class Cacher:
     # -- the conversion
 
     def cache(self, image_id, job=None, force=False):
-        """Convert one image under its lock. Returns what happened, as a word:
-        cached, error, busy, skipped, deleted."""
+        """Convert one image under its lease. Returns what happened, an Outcome."""
         job = job or conv.Job(image_id)
         try:
-            self.store.try_lock(image_id)
+            lock = self.store.conversion_lock(image_id, on_lost=lambda: job.cancel(LOST_LOCK))
+            with lock as lease:
+                try:
+                    outcome = self._cache_leased(image_id, job, force, lease)
+                except exception.LockLost as exc:
+                    LOG.warning("Image %s: stopped: %s; leaving it to the lock's holder or the "
+                                "sweep", image_id, exc)
+                    outcome = Outcome.ABORTED
+                return metrics.ended(outcome)
         except exception.LockBusy:
             LOG.debug("Image %s: another worker is caching it", image_id)
-            return "busy"
-        renewer = LockRenewer(self.store, image_id, self.conf.ceph.lock_duration / 3.0, job)
-        renewer.start()
-        try:
-            return metrics.ended(self._cache_locked(image_id, job, force))
-        finally:
-            renewer.stop()
-            try:
-                self.store.unlock(image_id, remove=True)
-            except exception.CacherawError as exc:
-                LOG.warning("Image %s: could not release its lock (it expires): %s",
-                            image_id, exc)
+            return Outcome.BUSY
 
-    def _cache_locked(self, image_id, job, force):
+    def _cache_leased(self, image_id, job, force, lease):
+        image, outcome, attempt = self._begin(image_id, force, lease)
+        if outcome is not None:
+            return outcome
+        began = time.monotonic()
+        try:
+            used = self._convert(image, job, lease)
+        except Exception as exc:  # noqa: BLE001 - every failure ends in a recorded outcome
+            return self._failed(image_id, exc, attempt, lease)
+        LOG.info("Image %s: converted to RAW in %.1f s", image_id, time.monotonic() - began)
+        metrics.converted(time.monotonic() - began, image.get("size"), used)
+        return self._finish(image_id, lease, used)
+
+    def _begin(self, image_id, force, lease):
+        """(the image as read under the lease, an Outcome when there is nothing to convert,
+        the number of the temporary failures before)."""
         try:
             image = self.images.get(image_id)
         except exception.ImageNotFound:
+            lease.check()
             self._remove(image_id)
-            return "deleted"
+            return None, Outcome.DELETED, 0
         if not wants_cache(image):
-            return "skipped"
+            return image, Outcome.SKIPPED, 0
         refusal = self.refusal(image)
         if refusal:
-            self._set_quietly(image_id, {STATUS: ERROR, ERROR_PROP: refusal})
-            return "error"
+            self._set_fenced(lease, image_id, {STATUS: ERROR, ERROR_PROP: refusal, URL: None,
+                                               SIZE: None})
+            return image, Outcome.ERROR, 0
         name = ceph_store.cache_name(image_id)
         if not force and self.store.has_protected_snap(name):
             if image.get(STATUS) == CACHED and image.get(URL) == self.cache_url(image_id):
-                return "skipped"
+                return image, Outcome.SKIPPED, 0
             # Only a finished conversion is snapshotted: the cache is complete, record it.
             LOG.info("Image %s: found a finished cache: recording it", image_id)
-            return self._publish(image_id, name)
-        self._remove(image_id)  # a partial cache: never snapshotted
-        attempt = transient_attempt(image) or 0
-        image = self.images.update(image_id, {STATUS: CACHING, ERROR_PROP: None})
-        LOG.info("Image %s: caching", image_id)
-        began = time.monotonic()
-        try:
-            used = self._convert(image, name, job)
-        except exception.ConversionAborted as exc:
-            LOG.info("Image %s: conversion aborted: %s", image_id, exc)
-            if str(exc) == LOST_LOCK:
-                return "aborted"  # the name belongs to the worker that holds the lock now
+            return image, self._finish(image_id, lease), 0
+        lease.check()
+        if force:
             self._remove(image_id)
-            if str(exc) == SHUTDOWN:
-                self._set_quietly(image_id, {STATUS: QUEUED})
-            return "aborted"
-        except exception.ImageNotFound:
+        elif self.store.remove_partial(name) == "removed":
+            LOG.info("Image %s: removed a partial cache", image_id)
+        attempt = transient_attempt(image) or 0
+        lease.check()
+        try:
+            image = self.images.update(image_id, {STATUS: CACHING, ERROR_PROP: None, URL: None,
+                                                  SIZE: None})
+        except exception.ImageUpdateRefused as exc:
+            self._record_error(image_id, exc, lease=lease)
+            return image, Outcome.ERROR, attempt
+        LOG.info("Image %s: caching", image_id)
+        return image, None, attempt
+
+    def _failed(self, image_id, exc, attempt, lease):
+        """The outcome of a conversion that raised ``exc``: nothing is touched unless the
+        lease still holds; only a partial cache is removed."""
+        if isinstance(exc, exception.LockLost) or not lease.held():
+            LOG.warning("Image %s: conversion stopped without its lock (%s): leaving the image "
+                        "and its cache to the lock's holder or the sweep", image_id, exc)
+            return Outcome.ABORTED
+        if isinstance(exc, (exception.ImageDeleted, exception.ImageNotFound)):
             LOG.info("Image %s was deleted while it was converted", image_id)
             self._remove(image_id)
-            return "deleted"
-        except exception.CacherawError as exc:
-            self._remove(image_id)
-            self._record_error(image_id, exc, attempt + 1)
-            return "error"
-        except Exception as exc:
+            return Outcome.DELETED
+        if isinstance(exc, exception.ConversionAborted):
+            LOG.info("Image %s: conversion aborted: %s", image_id, exc)
+            self.store.remove_partial(ceph_store.cache_name(image_id))
+            if isinstance(exc, exception.WorkerStopping):
+                self._set_fenced(lease, image_id, {STATUS: QUEUED})
+            return Outcome.ABORTED
+        if isinstance(exc, exception.CephBlocklisted):
+            LOG.error("Image %s: conversion stopped: %s", image_id, exc)
+            return Outcome.ABORTED
+        if not isinstance(exc, exception.CacherawError):
             # A bug of ours: leave no partial cache and tell the operator on the image.
-            LOG.exception("Image %s: unexpected error while converting", image_id)
-            self._remove(image_id)
-            self._record_error(image_id, "internal error: %s: %s" % (type(exc).__name__, exc))
-            return "error"
-        LOG.info("Image %s: converted to RAW in %.1f s", image_id, time.monotonic() - began)
-        metrics.converted(time.monotonic() - began, image.get("size"), used)
-        return self._publish(image_id, name, used)
+            LOG.error("Image %s: unexpected error while converting", image_id, exc_info=exc)
+            exc = "internal error: %s: %s" % (type(exc).__name__, exc)
+            attempt = 0
+        lease.check()
+        self.store.remove_partial(ceph_store.cache_name(image_id))
+        self._record_error(image_id, exc, attempt + 1, lease)
+        return Outcome.ERROR
 
-    def _publish(self, image_id, name, used=None):
+    def _finish(self, image_id, lease, used=None):
+        """Record the finished (protected) cache on the image."""
+        name = ceph_store.cache_name(image_id)
         used = self.store.used_bytes(name) if used is None else used
+        lease.check()
         try:
             self.images.update(image_id, {STATUS: CACHED, URL: self.cache_url(image_id),
                                           SIZE: str(used), ERROR_PROP: None})
         except exception.ImageNotFound:
             LOG.info("Image %s was deleted while it was cached", image_id)
             self._remove(image_id)
-            return "deleted"
+            return Outcome.DELETED
+        except exception.ImageUpdateRefused as exc:
+            # The cache stays (a protected snap is finished): recording it failed for a reason
+            # that repeating cannot mend, so the image says so instead of being tried again.
+            self._record_error(image_id, "the image API refused to record the finished cache: "
+                               "%s" % exc, lease=lease)
+            return Outcome.ERROR
         LOG.info("Image %s: cached as %s (%d bytes used)", image_id, name, used)
-        return "cached"
+        return Outcome.CACHED
 
     @metrics.running
-    def _convert(self, image, name, job):
+    def _convert(self, image, job, lease):
         fmt = image["disk_format"]
-        source, cleanup = self._locate(image)
-        secret = self._secret_file(image["id"])
-        try:
+        name = ceph_store.cache_name(image["id"])
+        with conv.SourcePreparer(self.conf, self.images, self.store, image, job,
+                                 self.locate(image)) as (source, secret):
             job.check()
             self.converter.inspect(source, fmt)
             try:
                 info = self.converter.info(source, fmt, secret)
-                need = self.converter.data_bytes(source, fmt, secret, info)
+                need = self.converter.data_bytes(source, fmt, secret, job=job,
+                                                 bound=info["virtual-size"], info=info)
             except exception.UnreadableImage:
                 # qemu-img fails alike on a broken image and on an unreachable cluster.
                 self.store.check_reachable()
                 raise
             self._check_space(image["id"], need)
             job.check()
-            job.on_progress = ProgressPublisher(self.store, image["id"], need)
+            lease.check()
+            job.on_progress = ProgressPublisher(self.store, lease, need)
             self.store.create(name, info["virtual-size"])
             self.converter.convert(source, fmt, name, job, secret)
             job.check()
+            lease.check()
             self.store.publish(name)
             return self.store.used_bytes(name)
-        finally:
-            cleanup()
-            if secret:
-                _unlink(secret)
 
-    def _locate(self, image):
-        """Where qemu-img reads the image: in place in our pool, or a verified download."""
+    def locate(self, image):
+        """Where qemu-img reads the image in place in our pool, or None when it must be
+        downloaded."""
         url = image.get("direct_url") or ""
         parts = url[len("rbd://"):].split("/") if url.startswith("rbd://") else []
         if (len(parts) == 4 and parts[0] == self.fsid and parts[1] == self.store.pool
                 and parts[2] == image["id"] and parts[3] == ceph_store.SNAP):
-            return conv.RBDSource(self.store, image["id"], ceph_store.SNAP), lambda: None
-        return self._download(image)
-
-    def _download(self, image):
-        directory = self.conf.converter.conversion_dir
-        size = image.get("size")
-        free = _free_bytes(directory)
-        if size is None or size > free:
-            raise exception.NotEnoughSpace(
-                "not enough space in conversion directory %s: need %s, have %d"
-                % (directory, size, free))
-        path = os.path.join(directory, "%s.download" % image["id"])
-        checksums = []
-        if image.get("os_hash_algo") in ("sha256", "sha384", "sha512") and \
-                image.get("os_hash_value"):
-            checksums.append((image["os_hash_algo"], image["os_hash_value"]))
-        if image.get("checksum"):
-            checksums.append(("md5", image["checksum"]))
-        try:
-            self.images.download(image["id"], path, size, checksums)
-        except BaseException:
-            _unlink(path)
-            raise
-        LOG.info("Image %s: downloaded %d bytes (data not in this Ceph pool)", image["id"], size)
-        return conv.FileSource(path), lambda: _unlink(path)
-
-    def _secret_file(self, image_id):
-        key = self.store.secret_key()
-        if not key:
-            return None
-        path = os.path.join(self.conf.converter.conversion_dir, "%s.key" % image_id)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
-        with os.fdopen(fd, "w") as f:
-            f.write(key)
-        return path
+            return conv.RBDSource(self.store, image["id"], ceph_store.SNAP)
+        return None
 
     def _check_space(self, image_id, need):
         have, limit = self.store.pool_space()
@@ -346,7 +374,7 @@ class Cacher:
             raise exception.NotEnoughSpace("not enough space in pool %s: need %d, have %d"
                                            % (self.store.pool, need, have))
 
-    def _record_error(self, image_id, exc, attempt=1):
+    def _record_error(self, image_id, exc, attempt=1, lease=None):
         metrics.error(exc)
         if isinstance(exc, exception.Transient):
             message = "temporary failure (attempt %d of %d): %s" % (
@@ -354,32 +382,36 @@ class Cacher:
         else:
             message = one_line(exc)
         LOG.warning("Image %s: caching failed: %s", image_id, message)
-        self._set_quietly(image_id, {STATUS: ERROR, ERROR_PROP: message})
+        self._set_fenced(lease, image_id, {STATUS: ERROR, ERROR_PROP: message, URL: None,
+                                           SIZE: None},
+                         # never over a cache that another worker finished and recorded
+                         only_if=lambda fresh: fresh.get(STATUS) != CACHED)
 
-    def _set_quietly(self, image_id, wanted):
+    def _set_fenced(self, lease, image_id, wanted, only_if=None):
+        """Write ``wanted`` on the image if ``lease`` still holds; failures are logged (the
+        sweep finds the image again)."""
         try:
-            self.images.update(image_id, wanted)
+            if lease is not None:
+                lease.check()
+            self.images.update(image_id, wanted, only_if=only_if)
         except exception.ImageNotFound:
             pass
         except exception.CacherawError as exc:
-            # The sweep finds the image again: Caching with no live lock.
             LOG.warning("Image %s: could not record %s: %s", image_id, wanted, exc)
 
     # -- removal
 
     def forget(self, image_id):
-        """The image is deleted: stop its conversion here and remove its cache."""
+        """The image is deleted (the image API says so): stop its conversion here and remove
+        its cache, under its lease."""
         self.cancel(image_id, DELETED)
         try:
-            self.store.try_lock(image_id)
+            with self.store.conversion_lock(image_id) as lease:
+                lease.check()
+                self._remove(image_id)
         except exception.LockBusy:
             # Its converter finds the image gone when it publishes, and removes the cache.
             LOG.info("Image %s deleted while another worker converts it", image_id)
-            return
-        try:
-            self._remove(image_id)
-        finally:
-            self.store.unlock(image_id, remove=True)
 
     def _remove(self, image_id):
         outcome = self.store.remove(ceph_store.cache_name(image_id))
@@ -406,10 +438,16 @@ class Cacher:
                 seen.add(image["id"])
                 try:
                     queued += bool(self._sweep_image(image))
+                except exception.CephBlocklisted:
+                    raise
                 except exception.CacherawError as exc:
                     LOG.warning("Image %s: sweep failed: %s", image["id"], exc)
         removed = self._remove_orphans(seen)
-        purged = self.store.purge_trash()
+        try:
+            purged = self.store.purge_trash()
+        except exception.CacherawError as exc:
+            LOG.warning("Sweep: could not purge the trash: %s", exc)
+            purged = []
         for name in purged:
             LOG.info("Purged cache %s: its last clone is gone", name)
         LOG.info("Sweep: %d images queued, %d orphaned caches removed, %d purged from trash",
@@ -446,12 +484,23 @@ class Cacher:
             if image_id in seen or not valid_id(image_id):
                 continue
             try:
-                self.images.get(image_id)
-            except exception.ImageNotFound:
-                LOG.info("Image %s is gone: removing its orphaned cache", image_id)
-                self.forget(image_id)
-                removed += 1
+                removed += self._remove_if_orphan(image_id)
+            except exception.CephBlocklisted:
+                raise
+            except exception.CacherawError as exc:
+                # One cache that cannot be removed now does not stop the sweep.
+                LOG.warning("Image %s: could not remove its orphaned cache: %s", image_id, exc)
         return removed
+
+    def _remove_if_orphan(self, image_id):
+        try:
+            if self.images.get(image_id).get("status") not in GONE_STATUSES:
+                return 0
+        except exception.ImageNotFound:
+            pass
+        LOG.info("Image %s is gone: removing its orphaned cache", image_id)
+        self.forget(image_id)
+        return 1
 
 
 class PropertyProblems:
@@ -483,9 +532,9 @@ class ProgressPublisher:
 
     PUBLISH_INTERVAL = 1.0
 
-    def __init__(self, store, image_id, data_bytes):
+    def __init__(self, store, lease, data_bytes):
         self.store = store
-        self.image_id = image_id
+        self.lease = lease
         self.data_bytes = data_bytes
         self._last = 0.0
 
@@ -495,48 +544,8 @@ class ProgressPublisher:
             return
         self._last = now
         try:
-            self.store.set_progress(self.image_id, {"percent": percent,
+            self.store.set_progress(self.lease, {"percent": percent,
                                                     "data_bytes": self.data_bytes,
                                                     "time": time.time()})
         except exception.CacherawError as exc:
-            LOG.debug("Image %s: could not publish progress: %s", self.image_id, exc)
-
-
-class LockRenewer(threading.Thread):
-    """Renews an image's conversion lock while it is converted; cancels the job if lost."""
-
-    def __init__(self, store, image_id, interval, job):
-        super().__init__(name="lock-%s" % image_id, daemon=True)
-        self.store = store
-        self.image_id = image_id
-        self.interval = interval
-        self.job = job
-        self._stop_event = threading.Event()
-
-    def run(self):
-        while not self._stop_event.wait(self.interval):
-            try:
-                self.store.try_lock(self.image_id)
-            except exception.LockBusy:
-                LOG.error("Image %s: lost its conversion lock", self.image_id)
-                self.job.cancel(LOST_LOCK)
-                return
-            except exception.CacherawError as exc:
-                LOG.warning("Image %s: could not renew its lock: %s", self.image_id, exc)
-
-    def stop(self):
-        self._stop_event.set()
-        self.join()
-
-
-def _free_bytes(directory):
-    os.makedirs(directory, mode=0o700, exist_ok=True)
-    stat = os.statvfs(directory)
-    return stat.f_bavail * stat.f_frsize
-
-
-def _unlink(path):
-    try:
-        os.unlink(path)
-    except FileNotFoundError:
-        pass
+            LOG.debug("Image %s: could not publish progress: %s", self.lease.image_id, exc)

@@ -6,6 +6,8 @@ address space and CPU time limits, with LC_ALL=C, from an argv list (never a she
 are named to qemu-img through option dictionaries, never ``rbd:pool/name:...`` strings.
 """
 
+import collections
+import contextlib
 import ctypes
 import functools
 import json
@@ -92,6 +94,98 @@ class FileSource:
         return "file %s" % self.path
 
 
+# Files of an image in conversion_dir: its download and the key file qemu-img reads.
+LEFTOVER_RE = re.compile(r"(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
+                         r"\.(download|key)")
+
+
+class SourcePreparer:
+    """``with SourcePreparer(conf, images, store, image, job, in_place) as (source, secret):``
+    where qemu-img reads the image (``in_place``, an RBDSource, or a download verified against
+    its checksums in conversion_dir) and the file of the Ceph key qemu-img needs (or None).
+    Whatever was written in conversion_dir is removed at the end, in every outcome."""
+
+    def __init__(self, conf, images, store, image, job, in_place=None):
+        self.directory = conf.converter.conversion_dir
+        self.images = images
+        self.store = store
+        self.image = image
+        self.job = job
+        self.in_place = in_place
+        self._stack = contextlib.ExitStack()
+
+    def __enter__(self):
+        with self._stack as stack:
+            source = self.in_place or self._download(stack)
+            secret = self._secret_file(stack)
+            self._stack = stack.pop_all()
+        return source, secret
+
+    def __exit__(self, *exc_info):
+        return self._stack.__exit__(*exc_info)
+
+    def _path(self, suffix, stack):
+        path = os.path.join(self.directory, "%s.%s" % (self.image["id"], suffix))
+        stack.callback(_unlink, path)
+        return path
+
+    def _download(self, stack):
+        image = self.image
+        size = image.get("size")
+        free = free_bytes(self.directory)
+        if size is None or size > free:
+            raise exception.NotEnoughSpace(
+                "not enough space in conversion directory %s: need %s, have %d"
+                % (self.directory, size, free))
+        path = self._path("download", stack)
+        checksums = []
+        if image.get("os_hash_algo") in ("sha256", "sha384", "sha512") and \
+                image.get("os_hash_value"):
+            checksums.append((image["os_hash_algo"], image["os_hash_value"]))
+        if image.get("checksum"):
+            checksums.append(("md5", image["checksum"]))
+        self.images.download(image["id"], path, size, checksums, check=self.job.check)
+        LOG.info("Image %s: downloaded %d bytes (data not in this Ceph pool)", image["id"], size)
+        return FileSource(path)
+
+    def _secret_file(self, stack):
+        key = self.store.secret_key()
+        if not key:
+            return None
+        path = self._path("key", stack)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        with os.fdopen(fd, "w") as f:
+            f.write(key)
+        return path
+
+
+def clean_conversion_dir(directory, in_use=lambda image_id: False):
+    """Remove what a worker that died left in conversion_dir: ``<id>.download`` and ``<id>.key``
+    files whose image nobody converts now (``in_use(image_id)``). Returns the names removed."""
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    removed = []
+    for name in sorted(os.listdir(directory)):
+        match = LEFTOVER_RE.fullmatch(name)
+        if match is None or in_use(match.group("id")):
+            continue
+        _unlink(os.path.join(directory, name))
+        removed.append(name)
+    return removed
+
+
+def free_bytes(directory):
+    os.makedirs(directory, mode=0o700, exist_ok=True)
+    stat = os.statvfs(directory)
+    return stat.f_bavail * stat.f_frsize
+
+
+def _unlink(path):
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
 class Job:
     """A conversion in progress; cancel() kills its qemu-img. When set, on_progress(percent)
     is called as qemu-img reports how far it is."""
@@ -127,14 +221,20 @@ class Job:
                 pass
 
     def cancel(self, reason):
+        """Stop the conversion: ``reason`` is a ConversionAborted (LockLost, WorkerStopping,
+        ImageDeleted), raised by the next check()."""
         with self._lock:
-            self.reason = reason
+            if not self.cancelled.is_set():
+                self.reason = reason
             self.cancelled.set()
             self._kill_locked()
 
     def check(self):
         if self.cancelled.is_set():
-            raise exception.ConversionAborted(self.reason or "cancelled")
+            reason = self.reason
+            if isinstance(reason, exception.ConversionAborted):
+                raise type(reason)(*reason.args)
+            raise exception.ConversionAborted(str(reason or "cancelled"))
 
 
 class Converter:
@@ -178,8 +278,8 @@ class Converter:
 
     # -- qemu-img
 
-    def _qemu_img(self, args, cpu_seconds, timeout, job=None, secret_file=None,
-                  failure=exception.ConversionFailed, exit_codes=(0,), progress=None):
+    def _command(self, args, cpu_seconds, secret_file):
+        """(argv, limits, environment) of a qemu-img run."""
         argv = [self.conf.qemu_img, args[0]]
         if secret_file:
             argv += ["--object", "secret," + image_opts({"id": SECRET_ID, "file": secret_file,
@@ -190,8 +290,13 @@ class Converter:
             cpu_time=cpu_seconds)
         env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                "MALLOC_ARENA_MAX": "2", **self.store.qemu_environment()}
-        job = job or Job(None)
         metrics.qemu_img_run(args[0], any("file.driver=rbd" in a for a in args))
+        return argv, limits, env
+
+    def _qemu_img(self, args, cpu_seconds, timeout, job=None, secret_file=None,
+                  failure=exception.ConversionFailed, exit_codes=(0,), progress=None):
+        argv, limits, env = self._command(args, cpu_seconds, secret_file)
+        job = job or Job(None)
         try:
             if progress is not None:
                 return _execute_with_progress(argv, limits, env, timeout, job, progress)
@@ -277,15 +382,41 @@ class Converter:
                                         "errors" % errors)
         return result
 
-    def data_bytes(self, source, disk_format, secret_file=None, info=None):
-        """Bytes of the image that hold data: what a thin RAW copy writes at most. For a
-        qcow2 image, the clusters that ``qemu-img check`` (in ``info``) counted allocated, whole
-        (at most the virtual size); otherwise the data extents of ``qemu-img map``."""
+    def data_bytes(self, source, disk_format, secret_file=None, job=None, bound=None,
+                   info=None):
+        """Bytes of the image that hold data: what a thin RAW copy writes at most.
+
+        For a qcow2 image, the clusters that ``qemu-img check`` (in ``info``, from info())
+        counted allocated, whole (at most the virtual size). Otherwise ``qemu-img map`` is read as it comes, one extent (line) at a time, never whole: a small
+        image can describe millions of extents. After ``[converter] max_map_extents`` of them
+        it is stopped and the image counted as ``bound`` bytes (its virtual size)."""
         counted = _allocated_bytes(disk_format, info or {})
         if counted is not None:
             return counted
-        extents = self._query("map", source, disk_format, secret_file)
-        return sum(e["length"] for e in extents if e.get("data") and not e.get("zero"))
+        counter = _ExtentCounter(self.conf.max_map_extents)
+        argv, limits, env = self._command(
+            ["map", "--output=json", "--image-opts",
+             self._layered(disk_format, source.qemu_file(), secret_file)],
+            self.conf.qemu_img_info_cpu_seconds, secret_file)
+        job = job or Job(None)
+        try:
+            _run_streaming(argv, limits, env, self.conf.qemu_img_info_timeout, job,
+                           counter.consume)
+        except _EnoughRead:
+            LOG.info("Image %s: more than %d extents: counted as its whole virtual size",
+                     job.image_id, self.conf.max_map_extents)
+            return bound if bound is not None else counter.data
+        except subprocess.TimeoutExpired as exc:
+            raise exception.ConversionFailed("qemu-img map timed out after %d s"
+                                             % self.conf.qemu_img_info_timeout) from exc
+        except subprocess.SubprocessError as exc:
+            raise exception.ConversionFailed("qemu-img map could not start under its limits: %s"
+                                             % exc) from exc
+        except processutils.ProcessExecutionError as exc:
+            job.check()
+            raise exception.UnreadableImage("qemu-img map failed (exit %s): %s"
+                                            % (exc.exit_code, _last_line(exc.stderr))) from exc
+        return counter.data
 
     def convert(self, source, disk_format, target_name, job, secret_file=None):
         """Write the RAW image into the existing, empty RBD image ``target_name``."""
@@ -320,23 +451,33 @@ def parse_progress(text):
     return [float(m) for m in PROGRESS_RE.findall(text)]
 
 
-def _execute_with_progress(argv, limits, env, timeout, job, progress):
-    """processutils.execute for a qemu-img run with ``-p``: the same limits, process group and
-    errors, but its output is read as it comes and each percentage handed to ``progress``."""
+# The most of qemu-img's stderr kept for an error message.
+STDERR_LIMIT = 64 * 1024
+# The longest line of qemu-img map's JSON (one extent) that is read.
+MAP_LINE_LIMIT = 4096
+
+
+def _run_streaming(argv, limits, env, timeout, job, consume):
+    """processutils.execute for a qemu-img whose output is consumed as it comes
+    (``consume(stdout)``), never held whole: the same limits, process group and errors.
+    ``consume`` may raise to stop it early (qemu-img is then killed)."""
     proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, close_fds=True, env=env,
                             preexec_fn=functools.partial(_child_setup, limits))
     job.attach(proc)
-    errors = []
-    reader = threading.Thread(target=lambda: errors.append(proc.stderr.read()), daemon=True)
+    errors = collections.deque(maxlen=16)
+    reader = threading.Thread(target=_read_tail, args=(proc.stderr, errors), daemon=True)
     reader.start()
     timer = threading.Timer(timeout, job.kill)
     timer.start()
     began = time.monotonic()
     try:
-        _follow_progress(proc.stdout, progress)
-        proc.wait()
+        consume(proc.stdout)
+    except BaseException:
+        job.kill()
+        raise
     finally:
+        proc.wait()
         timer.cancel()
         job.detach(proc)
         reader.join()
@@ -348,7 +489,65 @@ def _execute_with_progress(argv, limits, env, timeout, job, progress):
         raise processutils.ProcessExecutionError(exit_code=proc.returncode, stdout="",
                                                  stderr=os.fsdecode(b"".join(errors)),
                                                  cmd=" ".join(argv[:2]))
+
+
+def _execute_with_progress(argv, limits, env, timeout, job, progress):
+    """A qemu-img run with ``-p``: each percentage it reports is handed to ``progress``."""
+    _run_streaming(argv, limits, env, timeout, job,
+                   lambda stream: _follow_progress(stream, progress))
     return ""
+
+
+def _read_tail(stream, tail):
+    """Read a stream to its end, keeping only its last chunks (at most STDERR_LIMIT bytes)."""
+    while True:
+        chunk = stream.read1(STDERR_LIMIT // 16)
+        if not chunk:
+            return
+        tail.append(chunk)
+
+
+def _last_line(text):
+    lines = (text or "").strip().splitlines()
+    return OPEN_PREFIX_RE.sub("", lines[-1]) if lines else "no output"
+
+
+class _EnoughRead(Exception):
+    """Raised by a consumer that has read all it may."""
+
+
+class _ExtentCounter:
+    """Adds up the data extents of ``qemu-img map --output=json``, a line per extent:
+    ``[{ "start": 0, "length": 65536, ..., "zero": false, "data": true, ...},``"""
+
+    def __init__(self, max_extents):
+        self.max_extents = max_extents
+        self.extents = 0
+        self.data = 0
+
+    def consume(self, stream):
+        while True:
+            line = stream.readline(MAP_LINE_LIMIT)
+            if not line:
+                return
+            if not line.endswith(b"\n") and len(line) >= MAP_LINE_LIMIT:
+                raise exception.UnsafeImage("qemu-img map gave a line longer than %d bytes"
+                                            % MAP_LINE_LIMIT)
+            self.add(line.strip().lstrip(b"[").rstrip(b",]").strip())
+
+    def add(self, text):
+        if not text:
+            return
+        try:
+            extent = json.loads(text)
+            length = int(extent["length"])
+        except (ValueError, KeyError, TypeError) as exc:
+            raise exception.UnsafeImage("qemu-img map gave no JSON extent for the image") from exc
+        self.extents += 1
+        if extent.get("data") and not extent.get("zero"):
+            self.data += length
+        if self.extents >= self.max_extents:
+            raise _EnoughRead()
 
 
 def _follow_progress(stream, progress):

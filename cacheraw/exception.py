@@ -75,3 +75,26 @@ class ConversionFailed(Transient):
 
 class ConversionAborted(CacherawError):
     """The conversion was stopped on purpose (image deleted, worker stopping)."""
+
+
+class LockLost(ConversionAborted):
+    """This worker can no longer prove that it holds the image's conversion lock: another worker
+    may own the image now, so nothing of it may be touched."""
+
+
+class WorkerStopping(ConversionAborted):
+    """The worker is stopping: the image is left for the next start."""
+
+
+class ImageDeleted(ConversionAborted):
+    """The image was deleted during its conversion."""
+
+
+class CephBlocklisted(CacherawError):
+    """The cluster blocklisted this worker's Ceph client: nothing it sends is accepted any more,
+    so the process must start again with a new client."""
+
+
+class ImageUpdateRefused(Permanent):
+    """The image API refused a property update with a 4xx (e.g. 413: the image's property
+    quota is reached): repeating it cannot help."""

@@ -31,6 +31,9 @@ CONFLICT_ATTEMPTS = 3
 # The properties cacheraw writes, and the one it acts on.
 OWN_PROPERTIES = ("cache_raw", "cache_raw_status", "cache_raw_url", "cache_raw_size",
                   "cache_raw_error", "store")
+# A PATCH refused for a reason that repeating it cannot mend (413: the image's property quota is
+# reached; 400: a value the image schema refuses; 403: a role that may not write it).
+REFUSED_UPDATE = (400, 403, 413)
 
 
 def _translate(exc, image_id=None):
@@ -174,39 +177,51 @@ class ImageAPI:
 
     @calls_api
     def list_page(self, marker=None, **filters):
+        """One page of images and the marker of the next one (None after the last): Glance
+        says there is a next page with a ``next`` link, whatever the page's length (it caps
+        the page size at its api_limit_max)."""
         params = dict(filters, limit=PAGE)
         if marker:
             params["marker"] = marker
-        return self._api.get(self._url("/images"), params=params).json()["images"]
+        body = self._api.get(self._url("/images"), params=params).json()
+        images = body["images"]
+        return images, (images[-1]["id"] if body.get("next") and images else None)
 
     def list(self, **filters):
         """Every image the user sees (an admin sees all), page after page."""
         marker = None
         while True:
-            page = self.list_page(marker, **filters)
+            page, marker = self.list_page(marker, **filters)
             yield from page
-            if len(page) < PAGE:
+            if marker is None:
                 return
-            marker = page[-1]["id"]
 
     @calls_api
-    def update(self, image_id, wanted, only_if=None):
+    def update(self, image_id, wanted, only_if=None, only_if_absent=None):
         """Set (or, for None, remove) the properties in ``wanted``. Returns the new image.
 
         The patch is computed from the image as this process last read or wrote it, without
         reading it again: its operations (add a missing property, replace or remove an existing
         one) fail with a conflict when that property appeared or went meanwhile, and the patch
-        is then computed again from a fresh read. With ``only_if``, the patch is made only when
-        ``only_if(image)`` holds. A false ``only_if`` or a patch that would change nothing is
-        decided on a fresh read.
+        is then computed again from a fresh read. A patch that would change nothing is decided
+        on a fresh read. With ``only_if``, the image is read first and patched only when
+        ``only_if(image)`` holds for it. With ``only_if_absent`` (a property that ``wanted``
+        sets), the patch is made only while the image lacks that property: its add operation
+        fails when the property is there, so that no read is needed before it.
         """
-        image = self._seen.get(image_id)
+        if only_if_absent is not None and wanted.get(only_if_absent) is None:
+            raise ValueError("only_if_absent must name a property that the patch sets")
+        image = self._seen.get(image_id) if only_if is None else None
         conflicts = 0
         while True:
             fresh = image is None
             if fresh:
                 image = self._get(image_id)
-            ops = patch_ops(image, wanted) if only_if is None or only_if(image) else []
+            if (only_if is not None and not only_if(image)) or \
+                    (only_if_absent is not None and only_if_absent in image):
+                ops = []
+            else:
+                ops = patch_ops(image, wanted)
             if not ops:
                 if fresh:
                     return image
@@ -223,11 +238,18 @@ class ImageAPI:
                     raise
                 LOG.debug("Image %s changed under the patch; reading it again", image_id)
                 image = None
+            except ks_exc.HttpError as exc:
+                if exc.http_status in REFUSED_UPDATE:
+                    raise exception.ImageUpdateRefused(
+                        "image API refused to update image %s (%s): %s"
+                        % (image_id, exc.http_status, exc)) from exc
+                raise
 
     @calls_api
-    def download(self, image_id, path, expected_size, checksums):
+    def download(self, image_id, path, expected_size, checksums, check=None):
         """Stream the image's data into ``path`` and verify it. ``checksums`` is a list of
-        (hashlib algorithm name, hex digest) recorded by the image service."""
+        (hashlib algorithm name, hex digest) recorded by the image service; ``check()`` is
+        called between chunks and may raise to stop the download (a cancelled conversion)."""
         response = self._api.get(self._url("/images/%s/file" % image_id), stream=True)
         hashes = [(hashlib.new(algo), digest) for algo, digest in checksums]
         written = 0
@@ -235,6 +257,8 @@ class ImageAPI:
             with open(path, "wb") as f:
                 os.fchmod(f.fileno(), 0o600)
                 for chunk in response.iter_content(CHUNK):
+                    if check is not None:
+                        check()
                     written += len(chunk)
                     if expected_size is not None and written > expected_size:
                         raise exception.UnsafeImage(

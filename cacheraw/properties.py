@@ -35,7 +35,10 @@ DOWNTIME_MIN, DOWNTIME_DEFAULT = 100, 500
 
 _WHOLE_NUMBER = re.compile(r"^(0|[1-9][0-9]*)$")
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
-_CACHE_URL = re.compile(r"^rbd://(%s)/([^/]+)/(%s)_raw/snap$" % (_UUID, _UUID))
+# The pool: a Ceph pool name as ``ceph osd pool create`` takes it, nothing that needs quoting.
+_POOL = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"
+_CACHE_URL = re.compile(r"rbd://(%s)/(%s)/(%s)_raw/snap" % (_UUID, _POOL, _UUID))
+CACHE_SNAP = "snap"
 
 
 # -- reading one value (None: missing or invalid)
@@ -74,6 +77,18 @@ def parse_migration_max_downtime(value):
     """Milliseconds, at least DOWNTIME_MIN, else None."""
     millis = parse_whole_number(value)
     return millis if millis is not None and millis >= DOWNTIME_MIN else None
+
+
+def cache_url(fsid, pool, image_id):
+    """Where the cache of ``image_id`` is: the value of cache_raw_url."""
+    return "rbd://%s/%s/%s_raw/%s" % (fsid, pool, image_id, CACHE_SNAP)
+
+
+def parse_cache_url(value):
+    """(fsid, pool, image id) of a cache_raw_url, as cache_url() makes it, else None. The whole
+    value must match: no quoting, no trailing characters, lowercase UUIDs."""
+    match = _CACHE_URL.fullmatch(value) if isinstance(value, str) else None
+    return match.groups() if match else None
 
 
 # -- what a consumer uses
@@ -170,11 +185,11 @@ def _url_problem(image):
     url = image.get(URL)
     if url is None:
         return None
-    match = _CACHE_URL.match(url) if isinstance(url, str) else None
-    if match is None:
+    parsed = parse_cache_url(url)
+    if parsed is None:
         return ("%s is %r: it must be rbd://<ceph fsid>/<pool>/<image id>_raw/snap"
                 % (URL, url))
-    if image.get("id") and match.group(3) != image["id"]:
+    if image.get("id") and parsed[2] != image["id"]:
         return "%s is %r: it names another image than %s" % (URL, url, image["id"])
     return None
 

@@ -13,6 +13,8 @@ import logging
 import os
 import re
 import socket
+import struct
+import threading
 import time
 import uuid
 
@@ -20,6 +22,7 @@ import rados
 import rbd
 
 from cacheraw import exception
+from cacheraw import lease as lease_mod
 from cacheraw import metrics
 from cacheraw import retry
 
@@ -29,8 +32,10 @@ SNAP = "snap"
 CACHE_SUFFIX = "_raw"
 LOCK_PREFIX = "cacheraw.lock."
 LOCK_NAME = "cacheraw"
-# cls_lock: renew the lock when this cookie already holds it.
-LOCK_FLAG_MAY_RENEW = 0x1
+# cls_lock: renew the lock only when this cookie still holds it (ENOENT otherwise), never
+# take it anew as MAY_RENEW (0x1) would after it was lost.
+LOCK_FLAG_MUST_RENEW = 0x2
+LOCK_TYPE_EXCLUSIVE = 1
 # Extended attributes of a lock object: who holds it, and how far its conversion is.
 HOLDER_XATTR = "cacheraw.holder"
 PROGRESS_XATTR = "cacheraw.progress"
@@ -39,8 +44,9 @@ SCRATCH_PREFIX = "cacheraw-check-"
 # updating the map at each first write of an object made conversions ~10% slower (make bench).
 DEFERRED_FEATURES = rbd.RBD_FEATURE_OBJECT_MAP | rbd.RBD_FEATURE_FAST_DIFF
 
-_TRANSIENT = (rados.TimedOut, rados.ConnectionShutdown, rados.InterruptedOrTimeoutError,
-              rbd.Timeout)
+_TRANSIENT = (rados.TimedOut, rados.InterruptedOrTimeoutError, rbd.Timeout)
+# What a blocklisted client gets for every request (EBLOCKLISTED is ESHUTDOWN).
+_SHUT_OUT = (rados.ConnectionShutdown, rbd.ConnectionShutdown)
 
 
 def _trashed_caches(ioctx):
@@ -48,25 +54,61 @@ def _trashed_caches(ioctx):
     return [e for e in rbd.RBD().trash_list(ioctx) if is_cache_name(e["name"])]
 
 
+def translated_error(exc, shut_out=None):
+    """Our exception for a rados/rbd one; ``shut_out()`` is called when the cluster refuses
+    this client (blocklisted)."""
+    if isinstance(exc, (rbd.ImageNotFound, rados.ObjectNotFound)):
+        return exception.CephNotFound(str(exc))
+    if isinstance(exc, (rbd.ImageBusy, rados.ObjectBusy, rbd.ImageHasSnapshots)):
+        return exception.CephBusy(str(exc))
+    if isinstance(exc, _TRANSIENT):
+        return exception.CephUnavailable(str(exc))
+    if isinstance(exc, _SHUT_OUT):
+        if shut_out is not None:
+            shut_out()
+        return exception.CephBlocklisted("the cluster refuses this client (blocklisted): %s"
+                                         % (exc or type(exc).__name__))
+    return exception.CephError("%s: %s" % (type(exc).__name__, exc))
+
+
 def translate_errors(func):
-    """Turn rados/rbd exceptions into ours, and retry the transient ones."""
+    """Turn rados/rbd exceptions into ours, and retry the transient ones (only here, at the
+    public methods: a decorated method never calls another one inside its retry)."""
     @functools.wraps(func)
     def wrapper(self, *args, **kwargs):
         return self._retry(translated, self, *args, **kwargs)
 
     @functools.wraps(func)
-    def translated(*args, **kwargs):
+    def translated(self, *args, **kwargs):
         try:
-            return func(*args, **kwargs)
-        except (rbd.ImageNotFound, rados.ObjectNotFound) as exc:
-            raise exception.CephNotFound(str(exc)) from exc
-        except (rbd.ImageBusy, rados.ObjectBusy, rbd.ImageHasSnapshots) as exc:
-            raise exception.CephBusy(str(exc)) from exc
-        except _TRANSIENT as exc:
-            raise exception.CephUnavailable(str(exc)) from exc
+            return func(self, *args, **kwargs)
         except (rbd.Error, rados.Error) as exc:
-            raise exception.CephError("%s: %s" % (type(exc).__name__, exc)) from exc
+            raise translated_error(exc, self.shut_out) from exc
     return wrapper
+
+
+def _encode_string(text):
+    data = text.encode()
+    return struct.pack("<I", len(data)) + data
+
+
+def _encoded(*fields):
+    """Ceph's versioned encoding (ENCODE_START(1, 1)) of the fields, already encoded."""
+    body = b"".join(fields)
+    return struct.pack("<BBI", 1, 1, len(body)) + body
+
+
+def assert_locked_op(cookie):
+    """cls_lock's assert_locked input: the exclusive lock LOCK_NAME held with ``cookie``."""
+    return _encoded(_encode_string(LOCK_NAME), struct.pack("<B", LOCK_TYPE_EXCLUSIVE),
+                    _encode_string(cookie), _encode_string(""))
+
+
+def lockers_in_info(reply):
+    """The number of live lockers in cls_lock's get_info reply (the OSD drops the expired)."""
+    if len(reply) < 10:
+        raise exception.CephError("short reply from cls_lock get_info")
+    return struct.unpack_from("<I", reply, 6)[0]
 
 
 # Image ids name RBD images only once they match this: a lowercase UUID, nothing else.
@@ -98,7 +140,227 @@ def read_key(keyring_path, user):
                                     % (user, keyring_path, exc or type(exc).__name__)) from exc
 
 
-class CephStore:
+class RadosLocks:
+    """The conversion locks: one RADOS object ``cacheraw.lock.<id>`` per image in the pool,
+    locked exclusively with cls_lock. cacheraw.lease drives them; every worker on every
+    controller shares them."""
+
+    def __init__(self, store):
+        self._store = store
+
+    @contextlib.contextmanager
+    def _ioctx(self):
+        try:
+            with self._store._ioctx() as ioctx:
+                yield ioctx
+        except (rados.Error, rbd.Error) as exc:
+            raise translated_error(exc, self._store.shut_out) from exc
+
+    def take(self, image_id, cookie, duration):
+        """Raises LockBusy when another holds the lock."""
+        self._store._retry(self._take, image_id, cookie, duration)
+
+    def _take(self, image_id, cookie, duration):
+        with self._ioctx() as ioctx:
+            try:
+                ioctx.lock_exclusive(LOCK_PREFIX + image_id, LOCK_NAME, cookie,
+                                     desc="cacheraw conversion", duration=duration)
+            except (rados.ObjectBusy, rados.ObjectExists) as exc:
+                raise exception.LockBusy("image %s is being cached by another worker"
+                                         % image_id) from exc
+            self._record_holder(ioctx, image_id, cookie)
+
+    def renew(self, image_id, cookie, duration):
+        """Once, never retried (the lease's renewer is the retry). LockLost when the lock is
+        not held with ``cookie`` any more: MUST_RENEW never takes a lost lock again."""
+        with self._ioctx() as ioctx:
+            try:
+                ioctx.lock_exclusive(LOCK_PREFIX + image_id, LOCK_NAME, cookie,
+                                     desc="cacheraw conversion", duration=duration,
+                                     flags=LOCK_FLAG_MUST_RENEW)
+            except (rados.ObjectNotFound, rados.ObjectBusy, rados.ObjectExists) as exc:
+                raise exception.LockLost("image %s: the conversion lock is not ours any more"
+                                         % image_id) from exc
+
+    def release(self, image_id, cookie):
+        """Remove the lock object in one operation with the check that ``cookie`` holds it:
+        a lock that another worker took meanwhile is never removed."""
+        self._store._retry(self._fenced, image_id, cookie, lambda op: op.remove())
+
+    def _fenced(self, image_id, cookie, add):
+        with self._ioctx() as ioctx:
+            with rados.WriteOpCtx() as op:
+                op.execute("lock", "assert_locked", assert_locked_op(cookie))
+                add(op)
+                try:
+                    ioctx.operate_write_op(op, LOCK_PREFIX + image_id)
+                except (rados.ObjectNotFound, rados.ObjectBusy) as exc:
+                    raise exception.LockLost("image %s: the conversion lock is not ours any "
+                                             "more" % image_id) from exc
+
+    def _record_holder(self, ioctx, image_id, cookie):
+        """The binding cannot list lockers: the holder says who it is on the lock object (and
+        clears a dead holder's progress)."""
+        record = {"host": socket.gethostname(), "pid": os.getpid(), "since": int(time.time())}
+        try:
+            with rados.WriteOpCtx() as op:
+                op.execute("lock", "assert_locked", assert_locked_op(cookie))
+                op.set_xattr(HOLDER_XATTR, json.dumps(record).encode())
+                op.set_xattr(PROGRESS_XATTR, b"")
+                ioctx.operate_write_op(op, LOCK_PREFIX + image_id)
+        except rados.Error as exc:
+            LOG.warning("Image %s: could not record the lock holder: %s", image_id, exc)
+
+    def is_locked(self, image_id):
+        """True when some worker holds a live conversion lock on the image (cls_lock's
+        get_info: a question, the lock is never taken to find out)."""
+        return self._store._retry(self._is_locked, image_id)
+
+    def _is_locked(self, image_id):
+        with self._ioctx() as ioctx:
+            try:
+                _, reply = ioctx.execute(LOCK_PREFIX + image_id, "lock", "get_info",
+                                         _encoded(_encode_string(LOCK_NAME)), length=1 << 16)
+            except rados.ObjectNotFound:
+                return False
+        return lockers_in_info(reply) > 0
+
+    def set_progress(self, lease, progress):
+        """Publish progress on the lock object, only while ``lease`` holds it."""
+        if not lease.held():
+            return
+        value = json.dumps(progress).encode()
+        self._fenced(lease.image_id, lease.cookie, lambda op: op.set_xattr(PROGRESS_XATTR, value))
+
+
+class OperatorViews:
+    """What cacheraw-manage and the operator's checks read of the pool, and the conversion
+    locks as the rest of cacheraw asks for them: a part of CephStore (its connection and
+    handles), kept apart so that each class reads at a glance."""
+
+    # -- conversion locks, shared by every worker on every controller
+
+    def conversion_lock(self, image_id, on_lost=None):
+        """``with store.conversion_lock(image_id) as lease:``: the image's lock, taken (LockBusy
+        when another holds it), renewed while the block runs and released after it; ``on_lost``
+        is called as soon as it is lost. See cacheraw.lease."""
+        return lease_mod.hold(self.locks, image_id, self.lock_duration, on_lost)
+
+    def is_locked(self, image_id):
+        return self.locks.is_locked(image_id)
+
+    def lock_holder(self, image_id):
+        """Who holds the image's conversion lock ({"host", "pid", "since"}), or None when the
+        lock is free: a record left by a holder that died is not a holder."""
+        if not self.locks.is_locked(image_id):
+            return None
+        return self._holder_record(image_id) or {"host": "unknown"}
+
+    @translate_errors
+    def _holder_record(self, image_id):
+        return self._lock_xattr(image_id, HOLDER_XATTR)
+
+    def set_progress(self, lease, progress):
+        """Publish how far the conversion under ``lease`` is, for any reader. Best effort, never
+        retried: the conversion must not wait for it."""
+        self.locks.set_progress(lease, progress)
+
+    @translate_errors
+    def progress(self, image_id):
+        """The progress last published by the holder of the image's lock, or None."""
+        return self._lock_xattr(image_id, PROGRESS_XATTR)
+
+    def _lock_xattr(self, image_id, key):
+        with self._ioctx() as ioctx:
+            try:
+                value = ioctx.get_xattr(LOCK_PREFIX + image_id, key)
+            except (rados.ObjectNotFound, rados.NoData):
+                return None
+        try:
+            record = json.loads(value.decode())
+        except (UnicodeDecodeError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    # -- what an operator looks at
+
+    @translate_errors
+    def cache_facts(self, name):
+        """What Ceph holds for the cache ``name``: exists, protected, used bytes, clones."""
+        facts = {"exists": False, "protected": False, "used": None, "clones": None}
+        try:
+            with self._image(name, read_only=True) as image:
+                facts["exists"] = True
+                if SNAP not in [s["name"] for s in image.list_snaps()]:
+                    return facts
+                facts["protected"] = image.is_protected_snap(SNAP)
+                image.set_snap(SNAP)
+                facts["clones"] = len(list(image.list_children2()))
+        except rbd.ImageNotFound:
+            return facts
+        facts["used"] = self._used_bytes(name, SNAP)
+        return facts
+
+    @translate_errors
+    def trashed_caches(self):
+        """The caches in the RBD trash: [{"name", "id", "clones"}]."""
+        found = []
+        with self._ioctx() as ioctx:
+            for entry in _trashed_caches(ioctx):
+                with rbd.Image(ioctx, image_id=entry["id"], read_only=True) as image:
+                    clones = 0
+                    if SNAP in [s["name"] for s in image.list_snaps()]:
+                        image.set_snap(SNAP)
+                        clones = len(list(image.list_children2()))
+                found.append({"name": entry["name"], "id": entry["id"], "clones": clones})
+        return found
+
+    def check_rbd_caps(self):
+        """Do, on a scratch image, each RBD step a cache needs; the scratch image goes in every
+        outcome. Raises CacherawError naming the step that failed."""
+        name = SCRATCH_PREFIX + uuid.uuid4().hex[:12]
+        step = "connect"
+        try:
+            with self._ioctx() as ioctx:
+                step = "create an RBD image"
+                rbd.RBD().create(ioctx, name, 1 << 20, old_format=False)
+                with rbd.Image(ioctx, name) as image:
+                    for step, action in (("create a snapshot", image.create_snap),
+                                         ("protect a snapshot", image.protect_snap),
+                                         ("unprotect a snapshot", image.unprotect_snap),
+                                         ("remove a snapshot", image.remove_snap)):
+                        action(SNAP)
+                step = "remove an RBD image"
+                rbd.RBD().remove(ioctx, name)
+                step = "take a lock"
+                cookie = lease_mod.new_cookie()
+                ioctx.lock_exclusive(name, LOCK_NAME, cookie, duration=10)
+                ioctx.unlock(name, LOCK_NAME, cookie)
+                ioctx.remove_object(name)
+        except (rados.Error, rbd.Error) as exc:
+            self._remove_scratch(name)
+            raise exception.CephError("client.%s cannot %s in pool %s: %s" % (
+                self.user, step, self.pool, exc or type(exc).__name__)) from exc
+        return name
+
+    def _remove_scratch(self, name):
+        try:
+            with self._ioctx() as ioctx:
+                try:
+                    with rbd.Image(ioctx, name) as image:
+                        self._drop_snap(image)
+                    rbd.RBD().remove(ioctx, name)
+                except rbd.ImageNotFound:
+                    pass
+                try:
+                    ioctx.remove_object(name)
+                except rados.ObjectNotFound:
+                    pass
+        except (rados.Error, rbd.Error) as exc:
+            LOG.warning("Could not remove the scratch image %s: %s", name, exc)
+
+
+class CephStore(OperatorViews):
     """One connection to the cluster, shared by the threads of a worker (librados is
     thread-safe), and the operations cacheraw needs on its pool."""
 
@@ -112,8 +374,10 @@ class CephStore:
         self.op_timeout = conf.ceph.op_timeout
         self._retry = retry.policy(conf, exception.Transient)
         self._cluster = None
-        self._lock_cookie = "%s-%d-%s" % (socket.gethostname(), os.getpid(), uuid.uuid4().hex[:8])
-        self._held = set()
+        self._client = None
+        self.locks = RadosLocks(self)
+        # Set once the cluster refused this client: the process must start again.
+        self.blocklisted = threading.Event()
 
     # -- the connection
 
@@ -141,6 +405,22 @@ class CephStore:
                 % (self.user, self.conffile, self.pool, exc or type(exc).__name__)) from exc
         self._cluster = cluster
         metrics.ceph_connected()
+        self._client = "client.%d" % cluster.get_instance_id()
+        LOG.info("Connected to Ceph as %s from %s (user client.%s, pool %s)", self._client,
+                 self._addresses(), self.user, self.pool)
+
+    def _addresses(self):
+        try:
+            return self._cluster.get_addrs()
+        except (rados.Error, AttributeError):
+            return "unknown address"
+
+    def shut_out(self):
+        """The cluster refused this client: it was blocklisted (another client broke one of our
+        locks, or an operator did it). Nothing this process sends is accepted any more."""
+        if not self.blocklisted.is_set():
+            LOG.error("Ceph refuses %s (blocklisted): this worker must restart", self._client)
+            self.blocklisted.set()
 
     def close(self):
         if self._cluster is not None:
@@ -204,6 +484,9 @@ class CephStore:
     @translate_errors
     def used_bytes(self, name, snapshot=SNAP):
         """Bytes allocated to ``name@snapshot``, as ``rbd du`` counts them (whole objects)."""
+        return self._used_bytes(name, snapshot)
+
+    def _used_bytes(self, name, snapshot):
         used = 0
 
         def count(offset, length, exists):
@@ -272,13 +555,28 @@ class CephStore:
 
     @translate_errors
     def remove(self, name):
-        """Remove the cache ``name``. A cache with clones is moved to the trash (the clones keep
-        working) and purged by purge_trash() once its last clone is gone.
+        """Remove the cache ``name``, finished or not (the delete path and a forced recache,
+        under the image's conversion lease). A cache with clones is moved to the trash (the
+        clones keep working) and purged by purge_trash() once its last clone is gone.
 
         Returns "removed", "trashed" or "absent".
         """
+        return self._remove(name, finished_too=True)
+
+    @translate_errors
+    def remove_partial(self, name):
+        """Remove the cache ``name`` only when it is partial (no protected ``snap``: its
+        conversion never finished), under the image's conversion lease.
+
+        Returns "removed", "absent" or "finished" (a finished cache, left alone).
+        """
+        return self._remove(name, finished_too=False)
+
+    def _remove(self, name, finished_too):
         try:
             with self._image(name) as image:
+                if not finished_too and self._protected(image):
+                    return "finished"
                 if self._has_children(image):
                     with self._ioctx() as ioctx:
                         rbd.RBD().trash_move(ioctx, name)
@@ -295,22 +593,41 @@ class CephStore:
         return "removed"
 
     @staticmethod
+    def _protected(image):
+        return SNAP in [s["name"] for s in image.list_snaps()] and image.is_protected_snap(SNAP)
+
+    @staticmethod
     def _has_children(image):
+        """True when the cache's snapshot has clones, in any pool. A clone in a pool our user
+        may not read (no ``profile rbd-read-only`` there, README: "Ceph caps") counts as a
+        clone: the cache waits in the trash rather than being removed under it."""
         if SNAP not in [s["name"] for s in image.list_snaps()]:
             return False
         image.set_snap(SNAP)
         try:
             return bool(list(image.list_children2()))
+        except rbd.PermissionError as exc:
+            LOG.warning("Cache %s: cannot list its clones (%s): the Ceph user needs "
+                        "'profile rbd-read-only' on the pools of the clones; keeping the cache",
+                        image.get_name(), exc)
+            return True
         finally:
             image.set_snap(None)
 
-    @staticmethod
-    def _break_stale_locks(image):
-        """A cache is written only by our qemu-img, under our conversion lock: a lock left on a
-        cache being removed is that of a qemu-img that was killed. librbd breaks it and blocklists
-        the dead client, so that the removal need not wait for its watch to time out."""
+    def _break_stale_locks(self, image):
+        """A cache is written only by a qemu-img under the image's conversion lease, which the
+        caller holds now: another client's lock on it is that of a qemu-img that was killed, or
+        of one whose worker lost its lease (stalled or gone). librbd breaks it and blocklists
+        that client, fencing it off the cache, so that the removal need not wait for its watch
+        to time out. Our own client's locks (a thread of this worker publishing) are never
+        broken: that would blocklist this worker."""
         lockers = image.list_lockers()
-        for client, cookie, _ in (lockers["lockers"] if lockers else []):
+        for client, cookie, address in (lockers["lockers"] if lockers else []):
+            if client == self._client or (address and address in str(self._addresses())):
+                LOG.warning("Not breaking our own lock on %s (%s)", image.get_name(), client)
+                continue
+            LOG.info("Breaking the stale lock of %s at %s on %s", client, address,
+                     image.get_name())
             image.break_lock(client, cookie)
 
     @staticmethod
@@ -326,193 +643,29 @@ class CephStore:
         purged = []
         with self._ioctx() as ioctx:
             for entry in _trashed_caches(ioctx):
-                with rbd.Image(ioctx, image_id=entry["id"]) as image:
-                    if self._has_children(image):
-                        continue
-                    self._drop_snap(image)
-                rbd.RBD().trash_remove(ioctx, entry["id"], force=True)
-                purged.append(entry["name"])
+                try:
+                    if self._purge_one(ioctx, entry):
+                        purged.append(entry["name"])
+                except _TRANSIENT:
+                    raise
+                except (rbd.Error, rados.Error) as exc:
+                    # One cache that cannot be purged does not keep the others.
+                    LOG.warning("Trashed cache %s: cannot purge it: %s: %s", entry["name"],
+                                type(exc).__name__, exc)
         return purged
+
+    def _purge_one(self, ioctx, entry):
+        with rbd.Image(ioctx, image_id=entry["id"]) as image:
+            if self._has_children(image):
+                return False
+            self._drop_snap(image)
+        rbd.RBD().trash_remove(ioctx, entry["id"], force=True)
+        return True
 
     @translate_errors
     def list_caches(self):
         with self._ioctx() as ioctx:
             return [n for n in rbd.RBD().list(ioctx) if is_cache_name(n)]
-
-    # -- conversion locks, shared by every worker on every controller
-
-    @translate_errors
-    def try_lock(self, image_id):
-        """Take or renew the conversion lock of an image. Raises LockBusy when another holds it."""
-        with self._ioctx() as ioctx:
-            try:
-                ioctx.lock_exclusive(LOCK_PREFIX + image_id, LOCK_NAME, self._lock_cookie,
-                                     desc="cacheraw conversion", duration=self.lock_duration,
-                                     flags=LOCK_FLAG_MAY_RENEW)
-            except (rados.ObjectBusy, rados.ObjectExists) as exc:
-                raise exception.LockBusy("image %s is being cached by another worker"
-                                         % image_id) from exc
-            if image_id not in self._held:
-                self._held.add(image_id)
-                self._record_holder(ioctx, image_id)
-
-    @staticmethod
-    def _record_holder(ioctx, image_id):
-        """The binding cannot list lockers: the holder says who it is on the lock object."""
-        record = {"host": socket.gethostname(), "pid": os.getpid(), "since": int(time.time())}
-        try:
-            ioctx.set_xattr(LOCK_PREFIX + image_id, HOLDER_XATTR, json.dumps(record).encode())
-        except rados.Error as exc:
-            LOG.warning("Image %s: could not record the lock holder: %s", image_id, exc)
-        try:
-            ioctx.rm_xattr(LOCK_PREFIX + image_id, PROGRESS_XATTR)  # a dead holder's
-        except rados.Error:
-            pass
-
-    @translate_errors
-    def unlock(self, image_id, remove=False):
-        self._held.discard(image_id)
-        with self._ioctx() as ioctx:
-            try:
-                ioctx.unlock(LOCK_PREFIX + image_id, LOCK_NAME, self._lock_cookie)
-            except rados.ObjectNotFound:
-                pass
-            if remove:
-                try:
-                    ioctx.remove_object(LOCK_PREFIX + image_id)
-                except rados.ObjectNotFound:
-                    pass
-
-    @translate_errors
-    def is_locked(self, image_id):
-        """True when some worker holds a live conversion lock on the image (a probe: the
-        binding cannot list lockers)."""
-        obj = LOCK_PREFIX + image_id
-        probe = "probe-" + uuid.uuid4().hex
-        with self._ioctx() as ioctx:
-            try:
-                ioctx.stat(obj)
-            except rados.ObjectNotFound:
-                return False
-            try:
-                ioctx.lock_exclusive(obj, LOCK_NAME, probe, desc="probe", duration=1)
-            except (rados.ObjectBusy, rados.ObjectExists):
-                return True
-            ioctx.unlock(obj, LOCK_NAME, probe)
-            return False
-
-    @translate_errors
-    def lock_holder(self, image_id):
-        """Who holds the image's conversion lock ({"host", "pid", "since"}), or None when the
-        lock is free: a record left by a holder that died is not a holder."""
-        if not self.is_locked(image_id):
-            return None
-        return self._lock_xattr(image_id, HOLDER_XATTR) or {"host": "unknown"}
-
-    def set_progress(self, image_id, progress):
-        """Publish how far the conversion of an image we hold the lock of is, for any reader.
-        Best effort, never retried: the conversion must not wait for it."""
-        if image_id not in self._held:
-            return
-        try:
-            with self._ioctx() as ioctx:
-                ioctx.set_xattr(LOCK_PREFIX + image_id, PROGRESS_XATTR,
-                                json.dumps(progress).encode())
-        except rados.Error as exc:
-            raise exception.CephError("%s: %s" % (type(exc).__name__, exc)) from exc
-
-    @translate_errors
-    def progress(self, image_id):
-        """The progress last published by the holder of the image's lock, or None."""
-        return self._lock_xattr(image_id, PROGRESS_XATTR)
-
-    def _lock_xattr(self, image_id, key):
-        with self._ioctx() as ioctx:
-            try:
-                value = ioctx.get_xattr(LOCK_PREFIX + image_id, key)
-            except (rados.ObjectNotFound, rados.NoData):
-                return None
-        try:
-            record = json.loads(value.decode())
-        except (UnicodeDecodeError, ValueError):
-            return None
-        return record if isinstance(record, dict) else None
-
-    # -- what an operator looks at
-
-    @translate_errors
-    def cache_facts(self, name):
-        """What Ceph holds for the cache ``name``: exists, protected, used bytes, clones."""
-        facts = {"exists": False, "protected": False, "used": None, "clones": None}
-        try:
-            with self._image(name, read_only=True) as image:
-                facts["exists"] = True
-                if SNAP not in [s["name"] for s in image.list_snaps()]:
-                    return facts
-                facts["protected"] = image.is_protected_snap(SNAP)
-                image.set_snap(SNAP)
-                facts["clones"] = len(list(image.list_children2()))
-        except rbd.ImageNotFound:
-            return facts
-        facts["used"] = self.used_bytes(name)
-        return facts
-
-    @translate_errors
-    def trashed_caches(self):
-        """The caches in the RBD trash: [{"name", "id", "clones"}]."""
-        found = []
-        with self._ioctx() as ioctx:
-            for entry in _trashed_caches(ioctx):
-                with rbd.Image(ioctx, image_id=entry["id"], read_only=True) as image:
-                    clones = 0
-                    if SNAP in [s["name"] for s in image.list_snaps()]:
-                        image.set_snap(SNAP)
-                        clones = len(list(image.list_children2()))
-                found.append({"name": entry["name"], "id": entry["id"], "clones": clones})
-        return found
-
-    def check_rbd_caps(self):
-        """Do, on a scratch image, each RBD step a cache needs; the scratch image goes in every
-        outcome. Raises CacherawError naming the step that failed."""
-        name = SCRATCH_PREFIX + uuid.uuid4().hex[:12]
-        step = "connect"
-        try:
-            with self._ioctx() as ioctx:
-                step = "create an RBD image"
-                rbd.RBD().create(ioctx, name, 1 << 20, old_format=False)
-                with rbd.Image(ioctx, name) as image:
-                    for step, action in (("create a snapshot", image.create_snap),
-                                         ("protect a snapshot", image.protect_snap),
-                                         ("unprotect a snapshot", image.unprotect_snap),
-                                         ("remove a snapshot", image.remove_snap)):
-                        action(SNAP)
-                step = "remove an RBD image"
-                rbd.RBD().remove(ioctx, name)
-                step = "take a lock"
-                ioctx.lock_exclusive(name, LOCK_NAME, self._lock_cookie, duration=10)
-                ioctx.unlock(name, LOCK_NAME, self._lock_cookie)
-                ioctx.remove_object(name)
-        except (rados.Error, rbd.Error) as exc:
-            self._remove_scratch(name)
-            raise exception.CephError("client.%s cannot %s in pool %s: %s" % (
-                self.user, step, self.pool, exc or type(exc).__name__)) from exc
-        return name
-
-    def _remove_scratch(self, name):
-        try:
-            with self._ioctx() as ioctx:
-                try:
-                    with rbd.Image(ioctx, name) as image:
-                        self._drop_snap(image)
-                    rbd.RBD().remove(ioctx, name)
-                except rbd.ImageNotFound:
-                    pass
-                try:
-                    ioctx.remove_object(name)
-                except rados.ObjectNotFound:
-                    pass
-        except (rados.Error, rbd.Error) as exc:
-            LOG.warning("Could not remove the scratch image %s: %s", name, exc)
 
     # -- what qemu-img needs to reach the cluster as our user
 

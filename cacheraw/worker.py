@@ -84,10 +84,13 @@ class Worker:
         LOG.info("cacheraw-worker %s starting (pool %s, notification pool %s, %d conversions "
                  "at once)", __version__, self.conf.ceph.pool, self.conf.notifications.pool,
                  self.conf.worker.max_concurrent_conversions)
-        os.makedirs(self.conf.converter.conversion_dir, mode=0o700, exist_ok=True)
         metrics.serve(self.conf)
         metrics.watch_queue(self.queue)
         self.store.connect()
+        for name in conv.clean_conversion_dir(self.conf.converter.conversion_dir,
+                                              in_use=self.store.is_locked):
+            LOG.info("Removed %s, left in %s by a conversion that did not end", name,
+                     self.conf.converter.conversion_dir)
         images = image_api.ImageAPI(self.conf)
         self.cacher = cacher_mod.Cacher(self.conf, images, self.store,
                                         conv.Converter(self.conf, self.store),
@@ -163,11 +166,16 @@ class Worker:
         self._stopping.set()
 
     def wait(self):
+        """Run until a signal (exit status 0) or until Ceph refuses this worker's client
+        (blocklisted: exit status 1, so that systemd starts it again with a new client)."""
         watchdog = sdnotify.Watchdog(self._converters_alive)
         while not self._stopping.wait(watchdog.tick(1)):
-            pass
+            if self.store.blocklisted.is_set():
+                LOG.error("Ceph blocklisted this worker's client: stopping so that a new "
+                          "worker starts with a new client")
+                break
         self.stop()
-        return 0
+        return 1 if self.store.blocklisted.is_set() else 0
 
     def _converters_alive(self):
         return all(t.is_alive() for t in self._threads if t.name.startswith("converter-"))

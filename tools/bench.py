@@ -26,7 +26,7 @@ sys.path.insert(0, str(TOP))
 from cacheraw import store as ceph_store  # noqa: E402
 from cacheraw.exception import CacherawError  # noqa: E402
 
-from bench import images, measure, report  # noqa: E402
+from bench import images, measure, report, volumes  # noqa: E402
 from bench.env import BenchError, Events, Stack, Worker  # noqa: E402
 from bench.images import GIB, MIB, Shape  # noqa: E402
 
@@ -66,6 +66,8 @@ def parse_args(argv):
     p.add_argument("--skip-concurrency", action="store_true",
                    default=not env_default("CONCURRENCY", 1),
                    help="skip N at once (env CACHERAW_BENCH_CONCURRENCY=0)")
+    p.add_argument("--skip-volumes", action="store_true",
+                   help="skip (g), volume create through Cinder")
     p.add_argument("--results", default=str(TOP / "bench" / "results"),
                    help="folder of the JSON results")
     args = p.parse_args(argv)
@@ -93,7 +95,8 @@ def stored(shape):
 def check_room(stack, args, default, medium):
     """The pool must hold the largest moment of the run: one image and one RAW copy of it.
     Returns that size in bytes."""
-    need = max(stored(default),
+    # (g) adds a volume of the default image's data beside the image and its cache.
+    need = max(stored(default) + (0 if args.skip_volumes else default.data + default.zeros),
                0 if args.skip_concurrency else max(args.counts) * stored(medium))
     free = stack.pool_free()
     if free < need * HEADROOM:
@@ -243,10 +246,20 @@ def run(args):
                     path, extents = built[shape.name]
                     results["sizes"][shape.name] = measure_size(
                         stack, events, worker, shape, path, extents, args, tmp, recache_args)
-                    os.unlink(path)
+                    if shape.name != "default" or args.skip_volumes:
+                        os.unlink(path)
+                # (g) after the sizes: the pool then holds one image, its cache and a volume.
+                if not args.skip_volumes:
+                    path, _ = built.get("default") or build(default, tmp)
+                    results["volumes"] = volumes.measure_volumes(stack, events, path,
+                                                                 default.virtual, args.runs)
+                    results["volumes"]["image"] = {"description": default.describe()}
             finally:
                 worker.stop()
     report.print_table(results)
+    if "volumes" in results:
+        volumes.print_table(results["volumes"], "default image: "
+                            + results["volumes"]["image"]["description"])
     print("\nbench: results in %s" % report.write_json(results, args.results))
     return 0
 

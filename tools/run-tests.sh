@@ -10,8 +10,9 @@ stack=tools/stack/stack.py
 # The benchmark holds a 4 GiB image and its RAW copy at once. It runs on each OSD backend of
 # CACHERAW_BENCH_OSDS (default: bluestore, the tests' default, then memstore, where the OSD keeps
 # the data in memory), on a stack of its own for each, started and stopped here; N images at
-# once is measured on the backends of CACHERAW_BENCH_CONCURRENCY_OSDS (default memstore). With a
-# stack already running, it runs on that stack only.
+# once and (g), volumes through Cinder, on the backends of CACHERAW_BENCH_CONCURRENCY_OSDS and
+# CACHERAW_BENCH_VOLUMES_OSDS (default memstore). With a stack already running, it runs on that
+# stack only.
 if [ "${1:-}" = "--bench" ]; then
   shift
   if "$py" "$stack" status >/dev/null 2>&1; then
@@ -19,6 +20,8 @@ if [ "${1:-}" = "--bench" ]; then
     exec "$py" tools/bench.py "$@"
   fi
   export CACHERAW_STACK_MEMSTORE_MIB=${CACHERAW_STACK_MEMSTORE_MIB:-6144}
+  # (g) compares cacheraw's Cinder driver with Cinder's own, without and with its image cache.
+  export CACHERAW_STACK_CINDER_BACKENDS=${CACHERAW_STACK_CINDER_BACKENDS:-cacheraw,upstream,imagecache}
   trap '"$py" "$stack" down >/dev/null 2>&1 || true' EXIT
   status=0
   for osd in $(echo "${CACHERAW_BENCH_OSDS:-bluestore,memstore}" | tr ',' ' '); do
@@ -26,7 +29,11 @@ if [ "${1:-}" = "--bench" ]; then
     extra=()
     case ",${CACHERAW_BENCH_CONCURRENCY_OSDS:-memstore}," in
       *",$osd,"*) ;;
-      *) extra=(--skip-concurrency) ;;
+      *) extra+=(--skip-concurrency) ;;
+    esac
+    case ",${CACHERAW_BENCH_VOLUMES_OSDS:-memstore}," in
+      *",$osd,"*) ;;
+      *) extra+=(--skip-volumes) ;;
     esac
     CACHERAW_STACK_OSD=$osd "$py" "$stack" up
     CACHERAW_STACK_OSD=$osd "$py" tools/bench.py "${extra[@]}" "$@" || status=1

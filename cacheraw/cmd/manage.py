@@ -8,6 +8,7 @@
     check                                 configuration and connectivity, one line per check
 """
 
+import contextlib
 import logging as std_logging
 import sys
 import threading
@@ -218,9 +219,10 @@ class ReportingImages:
     def __getattr__(self, name):
         return getattr(self._images, name)
 
-    def update(self, image_id, wanted, only_if=None):
+    def update(self, image_id, wanted, only_if=None, only_if_absent=None):
         image = self._images.get(image_id)
-        if only_if is not None and not only_if(image):
+        if (only_if is not None and not only_if(image)) or \
+                (only_if_absent is not None and only_if_absent in image):
             return image
         ops = image_api.patch_ops(image, wanted)
         if not ops:
@@ -229,13 +231,26 @@ class ReportingImages:
         if self._say.dry_run:
             image = dict(image, **wanted)
             return {k: v for k, v in image.items() if v is not None}
-        return self._images.update(image_id, wanted, only_if)
+        return self._images.update(image_id, wanted, only_if, only_if_absent)
 
 
 def describe(ops):
     """JSON-patch operations as an operator reads them: a=1, b=2, removed c."""
     return ", ".join("removed %s" % op["path"][1:] if op["op"] == "remove"
                      else "%s=%s" % (op["path"][1:], op["value"]) for op in ops)
+
+
+class DryRunLease:
+    """A lease that nothing holds, for --dry-run: no step it fences is made anyway."""
+
+    def __init__(self, image_id):
+        self.image_id = image_id
+
+    def held(self):
+        return True
+
+    def check(self):
+        pass
 
 
 class ReportingStore:
@@ -248,15 +263,12 @@ class ReportingStore:
     def __getattr__(self, name):
         return getattr(self._store, name)
 
-    def try_lock(self, image_id):
+    def conversion_lock(self, image_id, on_lost=None):
         if not self._say.dry_run:
-            return self._store.try_lock(image_id)
+            return self._store.conversion_lock(image_id, on_lost)
         if self._store.is_locked(image_id):
             raise exception.LockBusy("image %s is being cached by another worker" % image_id)
-
-    def unlock(self, image_id, remove=False):
-        if not self._say.dry_run:
-            self._store.unlock(image_id, remove)
+        return contextlib.nullcontext(DryRunLease(image_id))
 
     def remove(self, name):
         facts = self._store.cache_facts(name)
@@ -269,6 +281,11 @@ class ReportingStore:
             return self._store.remove(name) if not self._say.dry_run else "trashed"
         self._say("remove cache %s" % where, "removed cache %s" % where)
         return self._store.remove(name) if not self._say.dry_run else "removed"
+
+    def remove_partial(self, name):
+        if self._store.has_protected_snap(name):
+            return "finished"
+        return self.remove(name)
 
     def purge_trash(self):
         trashed = self._store.trashed_caches()

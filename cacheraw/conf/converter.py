@@ -23,6 +23,10 @@ OPTS = [
                      "the image retried later."),
     cfg.IntOpt("coroutines", default=8, min=1, max=16,
                help="Parallel requests of qemu-img convert (-m); writes are out of order (-W)."),
+    cfg.IntOpt("max_map_extents", default=1000000, min=1,
+               help="Most extents of 'qemu-img map' read to count an image's data (the output "
+                    "is read one extent at a time, never whole). An image with more is counted "
+                    "as its whole virtual size in the space check."),
     cfg.IntOpt("max_virtual_size_gib", default=1024, min=1,
                help="Largest virtual disk size accepted, in GiB. Larger images get an error."),
 ]

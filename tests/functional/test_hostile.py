@@ -9,6 +9,7 @@ made is read back in full and searched for the secret.
 
 import json
 import os
+import struct
 import subprocess
 import time
 import uuid
@@ -136,6 +137,38 @@ def petabyte_qcow2(d, host):
     path = d / "petabyte.qcow2"
     qemu_img("create", "-q", "-f", "qcow2", path, "1P")
     return path, "qcow2", "exceeds the limit"
+
+
+def map_bomb_qcow2(d, host=None, virtual_size=1 << 40, cluster_bits=19):
+    """A consistent qcow2 of 1 TiB virtual in about 18 MiB: its clusters alternate between
+    "reads as zeros" and unallocated, so that ``qemu-img map`` describes two million extents
+    (some 200 MB of JSON). Written directly: a qemu-io command per cluster would take minutes."""
+    path = d / "map-bomb.qcow2"
+    cluster = 1 << cluster_bits
+    entries = cluster // 8  # L2 entries per table
+    l2_tables = -(-virtual_size // cluster // entries)
+    l1_offset, refcount_table_offset, refcount_block_offset = cluster, 2 * cluster, 3 * cluster
+    first_l2 = 4
+    clusters = first_l2 + l2_tables
+    header = struct.pack(">4sIQIIQIIQQIIQQQQII", b"QFI\xfb", 3, 0, 0, cluster_bits, virtual_size,
+                         0, l2_tables, l1_offset, refcount_table_offset, 1, 0, 0, 0, 0, 0, 4,
+                         104)
+    copied = 1 << 63
+    l1 = b"".join(struct.pack(">Q", copied | (first_l2 + i) * cluster) for i in range(l2_tables))
+    # An L2 entry of 1: "reads as zeros", nothing allocated; 0: unallocated.
+    l2 = struct.pack(">Q", 1) + struct.pack(">Q", 0)
+    with open(path, "wb") as f:
+        f.write(header + struct.pack(">II", 0, 0))  # no header extensions
+        f.seek(l1_offset)
+        f.write(l1)
+        f.seek(refcount_table_offset)
+        f.write(struct.pack(">Q", refcount_block_offset))
+        f.seek(refcount_block_offset)
+        f.write(struct.pack(">H", 1) * clusters)
+        for i in range(l2_tables):
+            f.seek((first_l2 + i) * cluster)
+            f.write(l2 * (entries // 2))
+    return path, "qcow2", "not enough space"
 
 
 def patched_qcow2(d, name, offset, value):

@@ -1,8 +1,10 @@
 """The local stack is the real thing: Keystone, Glance on Ceph, notifications on RabbitMQ."""
 
+import json
 import os
 import subprocess
 import time
+from pathlib import Path
 
 import pytest
 import rbd
@@ -91,3 +93,31 @@ def test_no_secret_reaches_the_worker_log_even_in_debug(start_worker, demo_image
         secrets.append(f.read().split("key = ")[1].split()[0])
     for secret in secrets:
         assert secret not in log
+
+
+def test_keystone_glance_and_cinder_share_a_mariadb(stack, sessions):
+    databases = stack["mariadb"]["databases"]
+    assert sorted(databases) == ["cinder", "glance", "keystone"]
+    assert all(url.startswith("mysql+pymysql://") for url in databases.values())
+    for name in ("keystone", "glance", "cinder"):
+        conf = next((Path(stack["state_dir"]) / name).glob("*.conf")).read_text()
+        assert "connection = %s\n" % databases[name] in conf
+    # Glance runs several API workers on it, as in production.
+    gunicorn = (Path(stack["state_dir"]) / "glance" / "gunicorn.conf.py").read_text()
+    assert "workers = 2" in gunicorn
+
+
+def test_cinder_volume_services_are_up_with_cacheraw_s_driver(stack):
+    script = "source %s/admin-openrc && openstack volume service list -f json" % (
+        stack["state_dir"])
+    env = dict(os.environ, PATH=os.path.dirname(os.sys.executable) + ":" + os.environ["PATH"])
+    done = subprocess.run(["bash", "-c", script], capture_output=True, text=True, env=env,
+                          timeout=120)
+    assert done.returncode == 0, done.stderr
+    services = {(s["Binary"], s["Host"].split("@")[-1]): s["State"]
+                for s in json.loads(done.stdout)}
+    assert services[("cinder-scheduler", "cacheraw-stack")] == "up"
+    for backend in stack["cinder"]["backends"]:
+        assert services[("cinder-volume", backend)] == "up"
+    conf = (Path(stack["state_dir"]) / "cinder" / "cinder.conf").read_text()
+    assert "volume_driver = cacheraw.cinder.driver.CacheRawRBDDriver\n" in conf

@@ -10,8 +10,10 @@ from cacheraw import cacher
 from cacheraw import converter
 from cacheraw import exception
 from cacheraw import image_api
+from cacheraw import lease
 from cacheraw import worker
 from cacheraw.conf import register_opts
+from tests.unit.fakes import FakeLocks
 
 ID = "0dc0185d-550c-461a-bdc5-25b9e20586d5"
 
@@ -37,8 +39,9 @@ class FakeImages:
     def shows_own_write(self, image_id, payload):
         return False
 
-    def update(self, image_id, wanted, only_if=None):
-        if only_if is not None and not only_if(self.image):
+    def update(self, image_id, wanted, only_if=None, only_if_absent=None):
+        if (only_if is not None and not only_if(self.image)) or \
+                (only_if_absent is not None and only_if_absent in self.image):
             return dict(self.image)
         self.patches.append(wanted)
         for k, v in wanted.items():
@@ -220,20 +223,22 @@ class LockingStore(FakeStore):
 
     def __init__(self):
         self.removed = []
-        self.locked = set()
+        self.locks = FakeLocks()
         self.created = []
 
-    def try_lock(self, image_id):
-        if image_id in self.locked:
-            raise exception.LockBusy(image_id)
-        self.locked.add(image_id)
+    @property
+    def locked(self):
+        return {i for i in self.locks.holders if self.locks.is_locked(i)}
 
-    def unlock(self, image_id, remove=False):
-        self.locked.discard(image_id)
+    def conversion_lock(self, image_id, on_lost=None):
+        return lease.hold(self.locks, image_id, 60, on_lost, clock=self.locks.clock)
 
     def remove(self, name):
         self.removed.append(name)
         return "absent"
+
+    def remove_partial(self, name):
+        return self.remove(name)
 
     def secret_key(self):
         return None
@@ -255,11 +260,12 @@ class FailingConverter:
     def info(self, source, fmt, secret):
         return {"virtual-size": 1 << 20}
 
-    def data_bytes(self, source, fmt, secret, info=None):
+    def data_bytes(self, source, fmt, secret, job=None, bound=None, info=None):
         return 1 << 20
 
     def convert(self, source, fmt, name, job, secret):
-        raise self.error
+        if self.error is not None:
+            raise self.error
 
 
 def failing_core(conf, error, status=None, message=None):
@@ -296,7 +302,7 @@ def test_a_bug_leaves_no_partial_cache_and_tells_the_operator(conf):
 
 
 def test_shutdown_leaves_the_image_queued(conf):
-    core, store = failing_core(conf, exception.ConversionAborted(cacher.SHUTDOWN))
+    core, store = failing_core(conf, cacher.SHUTDOWN)
     assert core.cache(ID) == "aborted"
     assert core.images.image["cache_raw_status"] == "Queued"
     assert store.removed[-1] == ID + "_raw"
@@ -304,7 +310,7 @@ def test_shutdown_leaves_the_image_queued(conf):
 
 def test_an_image_locked_by_another_worker_is_left_alone(conf):
     core, store = failing_core(conf, AssertionError("must not convert"))
-    store.locked.add(ID)
+    store.locks.steal(ID)
     assert core.cache(ID) == "busy"
     assert core.images.patches == []
 
@@ -328,3 +334,39 @@ def test_the_notification_of_our_own_write_is_not_read_again(conf):
     core.on_event("image.update", ID, {"id": ID})
     with pytest.raises(AssertionError):
         core.on_event("image.upload", ID, {"id": ID})
+
+
+class OrphanStore(LockingStore):
+    """Two orphaned caches; Ceph refuses to remove the first, and to purge the trash."""
+
+    def __init__(self, ids):
+        super().__init__()
+        self.ids = ids
+
+    def list_caches(self):
+        return [image_id + "_raw" for image_id in self.ids]
+
+    def remove(self, name):
+        if name.startswith(self.ids[0]):
+            raise exception.CephError("PermissionError: error listing children")
+        self.removed.append(name)
+        return "removed"
+
+    def purge_trash(self):
+        raise exception.CephError("PermissionError: error listing children")
+
+
+class NoImages:
+    def list(self, **filters):
+        return []
+
+    def get(self, image_id):
+        raise exception.ImageNotFound(image_id)
+
+
+def test_one_cache_that_cannot_be_removed_does_not_stop_the_sweep(conf):
+    other = "5b0ec9b3-5bd4-4bd6-a52a-1f9b0c1a3a2e"
+    store = OrphanStore([ID, other])
+    core = cacher.Cacher(conf, NoImages(), store, None, enqueue=lambda image_id: None)
+    assert core.sweep() == 0
+    assert store.removed == [other + "_raw"]

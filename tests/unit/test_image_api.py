@@ -84,14 +84,30 @@ def test_a_conflict_reads_the_image_again_and_patches_what_it_found(api):
     assert image["cache_raw_status"] == "Caching"
 
 
-def test_only_if_false_is_decided_on_a_fresh_read(api):
+def test_only_if_is_decided_on_a_fresh_read(api):
     client, glance = api
     client.get(ID)
-    glance.image["cache_raw_status"] = "Cached"
-    image = client.update(ID, {"cache_raw_status": "Queued"},
-                          only_if=lambda fresh: fresh.get("cache_raw_status") is None)
+    glance.image["cache_raw_status"] = "Cached"  # recorded by another worker meanwhile
+    image = client.update(ID, {"cache_raw_status": "Error"},
+                          only_if=lambda fresh: fresh.get("cache_raw_status") != "Cached")
     assert image["cache_raw_status"] == "Cached"
+    assert glance.calls == ["GET", "GET"]
+
+
+def test_only_if_absent_needs_no_read_and_yields_to_a_property_that_appeared(api):
+    client, glance = api
+    client.get(ID)
+    client.update(ID, {"cache_raw_status": "Queued"}, only_if_absent="cache_raw_status")
+    assert glance.calls == ["GET", "PATCH"]
+    glance.image["cache_raw_status"] = "Caching"
+    client.update(ID, {"cache_raw_status": "Queued"}, only_if_absent="cache_raw_status")
+    assert glance.image["cache_raw_status"] == "Caching"
     assert glance.calls == ["GET", "PATCH", "GET"]
+    del glance.image["cache_raw_status"]
+    client._seen.put(dict(glance.image))  # remembered without the status
+    glance.image["cache_raw_status"] = "Cached"
+    client.update(ID, {"cache_raw_status": "Queued"}, only_if_absent="cache_raw_status")
+    assert glance.image["cache_raw_status"] == "Cached"  # the add conflicted, the read saw it
 
 
 def test_a_write_that_changes_nothing_is_confirmed_by_a_read(api):

@@ -171,7 +171,7 @@ class RecordingImages:
     def get(self, image_id):
         return dict(self.image)
 
-    def update(self, image_id, wanted, only_if=None):
+    def update(self, image_id, wanted, only_if=None, only_if_absent=None):
         self.updates.append(wanted)
         return dict(self.image, **wanted)
 
@@ -283,6 +283,7 @@ def test_data_bytes_from_check_equal_the_data_qemu_img_maps(tmp_path):
             qemu_img_info_cpu_seconds = 30
             qemu_img_info_timeout = 60
             max_virtual_size_gib = 1
+            max_map_extents = 100000
 
     conv = converter.Converter(Conf, NoCephEnvironment())
     source = converter.FileSource(str(path))

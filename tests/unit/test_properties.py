@@ -158,3 +158,21 @@ def test_effective_migration_timeout(flavor, image, seconds):
 ])
 def test_effective_migration_max_downtime(flavor, image, millis):
     assert properties.effective_migration_max_downtime(flavor, image) == millis
+
+
+def test_cache_url_is_what_parse_cache_url_reads():
+    fsid, image_id = "5fe62cc7-0392-4a32-8466-081ce0ea970f", "155d900f-4e14-4e4c-a73d-069cbf4541e6"
+    url = properties.cache_url(fsid, "images", image_id)
+    assert url == "rbd://%s/images/%s_raw/snap" % (fsid, image_id)
+    assert properties.parse_cache_url(url) == (fsid, "images", image_id)
+
+
+@pytest.mark.parametrize("url", [
+    None, 42, "", "rbd://5fe62cc7-0392-4a32-8466-081ce0ea970f/images/"
+    "155d900f-4e14-4e4c-a73d-069cbf4541e6_raw/snap\n",
+    "rbd://5fe62cc7-0392-4a32-8466-081ce0ea970f/../155d900f-4e14-4e4c-a73d-069cbf4541e6_raw/snap",
+    "rbd://5fe62cc7-0392-4a32-8466-081ce0ea970f/a%2Fb/155d900f-4e14-4e4c-a73d-069cbf4541e6_raw/snap",
+    "rbd://5FE62CC7-0392-4a32-8466-081ce0ea970f/images/155d900f-4e14-4e4c-a73d-069cbf4541e6_raw/snap",
+])
+def test_parse_cache_url_refuses_anything_else(url):
+    assert properties.parse_cache_url(url) is None

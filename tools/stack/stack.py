@@ -1,10 +1,12 @@
 """The local stack cacheraw is run and tested against, on one machine.
 
 A one-node Ceph cluster (bluestore in a sparse file; CACHERAW_STACK_OSD=memstore keeps it in
-memory), RabbitMQ, Keystone and Glance, all bound to 127.0.0.1 on non-default ports, with every
-file they write under one state folder (default ``.stack/``).
+memory), RabbitMQ, MariaDB, Keystone, Glance and Cinder (its volume backend is cacheraw's driver),
+all bound to 127.0.0.1 on non-default ports, with every file they write under one state folder
+(default ``.stack/``).
 
     stack.py up       start everything (does nothing when the stack already runs)
+    stack.py schemas  make the database schemas the stack loads (once per environment: make setup)
     stack.py down     stop exactly the processes ``up`` started, by their pid files
     stack.py status   say what runs
     stack.py stop-service glance|rabbitmq|ceph-osd, start-service glance|rabbitmq|ceph-osd
@@ -43,6 +45,8 @@ PORTS = {name: port + PORT_OFFSET for name, port in {
     "rabbitmq-dist": 15674,
     "keystone": 15357,
     "glance": 19292,
+    "mariadb": 13306,
+    "cinder": 18776,
 }.items()}
 CEPH_PORT_RANGE = (16800 + PORT_OFFSET, 16899 + PORT_OFFSET)
 MEMSTORE_BYTES = int(os.environ.get("CACHERAW_STACK_MEMSTORE_MIB", "3072")) * 1024 * 1024
@@ -52,12 +56,27 @@ OSD_STORE = os.environ.get("CACHERAW_STACK_OSD", "bluestore")
 BLUESTORE_BYTES = int(os.environ.get("CACHERAW_STACK_BLUESTORE_MIB", "8192")) * 1024 * 1024
 WITH_MGR = os.environ.get("CACHERAW_STACK_MGR", "1") == "1"
 POOL = "images"
+VOLUME_POOL = "volumes"
+# The volume backends of Cinder, each with a volume type of its name: "cacheraw" (cacheraw's
+# driver, the default type), "upstream" (Cinder's own RBD driver) and "imagecache" (Cinder's own
+# RBD driver with its image-volume cache), for comparisons. Each backend is one more process.
+CINDER_DRIVERS = {
+    "cacheraw": "cacheraw.cinder.driver.CacheRawRBDDriver",
+    "upstream": "cinder.volume.drivers.rbd.RBDDriver",
+    "imagecache": "cinder.volume.drivers.rbd.RBDDriver",
+}
+CINDER_BACKENDS = [b.strip() for b in os.environ.get(
+    "CACHERAW_STACK_CINDER_BACKENDS", "cacheraw").split(",") if b.strip()]
+# The schemas of the services' databases, made by "stack.py schemas" for this environment.
+SCHEMA_DIR = VENV_BIN.parent / "cacheraw-stack-schemas"
+DATABASES = ("keystone", "glance", "cinder")
 CMD_TIMEOUT = 60
 RABBIT_VHOST = "openstack"
 RABBIT_USER = "openstack"
 
 # Order matters for "down": consumers first, Ceph last.
-SERVICES = ["glance", "keystone", "rabbitmq", "epmd", "ceph-mgr", "ceph-osd", "ceph-mon"]
+SERVICES = ["cinder-volume", "cinder-scheduler", "cinder-api", "glance", "keystone", "mariadb",
+            "rabbitmq", "epmd", "ceph-mgr", "ceph-osd", "ceph-mon"]
 
 
 class StackError(Exception):
@@ -68,6 +87,18 @@ class StackError(Exception):
 
 def log(msg):
     print("stack: %s" % msg, flush=True)
+
+
+def timed(func):
+    """Log how long a step of the start-up took (for whoever makes it faster)."""
+    def step(*args):
+        began = time.monotonic()
+        result = func(*args)
+        with open(STATE / "log" / "startup-times.log", "a") as f:
+            f.write("%s %.1f s\n" % (func.__name__, time.monotonic() - began))
+        return result
+    step.__name__ = func.__name__
+    return step
 
 
 def run(argv, timeout=CMD_TIMEOUT, env=None, cwd=None, input=None):
@@ -215,6 +246,7 @@ def osd_store_conf():
         ""])
 
 
+@timed
 def ceph_up(facts):
     d = STATE / "ceph"
     for sub in ("run", "crash", "mon.a", "osd.0", "mgr.x"):
@@ -243,10 +275,13 @@ def ceph_up(facts):
         osd_up(cluster, conf)
         if WITH_MGR:
             mgr_up(cluster, conf)
-        pool_up(cluster)
+        pool_up(cluster, POOL)
+        pool_up(cluster, VOLUME_POOL)
         facts["ceph"] = {
-            "conf": str(conf), "fsid": fsid, "pool": POOL, "objectstore": OSD_STORE,
-            "users": {name: ceph_user(cluster, name) for name in ("glance", "cacheraw")},
+            "conf": str(conf), "fsid": fsid, "pool": POOL, "volume_pool": VOLUME_POOL,
+            "objectstore": OSD_STORE,
+            "users": {name: ceph_user(cluster, name, caps)
+                      for name, caps in CEPH_CAPS.items()},
         }
     finally:
         cluster.shutdown()
@@ -308,18 +343,31 @@ def mgr_up(cluster, conf):
     start("ceph-mgr", ["ceph-mgr", "-f", "-c", str(conf), "-i", "x"])
 
 
-def pool_up(cluster):
+def pool_up(cluster, pool):
     import rbd
-    mon_command(cluster, {"prefix": "osd pool create", "pool": POOL, "pg_num": 8, "pgp_num": 8})
-    with cluster.open_ioctx(POOL) as ioctx:
+    mon_command(cluster, {"prefix": "osd pool create", "pool": pool, "pg_num": 8, "pgp_num": 8})
+    with cluster.open_ioctx(pool) as ioctx:
         rbd.RBD().pool_init(ioctx, True)
 
 
-def ceph_user(cluster, name):
+# The caps of the Ceph documentation for Glance and Cinder. cacheraw reads the volumes pool only
+# to see the clones of its caches there (README: "Ceph caps").
+CEPH_CAPS = {
+    "glance": ["mon", "profile rbd", "osd", "profile rbd pool=%s" % POOL,
+               "mgr", "profile rbd pool=%s" % POOL],
+    "cacheraw": ["mon", "profile rbd",
+                 "osd", "profile rbd pool=%s, profile rbd-read-only pool=%s" % (POOL, VOLUME_POOL),
+                 "mgr", "profile rbd pool=%s" % POOL],
+    "cinder": ["mon", "profile rbd",
+               "osd", "profile rbd pool=%s, profile rbd-read-only pool=%s" % (VOLUME_POOL, POOL),
+               "mgr", "profile rbd pool=%s" % VOLUME_POOL],
+}
+
+
+def ceph_user(cluster, name, caps):
     entity = "client.%s" % name
     out = mon_command(cluster, {"prefix": "auth get-or-create", "entity": entity, "format": "plain",
-                                "caps": ["mon", "profile rbd", "osd", "profile rbd pool=%s" % POOL,
-                                         "mgr", "profile rbd pool=%s" % POOL]})
+                                "caps": caps})
     keyring = STATE / "ceph" / ("ceph.%s.keyring" % entity)
     write(keyring, out.decode(), 0o600)
     return {"name": name, "keyring": str(keyring)}
@@ -348,6 +396,7 @@ def rabbit_env():
     return env
 
 
+@timed
 def rabbit_up(facts):
     d = STATE / "rabbitmq"
     d.mkdir(parents=True, exist_ok=True)
@@ -382,17 +431,140 @@ def rabbit_start():
     wait_for("rabbitmq", lambda: port_open(PORTS["rabbitmq"]), 40, proc)
 
 
+# --- MariaDB -------------------------------------------------------------------------------------
+
+def mariadb_conf_text(d, port):
+    network = ("port = %d\nbind-address = %s" % (port, HOST)) if port else "skip-networking"
+    return f"""[mariadbd]
+datadir = {d}/data
+socket = {d}/mysqld.sock
+pid-file = {d}/mysqld.pid
+log-error = {STATE if port else d}/log/mariadb.log
+{network}
+skip-name-resolve
+character-set-server = utf8mb4
+collation-server = utf8mb4_general_ci
+max_connections = 400
+innodb_buffer_pool_size = 64M
+innodb_log_file_size = 16M
+# A test stack: durability across a power cut is not needed, speed is.
+innodb_flush_log_at_trx_commit = 2
+innodb_doublewrite = 0
+sync_binlog = 0
+skip-log-bin
+"""
+
+
+def mariadb_start(d, port, service="mariadb"):
+    """Initialise a MariaDB data folder in ``d`` and start a server on it (on the unix socket
+    only when ``port`` is None). Returns the command line of its client, as this user."""
+    (d / "log").mkdir(parents=True, exist_ok=True)
+    write(d / "my.cnf", mariadb_conf_text(d, port))
+    user = pwd.getpwuid(os.getuid()).pw_name
+    defaults = "--defaults-file=%s" % (d / "my.cnf")
+    run(["mariadb-install-db", defaults, "--user=%s" % user, "--skip-test-db",
+         "--auth-root-authentication-method=socket"], timeout=120)
+    proc = start(service, ["mariadbd", defaults, "--user=%s" % user])
+    client = ["mariadb", "--socket=%s" % (d / "mysqld.sock"), "--user=%s" % user]
+    wait_for("mariadb", lambda: subprocess.run(client + ["-e", "SELECT 1"], capture_output=True,
+                                               timeout=5).returncode == 0, 30, proc)
+    return client
+
+
+def mariadb_database(client, name):
+    """An empty database and a user of the same name. Returns its SQLAlchemy URL (the unix
+    socket's when the server has no TCP port)."""
+    password = secrets.token_hex(12)
+    run(client, input=(
+        "CREATE DATABASE {n} CHARACTER SET utf8mb4;"
+        "CREATE USER '{n}'@'localhost' IDENTIFIED BY '{p}';"
+        "CREATE USER '{n}'@'{h}' IDENTIFIED BY '{p}';"
+        "GRANT ALL ON {n}.* TO '{n}'@'localhost';"
+        "GRANT ALL ON {n}.* TO '{n}'@'{h}';").format(n=name, p=password, h=HOST))
+    return password
+
+
+@timed
+def mariadb_up(facts):
+    d = STATE / "mariadb"
+    client = mariadb_start(d, PORTS["mariadb"])
+    missing = [db for db in DATABASES if not (SCHEMA_DIR / ("%s.sql" % db)).exists()]
+    if missing:
+        raise StackError("no database schema for %s in %s: run 'make setup'"
+                         % (", ".join(missing), SCHEMA_DIR))
+    urls = {}
+    for db in DATABASES:
+        password = mariadb_database(client, db)
+        run(client + [db], input=(SCHEMA_DIR / ("%s.sql" % db)).read_text(), timeout=120)
+        urls[db] = "mysql+pymysql://%s:%s@%s:%d/%s?charset=utf8mb4" % (
+            db, password, HOST, PORTS["mariadb"], db)
+    facts["mariadb"] = {"port": PORTS["mariadb"], "socket": str(d / "mysqld.sock"),
+                        "databases": urls}
+
+
+def schemas():
+    """Run the migrations of Keystone, Glance and Cinder once on a scratch MariaDB and keep a
+    dump of each schema, so that the stack loads them instead of migrating at each start."""
+    stamp = SCHEMA_DIR / "versions"
+    want = schema_versions()
+    if stamp.exists() and stamp.read_text() == want:
+        return
+    log("making the database schemas of %s (once)" % ", ".join(DATABASES))
+    scratch = SCHEMA_DIR / "scratch"
+    shutil.rmtree(scratch, ignore_errors=True)
+    scratch.mkdir(parents=True)
+    service = "schemas-mariadb"
+    (STATE / "pids").mkdir(parents=True, exist_ok=True)
+    (STATE / "log").mkdir(parents=True, exist_ok=True)
+    try:
+        client = mariadb_start(scratch, None, service)
+        for db in DATABASES:
+            password = mariadb_database(client, db)
+            url = "mysql+pymysql://%s:%s@localhost/%s?unix_socket=%s&charset=utf8mb4" % (
+                db, password, db, scratch / "mysqld.sock")
+            conf = scratch / ("%s.conf" % db)
+            write(conf, "[DEFAULT]\n[database]\nconnection = %s\n" % url, 0o600)
+            run(SYNC_COMMANDS[db](conf), timeout=600)
+            dump = run(["mariadb-dump", "--socket=%s" % (scratch / "mysqld.sock"),
+                        "--user=%s" % pwd.getpwuid(os.getuid()).pw_name, "--skip-comments",
+                        "--skip-dump-date", db], timeout=120)
+            write(SCHEMA_DIR / ("%s.sql" % db), dump)
+        stamp.write_text(want)
+    finally:
+        pid = read_pid(service)
+        if pid is not None and group_alive(pid):
+            stop_group(service, pid)
+        pid_file(service).unlink(missing_ok=True)
+        shutil.rmtree(scratch, ignore_errors=True)
+    log("database schemas in %s" % SCHEMA_DIR)
+
+
+SYNC_COMMANDS = {
+    "keystone": lambda conf: [str(VENV_BIN / "keystone-manage"), "--config-file", str(conf),
+                              "db_sync"],
+    "glance": lambda conf: [str(VENV_BIN / "glance-manage"), "--config-file", str(conf),
+                            "db_sync"],
+    "cinder": lambda conf: [str(VENV_BIN / "cinder-manage"), "--config-file", str(conf),
+                            "db", "sync"],
+}
+
+
+def schema_versions():
+    from importlib import metadata
+    return "".join("%s %s\n" % (db, metadata.version(db)) for db in DATABASES)
+
+
 # --- Keystone ------------------------------------------------------------------------------------
 
 def keystone_url():
     return "http://%s:%d/v3" % (HOST, PORTS["keystone"])
 
 
-def gunicorn_conf(name, app, port, env, threads=4):
+def gunicorn_conf(name, app, port, env, threads=4, workers=1):
     return "\n".join([
         "bind = %r" % ("%s:%d" % (HOST, port)),
         "wsgi_app = %r" % app,
-        "workers = 1",
+        "workers = %d" % workers,
         "threads = %d" % threads,
         "timeout = 300",
         "control_socket_disable = True",
@@ -403,6 +575,7 @@ def gunicorn_conf(name, app, port, env, threads=4):
     ])
 
 
+@timed
 def keystone_prepare(facts):
     d = STATE / "keystone"
     d.mkdir(parents=True, exist_ok=True)
@@ -410,7 +583,7 @@ def keystone_prepare(facts):
     write(conf, f"""[DEFAULT]
 log_file = {STATE}/log/keystone.log
 [database]
-connection = sqlite:///{d}/keystone.sqlite?timeout=30
+connection = {facts["mariadb"]["databases"]["keystone"]}
 [token]
 provider = fernet
 [fernet_tokens]
@@ -422,14 +595,20 @@ key_repository = {d}/credential-keys
 [cache]
 enabled = true
 backend = dogpile.cache.memory
+[identity]
+# bcrypt's least work: a test stack creates and authenticates users at each start.
+password_hash_rounds = 4
 """)
-    user = pwd.getpwuid(os.getuid()).pw_name
     manage = [str(VENV_BIN / "keystone-manage"), "--config-file", str(conf)]
-    run(manage + ["db_sync"], timeout=120)
-    use_wal(d / "keystone.sqlite")
-    owner = ["--keystone-user", user, "--keystone-group", user]
-    run(manage + ["fernet_setup"] + owner)
-    run(manage + ["credential_setup"] + owner)
+    # What fernet_setup and credential_setup write, without two more keystone-manage runs: a
+    # staged key (0) and a primary key (1) in each repository.
+    from cryptography.fernet import Fernet
+    for repository in ("fernet-keys", "credential-keys"):
+        (d / repository).mkdir(mode=0o700)
+        for index in ("0", "1"):
+            write(d / repository / index, Fernet.generate_key().decode(), 0o600)
+    # Keystone imports while bootstrap fills its database: it reads the database per request.
+    proc = keystone_start()
     admin_password = secrets.token_hex(12)
     run(manage + ["bootstrap", "--bootstrap-password", admin_password,
                   "--bootstrap-username", "admin", "--bootstrap-project-name", "admin",
@@ -437,30 +616,41 @@ backend = dogpile.cache.memory
                   "--bootstrap-region-id", "RegionOne",
                   "--bootstrap-public-url", keystone_url(),
                   "--bootstrap-internal-url", keystone_url()], timeout=120)
-    facts["keystone"] = {"auth_url": keystone_url(), "users": {
-        "admin": {"username": "admin", "password": admin_password, "project_name": "admin"}}}
+    users = {"admin": {"username": "admin", "password": admin_password, "project_name": "admin"}}
+    # The services start with their passwords before Keystone knows them (keystone_register).
+    for name, project, _ in KEYSTONE_USERS:
+        users[name] = {"username": name, "password": secrets.token_hex(12),
+                       "project_name": project}
+    facts["keystone"] = {"auth_url": keystone_url(), "users": users, "proc": proc}
 
 
-def keystone_up(facts):
+def database_and_keystone(facts):
+    mariadb_up(facts)
+    keystone_prepare(facts)
+
+
+def keystone_start():
     d = STATE / "keystone"
     env = {"OS_KEYSTONE_CONFIG_DIR": str(d)}
     # Keystone parses the WSGI server's command line as its own: no arguments, a config file.
     write(d / "gunicorn.conf.py",
           gunicorn_conf("keystone", "keystone.wsgi.api:application", PORTS["keystone"], env))
-    proc = start("keystone", [str(VENV_BIN / "gunicorn")], cwd=d, env={**os.environ, **env})
-    wait_for("keystone", lambda: http_ok(keystone_url()), 30, proc)
+    return start("keystone", [str(VENV_BIN / "gunicorn")], cwd=d, env={**os.environ, **env})
+
+
+@timed
+def keystone_up(facts):
+    wait_for("keystone", lambda: http_ok(keystone_url()), 60, facts["keystone"].pop("proc"))
     keystone_register(facts)
 
 
-def keystone_register(facts):
-    from keystoneauth1 import session as ks_session
-    from keystoneauth1.identity import v3
+# Users of the services and of the tests: (name, project, role).
+KEYSTONE_USERS = (("glance", "service", "admin"), ("cacheraw", "service", "admin"),
+                  ("cinder", "service", "admin"), ("demo", "demo", "member"))
 
-    admin = facts["keystone"]["users"]["admin"]
-    auth = v3.Password(auth_url=keystone_url(), username="admin", password=admin["password"],
-                       project_name="admin", user_domain_name="Default",
-                       project_domain_name="Default")
-    sess = ks_session.Session(auth=auth, timeout=20)
+
+def keystone_register(facts):
+    sess = admin_session(facts)
 
     def post(path, body):
         return sess.post(keystone_url() + path, json=body).json()
@@ -475,19 +665,35 @@ def keystone_register(facts):
         projects[name] = post("/projects", {"project": {"name": name, "domain_id": "default"}})[
             "project"]["id"]
     users = facts["keystone"]["users"]
-    for name, project, role in (("glance", "service", "admin"), ("cacheraw", "service", "admin"),
-                                ("demo", "demo", "member")):
-        password = secrets.token_hex(12)
-        user_id = post("/users", {"user": {"name": name, "password": password,
+    for name, project, role in KEYSTONE_USERS:
+        user_id = post("/users", {"user": {"name": name, "password": users[name]["password"],
                                            "domain_id": "default"}})["user"]["id"]
         sess.put(keystone_url() + "/projects/%s/users/%s/roles/%s" % (
             projects[project], user_id, roles[role]))
-        users[name] = {"username": name, "password": password, "project_name": project}
-    service_id = post("/services", {"service": {"name": "glance", "type": "image",
-                                                "description": "Image service"}})["service"]["id"]
-    for interface in ("public", "internal"):
-        post("/endpoints", {"endpoint": {"service_id": service_id, "interface": interface,
-                                         "region_id": "RegionOne", "url": glance_url()}})
+        users[name].update({"id": user_id, "project_id": projects[project]})
+    volume_url = cinder_url() + "/v3/%(project_id)s"
+    for name, kind, url in (("glance", "image", glance_url()),
+                            ("cinderv3", "volumev3", volume_url),
+                            ("cinder", "block-storage", volume_url)):
+        service_id = post("/services", {"service": {"name": name, "type": kind}})["service"]["id"]
+        for interface in ("public", "internal"):
+            post("/endpoints", {"endpoint": {"service_id": service_id, "interface": interface,
+                                             "region_id": "RegionOne", "url": url}})
+
+
+def authtoken_text(user):
+    """The [keystone_authtoken] section of a service that runs as ``user``."""
+    return f"""[keystone_authtoken]
+www_authenticate_uri = {keystone_url()}
+auth_url = {keystone_url()}
+auth_type = password
+project_domain_name = Default
+user_domain_name = Default
+project_name = {user["project_name"]}
+username = {user["username"]}
+password = {user["password"]}
+region_name = RegionOne
+"""
 
 
 # --- Glance --------------------------------------------------------------------------------------
@@ -500,24 +706,6 @@ def glance_url():
 # service user writes the cache_raw_* properties) and the image schema of the extension's
 # properties, which Glance finds next to glance-api.conf.
 GLANCE_POLICY_DIR = TOP / "etc" / "glance"
-
-
-def glance_prepare(facts):
-    d = STATE / "glance"
-    for sub in ("staging", "tasks", "images"):
-        (d / sub).mkdir(parents=True, exist_ok=True)
-    write(d / "glance-api.conf", "[DEFAULT]\n[database]\nconnection = sqlite:///%s\n"
-          % (d / "glance.sqlite"))
-    run([str(VENV_BIN / "glance-manage"), "--config-file", str(d / "glance-api.conf"),
-         "db_sync"], timeout=120)
-    use_wal(d / "glance.sqlite")
-
-
-def use_wal(db_path):
-    """Readers and one writer at once, instead of 'database is locked' under load."""
-    import sqlite3
-    with sqlite3.connect(str(db_path)) as db:
-        db.execute("PRAGMA journal_mode=WAL")
 
 
 def glance_conf_text(facts):
@@ -536,7 +724,7 @@ property_protection_rule_format = roles
 transport_url = {facts["rabbitmq"]["transport_url"]}
 worker_self_reference_url = {glance_url()}
 [database]
-connection = sqlite:///{d}/glance.sqlite?timeout=30
+connection = {facts["mariadb"]["databases"]["glance"]}
 [glance_store]
 default_backend = ceph
 [ceph]
@@ -556,42 +744,196 @@ require_image_format_match = false
 [paste_deploy]
 flavor = keystone
 config_file = {paste}
-[keystone_authtoken]
-www_authenticate_uri = {keystone_url()}
-auth_url = {keystone_url()}
-auth_type = password
-project_domain_name = Default
-user_domain_name = Default
-project_name = service
-username = glance
-password = {glance["password"]}
-region_name = RegionOne
-[oslo_messaging_notifications]
+{authtoken_text(glance)}[oslo_messaging_notifications]
 driver = messagingv2
 [oslo_concurrency]
 lock_path = {d}/locks
 """
 
 
+@timed
 def glance_up(facts):
     d = STATE / "glance"
+    for sub in ("staging", "tasks", "images"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
     write(d / "glance-api.conf", glance_conf_text(facts), 0o600)
     shutil.copy(GLANCE_POLICY_DIR / "schema-image.json", d / "schema-image.json")
     env = {"OS_GLANCE_CONFIG_DIR": str(d)}
     write(d / "gunicorn.conf.py",
-          # One request at a time: Glance's sqlite transactions conflict ("database is locked")
-          # when requests overlap, which a production database does not do.
+          # Several API workers on one database, as in production.
           gunicorn_conf("glance", "glance.wsgi.api:application", PORTS["glance"], env,
-                        threads=1))
-    glance_start()
+                        workers=2, threads=1))
     facts["glance"] = {"url": glance_url()}
+    return glance_launch()
 
 
 def glance_start():
+    glance_wait(glance_launch())
+
+
+def glance_launch():
     d = STATE / "glance"
-    proc = start("glance", [str(VENV_BIN / "gunicorn")], cwd=d,
+    return start("glance", [str(VENV_BIN / "gunicorn")], cwd=d,
                  env={**os.environ, "OS_GLANCE_CONFIG_DIR": str(d)})
-    wait_for("glance", lambda: http_ok(glance_url() + "/versions"), 40, proc)
+
+
+@timed
+def glance_wait(proc):
+    wait_for("glance", lambda: http_ok(glance_url() + "/versions"), 60, proc)
+
+
+# --- Cinder --------------------------------------------------------------------------------------
+
+def cinder_url():
+    return "http://%s:%d" % (HOST, PORTS["cinder"])
+
+
+def cinder_backends():
+    unknown = [b for b in CINDER_BACKENDS if b not in CINDER_DRIVERS]
+    if unknown or not CINDER_BACKENDS:
+        raise StackError("CACHERAW_STACK_CINDER_BACKENDS must list some of %s, not %r"
+                         % (", ".join(CINDER_DRIVERS), ",".join(CINDER_BACKENDS)))
+    return CINDER_BACKENDS
+
+
+def cinder_backend_text(name, facts):
+    return f"""[{name}]
+volume_driver = {CINDER_DRIVERS[name]}
+volume_backend_name = {name}
+rbd_pool = {VOLUME_POOL}
+rbd_user = cinder
+rbd_ceph_conf = {facts["ceph"]["conf"]}
+rbd_flatten_volume_from_snapshot = false
+image_volume_cache_enabled = {name == "imagecache"}
+"""
+
+
+def internal_tenant(users):
+    if "id" not in users["cinder"]:
+        return ""
+    return ("cinder_internal_tenant_project_id = %s\ncinder_internal_tenant_user_id = %s\n"
+            % (users["cinder"]["project_id"], users["cinder"]["id"]))
+
+
+def cinder_conf_text(facts):
+    d = STATE / "cinder"
+    users = facts["keystone"]["users"]
+    backends = cinder_backends()
+    return f"""[DEFAULT]
+transport_url = {facts["rabbitmq"]["transport_url"]}
+auth_strategy = keystone
+my_ip = {HOST}
+host = cacheraw-stack
+state_path = {d}
+image_conversion_dir = {d}/conversion
+osapi_volume_listen = {HOST}
+osapi_volume_listen_port = {PORTS["cinder"]}
+glance_api_servers = {glance_url()}
+enabled_backends = {",".join(backends)}
+default_volume_type = {backends[0]}
+resource_query_filters_file = {VENV_BIN.parent}/etc/cinder/resource_filters.json
+api_paste_config = {VENV_BIN.parent}/etc/cinder/api-paste.ini
+use_default_quota_class = false
+quota_volumes = 1000
+quota_snapshots = 1000
+quota_gigabytes = 100000
+{internal_tenant(users)}[database]
+connection = {facts["mariadb"]["databases"]["cinder"]}
+{authtoken_text(users["cinder"])}[oslo_concurrency]
+lock_path = {d}/locks
+[coordination]
+backend_url = file://{d}/coordination
+[cinder_sys_admin]
+helper_command = {VENV_BIN}/privsep-helper --config-file {d}/cinder.conf
+[privsep_osbrick]
+helper_command = {VENV_BIN}/privsep-helper --config-file {d}/cinder.conf
+""" + "".join(cinder_backend_text(name, facts) for name in backends)
+
+
+# cinder.wsgi parses the command line as oslo.config arguments, which under gunicorn are
+# gunicorn's: the application is loaded with a command line of its own.
+CINDER_WSGI = '''import sys
+sys.argv = [sys.argv[0], "--config-file", %r]
+from cinder.wsgi.api import application  # noqa: E402,F401
+'''
+
+
+@timed
+def cinder_up(facts):
+    d = STATE / "cinder"
+    for sub in ("conversion", "locks", "coordination"):
+        (d / sub).mkdir(parents=True, exist_ok=True)
+    conf = d / "cinder.conf"
+    write(conf, cinder_conf_text(facts), 0o600)
+    write(d / "cinder_api_wsgi.py", CINDER_WSGI % str(conf))
+    write(d / "gunicorn.conf.py",
+          gunicorn_conf("cinder-api", "cinder_api_wsgi:application", PORTS["cinder"], {}))
+    api = start("cinder-api", [str(VENV_BIN / "gunicorn")], cwd=d)
+    daemons = {name: start(name, wrap + [str(VENV_BIN / name), "--config-file", str(conf),
+                                         "--log-file", str(STATE / "log" / ("%s.log" % name))])
+               for name, wrap in (("cinder-scheduler", []),
+                                  ("cinder-volume", own_etc_ceph(facts)))}
+    facts["cinder"] = {"url": cinder_url(), "backends": cinder_backends(),
+                       "volume_pool": VOLUME_POOL}
+    return [api] + list(daemons.values())
+
+
+def own_etc_ceph(facts):
+    """os-brick reads the keyring of Cinder's Ceph user from /etc/ceph/ceph.client.cinder.keyring
+    only (upload to image): cinder-volume runs in a mount namespace of its own where /etc/ceph is
+    a folder of the stack's, so that stacks side by side never share one."""
+    etc = STATE / "cinder" / "etc-ceph"
+    etc.mkdir(parents=True, exist_ok=True)
+    shutil.copy(facts["ceph"]["conf"], etc / "ceph.conf")
+    keyring = facts["ceph"]["users"]["cinder"]["keyring"]
+    shutil.copy(keyring, etc / "ceph.client.cinder.keyring")
+    if os.getuid() != 0 or not Path("/etc/ceph").is_dir() or not shutil.which("unshare"):
+        log("cinder-volume sees the host's /etc/ceph: uploads of volumes to images need "
+            "/etc/ceph/ceph.client.cinder.keyring")
+        return []
+    return ["unshare", "--mount", "--propagation", "private", "sh", "-c",
+            'mount --bind "$0" /etc/ceph && exec "$@"', str(etc)]
+
+
+@timed
+def cinder_ready(facts, procs):
+    """Wait for the API and for every scheduler and volume backend to report up; make a volume
+    type per backend."""
+    sess = admin_session(facts)
+    project = sess.get_project_id()
+    base = "%s/v3/%s" % (cinder_url(), project)
+    wait_for("cinder-api", lambda: sess.get(base + "/types", raise_exc=False).ok, 40, procs[0])
+    for backend in cinder_backends():
+        types = sess.get(base + "/types").json()["volume_types"]
+        if any(t["name"] == backend for t in types):
+            continue
+        sess.post(base + "/types", json={"volume_type": {
+            "name": backend, "os-volume-type-access:is_public": True,
+            "extra_specs": {"volume_backend_name": backend}}})
+    want = {"cinder-scheduler"} | {"cinder-volume@%s" % b for b in cinder_backends()}
+
+    def services_up():
+        services = sess.get(base + "/os-services").json()["services"]
+        up = {s["binary"] if s["binary"] == "cinder-scheduler" else
+              "%s@%s" % (s["binary"], s["host"].split("@", 1)[-1])
+              for s in services if s["state"] == "up" and s["status"] == "enabled"}
+        return want <= up
+    wait_for("cinder-scheduler and cinder-volume", services_up, 40)
+    for proc in procs:
+        if proc.poll() is not None:
+            raise StackError("a Cinder service exited with %s; see %s" % (proc.returncode,
+                                                                          STATE / "log"))
+
+
+def admin_session(facts):
+    from keystoneauth1 import session as ks_session
+    from keystoneauth1.identity import v3
+
+    admin = facts["keystone"]["users"]["admin"]
+    auth = v3.Password(auth_url=keystone_url(), username="admin", password=admin["password"],
+                       project_name="admin", user_domain_name="Default",
+                       project_domain_name="Default")
+    return ks_session.Session(auth=auth, timeout=20)
 
 
 # --- files for people and for cacheraw -----------------------------------------------------------
@@ -609,6 +951,7 @@ def openrc_text(user):
         "export OS_REGION_NAME=RegionOne",
         "export OS_INTERFACE=public",
         "export OS_IMAGE_API_VERSION=2",
+        "export OS_VOLUME_API_VERSION=3",
         "export CEPH_CONF=%s" % (STATE / "ceph" / "ceph.conf"),
         "",
     ])
@@ -697,13 +1040,18 @@ def up():
         (STATE / sub).mkdir(parents=True)
     facts = {"state_dir": str(STATE), "ports": PORTS}
     try:
-        with concurrent.futures.ThreadPoolExecutor(4) as pool:
-            jobs = [pool.submit(f, facts) for f in (ceph_up, rabbit_up, keystone_prepare,
-                                                    glance_prepare)]
+        with concurrent.futures.ThreadPoolExecutor(3) as pool:
+            jobs = [pool.submit(f, facts) for f in (ceph_up, rabbit_up, database_and_keystone)]
             for job in jobs:
                 job.result()
+        # Glance and Cinder start while Keystone does: most of each start is Python's imports.
+        glance = glance_up(facts)
+        cinder = None if "imagecache" in cinder_backends() else cinder_up(facts)
         keystone_up(facts)
-        glance_up(facts)
+        # Cinder's image-volume cache needs the ids of its internal project and user.
+        cinder = cinder or cinder_up(facts)
+        glance_wait(glance)
+        cinder_ready(facts, cinder)
         write_client_files(facts)
     except Exception:
         log("start-up failed; stopping what was started")
@@ -806,7 +1154,7 @@ def status():
 def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
-    parser.add_argument("command", choices=["up", "down", "status", "stop-service",
+    parser.add_argument("command", choices=["up", "down", "status", "schemas", "stop-service",
                                             "start-service"])
     parser.add_argument("service", nargs="?", choices=sorted(RESTARTABLE),
                         help="for stop-service and start-service")
@@ -820,6 +1168,8 @@ def main():
             start_service(args.service)
         elif args.command == "up":
             up()
+        elif args.command == "schemas":
+            schemas()
         elif args.command == "down":
             down()
         else:

@@ -1,0 +1,162 @@
+"""The conversion lease: a worker acts on an image only while it can prove it holds its lock.
+
+The lock itself is a RADOS object lock (cacheraw.store.RadosLocks): taken for a duration, renewed
+with cls_lock's MUST_RENEW flag, so that a renewal fails when the lock was lost in between instead
+of silently taking it again. A lease is held while its last successful take or renewal is younger
+than the lock's duration (less a margin, measured from before the request was sent, so that the
+cluster's expiry always comes after ours) and no renewal said the lock is gone. Every destructive
+step asks ``lease.check()`` first: a worker that stalled (a paused VM, a long GC, a slow cluster)
+wakes up, finds its lease expired and touches nothing, as Ceph's own rbd exclusive lock fences a
+client that lost it.
+"""
+
+import contextlib
+import logging
+import os
+import socket
+import threading
+import time
+import uuid
+
+from cacheraw import exception
+
+LOG = logging.getLogger(__name__)
+
+# Renewals per lock duration: two may fail (a slow cluster) before the lease runs out.
+RENEWALS_PER_DURATION = 3
+
+
+def margin(duration):
+    """How long before the lock's own expiry the lease counts as expired: the clock drift and
+    request delays it must cover."""
+    return max(1.0, duration / 6.0)
+
+
+def new_cookie():
+    """A cookie per lease: two leases of one process (threads) are two holders."""
+    return "%s-%d-%s" % (socket.gethostname(), os.getpid(), uuid.uuid4().hex[:12])
+
+
+class Lease:
+    """One holding of an image's conversion lock."""
+
+    def __init__(self, locks, image_id, duration, clock=time.monotonic):
+        self.locks = locks
+        self.image_id = image_id
+        self.cookie = new_cookie()
+        self.duration = duration
+        self._clock = clock
+        self._deadline = None
+        self._lost = threading.Event()
+        self._mutex = threading.Lock()
+        self._on_lost = []
+
+    def take(self):
+        """Raises LockBusy when another holds the lock."""
+        sent = self._clock()
+        self.locks.take(self.image_id, self.cookie, self.duration)
+        self._extend(sent)
+
+    def renew(self):
+        """Renew the lock: LockLost when it is not ours any more; a transient error (the
+        cluster does not answer) propagates and the lease runs out unless a later one works."""
+        self.check()
+        sent = self._clock()
+        try:
+            self.locks.renew(self.image_id, self.cookie, self.duration)
+        except exception.LockLost as exc:
+            self.lose(str(exc))
+            raise
+        self._extend(sent)
+
+    def _extend(self, sent):
+        with self._mutex:
+            self._deadline = sent + self.duration - margin(self.duration)
+
+    def held(self):
+        """True while this worker can prove it holds the lock."""
+        with self._mutex:
+            deadline = self._deadline
+        return (deadline is not None and not self._lost.is_set()
+                and self._clock() < deadline)
+
+    def check(self):
+        """Raise LockLost unless held(): call it before every step that writes or removes."""
+        if not self.held():
+            if not self._lost.is_set():
+                self.lose("lease expired")
+            raise exception.LockLost("image %s: lost the conversion lock" % self.image_id)
+
+    def on_lost(self, callback):
+        self._on_lost.append(callback)
+
+    def lose(self, why):
+        if self._lost.is_set():
+            return
+        self._lost.set()
+        LOG.error("Image %s: lost its conversion lock (%s): touching nothing of it any more",
+                  self.image_id, why)
+        for callback in self._on_lost:
+            try:
+                callback()
+            except Exception:  # noqa: BLE001 - every callback runs
+                LOG.exception("Image %s: lock-lost callback failed", self.image_id)
+
+    def release(self):
+        """Remove the lock object if it is still ours, in one operation with the check that it
+        is (so even a lease that ran out may try): a lock that another worker took is left to
+        it, and one that simply expired to the next holder."""
+        try:
+            self.locks.release(self.image_id, self.cookie)
+        except exception.LockLost:
+            LOG.info("Image %s: the lock was not ours any more at release", self.image_id)
+        except exception.CacherawError as exc:
+            LOG.warning("Image %s: could not release its lock (it expires): %s",
+                        self.image_id, exc)
+
+
+class Renewer(threading.Thread):
+    """Renews a lease every third of its duration until stopped or the lease is lost."""
+
+    def __init__(self, lease):
+        super().__init__(name="lease-%s" % lease.image_id, daemon=True)
+        self.lease = lease
+        self._stop_event = threading.Event()
+
+    def run(self):
+        interval = self.lease.duration / RENEWALS_PER_DURATION
+        while not self._stop_event.wait(interval):
+            try:
+                self.lease.renew()
+            except exception.LockLost:
+                return
+            except exception.CephBlocklisted as exc:
+                self.lease.lose(str(exc))
+                return
+            except exception.CacherawError as exc:
+                LOG.warning("Image %s: could not renew its lock: %s", self.lease.image_id, exc)
+                if not self.lease.held():
+                    self.lease.lose("renewals failed until the lease ran out")
+                    return
+
+    def stop(self):
+        self._stop_event.set()
+        if self is not threading.current_thread():
+            self.join()
+
+
+@contextlib.contextmanager
+def hold(locks, image_id, duration, on_lost=None, clock=time.monotonic):
+    """``with hold(...) as lease:`` takes the lock (LockBusy when another holds it), renews it
+    while the block runs, calls ``on_lost`` at once if it is lost, and releases it at the end."""
+    lease = Lease(locks, image_id, duration, clock)
+    lease.take()
+    if on_lost is not None:
+        lease.on_lost(on_lost)
+    renewer = Renewer(lease)
+    renewer.start()
+    try:
+        yield lease
+    finally:
+        renewer.stop()
+        lease.release()

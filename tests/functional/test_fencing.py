@@ -1,0 +1,237 @@
+"""Fencing and hardening on the real stack: a worker acts on an image only while it can prove it
+holds the image's lease; a forged delete removes nothing; a blocklisted worker exits for systemd
+to restart it; memory stays bounded under a qemu-img map bomb; a refused status write ends in a
+recorded Error; leftovers of a dead worker are cleaned at start.
+
+The workers run with a short lock duration so that leases run out within seconds.
+"""
+
+import json
+import re
+import signal
+import threading
+import time
+import uuid
+
+import pytest
+import rbd
+
+from tests.functional.conftest import make_qcow2
+from tests.functional.conftest import stack_cmd
+from tests.functional.test_caching import conversions
+from tests.functional.test_caching import upload
+from tests.functional.test_caching import wait_status
+from tests.functional.test_faults import admin_cluster  # noqa: F401 - a fixture
+from tests.functional.test_faults import assert_cache_matches
+from tests.functional.test_faults import converter_conf
+from tests.functional.test_faults import throttled_qemu_img
+from tests.functional.test_faults import wait_for_written_data
+from tests.functional.test_hostile import forged_notifier
+from tests.functional.test_hostile import map_bomb_qcow2
+from tests.functional.test_hostile import worker_usage
+
+pytestmark = pytest.mark.faults
+
+LOCK_DURATION = 10
+FAST = "[worker]\nsweep_interval = 2\n[ceph]\nlock_duration = %d\n" % LOCK_DURATION
+WORKER_MAX_RSS = 200 * 1024 * 1024
+
+
+class StatusWatch:
+    """Every cache_raw_status an image shows, polled in the background."""
+
+    def __init__(self, images, image_id):
+        self.seen = []
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._poll, args=(images, image_id), daemon=True)
+        self._thread.start()
+
+    def _poll(self, images, image_id):
+        while not self._stop.wait(0.3):
+            try:
+                status = images.get(image_id).get("cache_raw_status")
+            except Exception:  # noqa: BLE001 - a failed poll is only a missed sample
+                continue
+            if not self.seen or self.seen[-1] != status:
+                self.seen.append(status)
+
+    def stop(self):
+        self._stop.set()
+        self._thread.join()
+        return self.seen
+
+
+def test_a_stalled_worker_wakes_up_and_touches_nothing(start_worker, demo_images, ceph,
+                                                       tmp_path):
+    """A converts slowly; SIGSTOP holds it past its lease; B takes the image, converts and
+    records Cached; A resumes: it finds its lease lost and removes or writes nothing."""
+    qcow2 = make_qcow2(tmp_path / "big.qcow2", size="96M",
+                       writes=(("0x5a", "0", "8M"), ("0xa5", "40M", "8M")))
+    stalled = start_worker(name="stalled", pool="tests-stalled-%s" % uuid.uuid4().hex[:8],
+                           extra_conf=converter_conf(FAST, throttled_qemu_img(tmp_path)))
+    image = upload(demo_images, qcow2, cache_raw="True")
+    watch = StatusWatch(demo_images, image["id"])
+    wait_for_written_data(ceph, image["id"] + "_raw")
+    stalled.proc.send_signal(signal.SIGSTOP)
+    try:
+        time.sleep(LOCK_DURATION + 1)
+        rescuer = start_worker(name="rescuer", extra_conf=FAST)
+        wait_status(demo_images, image["id"], "Cached", timeout=120)
+    finally:
+        stalled.proc.send_signal(signal.SIGCONT)
+    stalled.wait_for_log("lost its conversion lock", timeout=60)
+    time.sleep(3)  # what A would do after it woke up
+    assert watch.stop()[-1] == "Cached"
+    assert "Error" not in watch.seen, watch.seen
+    assert demo_images.get(image["id"])["cache_raw_status"] == "Cached"
+    assert_cache_matches(ceph, image["id"], qcow2, tmp_path)
+    assert conversions(rescuer.log(), image["id"]) == 1
+    assert conversions(stalled.log(), image["id"]) == 0
+    assert "cache removed" not in stalled.log()
+    assert stalled.proc.poll() is None
+
+
+def test_a_forged_delete_of_a_live_image_removes_nothing(start_worker, demo_images, ceph,
+                                                         stack, tmp_path):
+    worker = start_worker(extra_conf=FAST)
+    image = upload(demo_images, make_qcow2(tmp_path / "live.qcow2", size="8M",
+                                       writes=(("0x22", "0", "1M"),)),
+                   cache_raw="True")
+    wait_status(demo_images, image["id"], "Cached")
+    notifier, transport = forged_notifier(stack["rabbitmq"]["transport_url"], "glance")
+    try:
+        for _ in range(3):
+            notifier.info({}, "image.delete", {"id": image["id"], "deleted": True,
+                                               "status": "deleted"})
+    finally:
+        transport.cleanup()
+    worker.wait_for_log("Image %s: ignoring image.delete" % image["id"])
+    with rbd.Image(ceph, image["id"] + "_raw", read_only=True) as cache:
+        assert cache.is_protected_snap("snap")
+    assert demo_images.get(image["id"])["cache_raw_status"] == "Cached"
+
+
+def client_address(worker):
+    match = re.search(r"Connected to Ceph as client\.\d+ from \S*?(\d+\.\d+\.\d+\.\d+:\d+/\d+)",
+                      worker.log())
+    assert match, worker.log()
+    return match.group(1)
+
+
+def mon(admin, **command):
+    ret, out, err = admin.mon_command(json.dumps(dict(command, format="json")), b"", timeout=30)
+    assert ret == 0, err
+    return out
+
+
+def blocklist(admin, op, address):
+    mon(admin, prefix="osd blocklist", blocklistop=op, addr=address)
+
+
+def blocklisted(admin):
+    # The answer is the list of addresses followed by the list of ranges.
+    entries, _ = json.JSONDecoder().raw_decode(mon(admin, prefix="osd blocklist ls").decode())
+    return [entry["addr"] for entry in entries]
+
+
+def test_a_blocklisted_worker_exits_for_its_restart(start_worker, demo_images, tmp_path,
+                                                    admin_cluster):  # noqa: F811 - a fixture
+    worker = start_worker(extra_conf=FAST)
+    address = client_address(worker)
+    blocklist(admin_cluster, "add", address)
+    try:
+        worker.proc.wait(timeout=60)
+    finally:
+        blocklist(admin_cluster, "rm", address)
+    assert worker.proc.returncode == 1, worker.log()[-3000:]
+    assert "blocklisted" in worker.log()
+
+
+def test_deletes_during_conversions_never_blocklist_the_worker(start_worker, demo_images,
+                                                               service_images, ceph, tmp_path,
+                                                               admin_cluster):  # noqa: F811
+    """Deletes of images in conversion (and the sweep's orphan removal) while the same worker
+    publishes others: no client of the worker is ever blocklisted; the next upload is cached."""
+    worker = start_worker(extra_conf=FAST)
+    address = client_address(worker)
+    qcow2 = make_qcow2(tmp_path / "small.qcow2", size="16M", writes=(("0x11", "0", "2M"),))
+    for _ in range(6):
+        image = upload(demo_images, qcow2, headers={"X-Image-Meta-Store": "local"},
+                       cache_raw="True")
+        time.sleep(0.3)
+        demo_images.delete(image["id"], raise_exc=False)
+    time.sleep(5)
+    assert address not in blocklisted(admin_cluster), address
+    assert worker.proc.poll() is None
+    image = upload(demo_images, qcow2, cache_raw="True")
+    wait_status(demo_images, image["id"], "Cached")
+
+
+def test_a_map_bomb_keeps_the_worker_small(start_worker, demo_images, tmp_path):
+    """1 TiB virtual in 18 MiB, two million extents in qemu-img map's output: read one at a time
+    and bounded, the worker's peak RSS stays under 200 MiB."""
+    worker = start_worker(extra_conf=FAST + "[converter]\nmax_map_extents = 200000\n")
+    path, disk_format, words = map_bomb_qcow2(tmp_path)
+    image = upload(demo_images, path, cache_raw="True", disk_format=disk_format)
+    failed = wait_status(demo_images, image["id"], "Error", timeout=180)
+    assert words in failed["cache_raw_error"], failed
+    peak, _ = worker_usage(worker)
+    assert peak < WORKER_MAX_RSS, peak
+    assert worker.proc.poll() is None
+
+
+def test_leftovers_of_a_dead_worker_are_removed_at_start(start_worker, tmp_path):
+    directory = tmp_path / "conversions"
+    directory.mkdir()
+    leftovers = [directory / ("%s.%s" % (uuid.uuid4(), suffix)) for suffix in ("download", "key")]
+    for path in leftovers:
+        path.write_bytes(b"left by a worker that died")
+    unrelated = directory / "notes.txt"
+    unrelated.write_text("not ours")
+    worker = start_worker(extra_conf=FAST + "[converter]\nconversion_dir = %s\n" % directory)
+    assert not any(path.exists() for path in leftovers), worker.log()
+    assert unrelated.exists()
+
+
+@pytest.fixture
+def property_quota(stack):
+    """Glance restarted with image_property_quota = N (quota(N)); restored at the end."""
+    from pathlib import Path
+    conf = Path(stack["state_dir"]) / "glance" / "glance-api.conf"
+    original = conf.read_text()
+
+    def quota(limit):
+        conf.write_text(original.replace("[DEFAULT]\n",
+                                         "[DEFAULT]\nimage_property_quota = %d\n" % limit, 1))
+        stack_cmd("stop-service", "glance")
+        stack_cmd("start-service", "glance")
+
+    yield quota
+    conf.write_text(original)
+    stack_cmd("stop-service", "glance")
+    stack_cmd("start-service", "glance")
+
+
+BASE_PROPERTIES = {"id", "name", "status", "visibility", "protected", "os_hidden", "checksum",
+                   "os_hash_algo", "os_hash_value", "owner", "size", "virtual_size",
+                   "disk_format", "container_format", "created_at", "updated_at", "tags",
+                   "direct_url", "min_ram", "min_disk", "self", "file", "schema", "locations",
+                   "stores"}
+
+
+def test_a_refused_status_write_ends_in_error_without_a_loop(start_worker, demo_images,
+                                                            property_quota, tmp_path):
+    """Glance's property quota leaves room for store, Queued and Error but not for the URL and
+    size of Cached: the finished cache is recorded as an Error once, never converted again."""
+    qcow2 = make_qcow2(tmp_path / "quota.qcow2", size="8M", writes=(("0x33", "0", "1M"),))
+    image = upload(demo_images, qcow2)
+    extra = set(demo_images.get(image["id"])) - BASE_PROPERTIES
+    property_quota(len(extra) + 4)  # + cache_raw, store, cache_raw_status, cache_raw_error
+    worker = start_worker(extra_conf=FAST)
+    demo_images.patch(image["id"], [{"op": "add", "path": "/cache_raw", "value": "True"}])
+    failed = wait_status(demo_images, image["id"], "Error", timeout=90)
+    assert "refused to record the finished cache" in failed["cache_raw_error"], failed
+    time.sleep(6)  # three sweeps
+    assert demo_images.get(image["id"])["cache_raw_status"] == "Error"
+    assert conversions(worker.log(), image["id"]) == 1
+    assert worker.log().count("Image %s: caching\n" % image["id"]) == 1
