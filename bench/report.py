@@ -50,7 +50,9 @@ def size_results(shape, samples, object_size, speedup_target):
     own_steps = summary([c["s"] - d["s"] for c, d in zip(s["cacheraw"], s["direct"])])
     minimum_du = shape["data_objects"] * object_size
     du = peak(s["cacheraw"], "du")
+    # None when the statistics never showed the cache (they lag behind the writes).
     stored = s["stored"][0]["stored"] if s.get("stored") else None
+    stored = stored if stored and stored > 0 else None
     targets = {
         "no local disk": peak(s["cacheraw"], "local_disk") == 0,
         "worker RSS <= 150 MiB": peak(s["cacheraw"], "worker_rss") <= MAX_WORKER_RSS,
