@@ -134,7 +134,7 @@ class Cacher:
         wanted, only_if_absent, queue = self._decide(image)
         if wanted:
             try:
-                written = self.images.update(image_id, dict(store, **wanted),
+                written = self.images.update(image_id, dict(wanted, **store),
                                              only_if_absent=only_if_absent)
             except exception.ImageUpdateRefused as exc:
                 if wanted.get(STATUS) != QUEUED:

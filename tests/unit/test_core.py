@@ -102,8 +102,8 @@ def test_new_request_is_queued_before_it_is_acknowledged(conf):
     assert images.image["store"] == "rbd"
     assert queued == [ID]
     # One write: the store and the status together.
-    assert images.patches == [{"store": "rbd", "cache_raw_status": "Queued",
-                               "cache_raw_error": None}]
+    assert images.patches == [{"cache_raw_status": "Queued", "cache_raw_error": None,
+                               "store": "rbd"}]
 
 
 def test_store_is_set_alone_when_another_worker_queued_the_image_first(conf):
