@@ -20,6 +20,8 @@ from oslo_config import cfg
 from cacheraw import converter as conv
 from cacheraw import store as ceph_store
 from cacheraw.conf import register_opts
+from tests import image_client
+from tests.image_client import ImageClient
 
 TOP = Path(__file__).resolve().parents[1]
 STATE = Path(os.environ.get("CACHERAW_STACK_DIR", TOP / ".stack"))
@@ -52,19 +54,10 @@ class Stack:
         self.store = ceph_store.CephStore(self.conf)
         self.store.connect()
         self.pool = self.conf.ceph.pool
-        glance = self.facts["glance"]["url"].rstrip("/") + "/v2"
-        self.demo = ImageClient(self._session("demo"), glance)
-        self.service = ImageClient(self._session("cacheraw"), glance)
-
-    def _session(self, name):
-        from keystoneauth1 import session as ks_session
-        from keystoneauth1.identity import v3
-        user = self.facts["keystone"]["users"][name]
-        auth = v3.Password(auth_url=self.facts["keystone"]["auth_url"],
-                           username=user["username"], password=user["password"],
-                           project_name=user["project_name"], user_domain_name="Default",
-                           project_domain_name="Default")
-        return ks_session.Session(auth=auth, timeout=300)
+        glance = self.facts["glance"]["url"]
+        self.demo, self.service = (
+            ImageClient(image_client.session(self.facts, name, timeout=300), glance,
+                        name_prefix="bench") for name in ("demo", "cacheraw"))
 
     # -- Ceph, as the restricted cacheraw user
 
@@ -162,36 +155,6 @@ class Stack:
             raise BenchError("the Ceph cluster says pool %s is full (see 'ceph health detail'); "
                              "restart the stack (make stack-down) and run the bench again"
                              % self.pool)
-
-
-class ImageClient:
-    """The bits of the image API v2 the benchmark uses, as one Keystone user."""
-
-    def __init__(self, session, url):
-        self.session = session
-        self.url = url
-
-    def create(self, **fields):
-        fields.setdefault("container_format", "bare")
-        fields.setdefault("name", "bench-%s" % uuid.uuid4().hex[:8])
-        return self.session.post(self.url + "/images", json=fields).json()
-
-    def upload(self, image_id, path):
-        with open(path, "rb") as f:
-            self.session.put(self.url + "/images/%s/file" % image_id, data=f,
-                             headers={"Content-Type": "application/octet-stream"})
-
-    def get(self, image_id):
-        return self.session.get(self.url + "/images/%s" % image_id).json()
-
-    def remove_properties(self, image_id, names):
-        self.session.patch(
-            self.url + "/images/%s" % image_id, json=[{"op": "remove", "path": "/" + n}
-                                                      for n in names],
-            headers={"Content-Type": "application/openstack-images-v2.1-json-patch"})
-
-    def delete(self, image_id):
-        self.session.delete(self.url + "/images/%s" % image_id, raise_exc=False)
 
 
 class Events:

@@ -158,7 +158,7 @@ def wait_removed(stack, name, timeout=120):
 
 
 def delete_image(stack, image_id):
-    stack.demo.delete(image_id)
+    stack.demo.delete(image_id, raise_exc=False)
     wait_removed(stack, ceph_store.cache_name(image_id))
 
 

@@ -11,7 +11,6 @@ import re
 import threading
 import time
 
-from oslo_utils import strutils
 from oslo_utils import timeutils
 
 from cacheraw import converter as conv
@@ -22,9 +21,8 @@ from cacheraw import store as ceph_store
 
 LOG = logging.getLogger(__name__)
 
-QUEUED, CACHING, CACHED, ERROR = "Queued", "Caching", "Cached", "Error"
-STATUS, URL, SIZE, ERROR_PROP = ("cache_raw_status", "cache_raw_url", "cache_raw_size",
-                                 "cache_raw_error")
+QUEUED, CACHING, CACHED, ERROR = properties.Status
+STATUS, URL, SIZE, ERROR_PROP = properties.STATUS, properties.URL, properties.SIZE, properties.ERROR
 RAW_REASON = "image is already raw; clone it directly"
 TRANSIENT_RE = re.compile(r"^temporary failure \(attempt (\d+) of (\d+)\)")
 SHUTDOWN = exception.WorkerStopping("worker stopping")
@@ -44,16 +42,15 @@ class Outcome(enum.StrEnum):
 
 
 def wants_cache(image):
-    return (image.get("status") == "active"
-            and strutils.bool_from_string(image.get("cache_raw"), default=False))
+    """An active image whose cache_raw is true (a value that is not a boolean string, such as
+    " True", counts as not set, and is warned about as invalid)."""
+    return image.get("status") == "active" and properties.cache_raw(image)
 
 
-valid_id = ceph_store.valid_id
+valid_id = properties.valid_id
 
 
-def one_line(text, limit=250):
-    text = " ".join(str(text).split())
-    return text if len(text) <= limit else text[:limit - 3] + "..."
+one_line = exception.one_line
 
 
 def transient_attempt(image):
@@ -65,6 +62,10 @@ def transient_attempt(image):
 
 
 class Cacher:
+    # Long: one image's lifecycle (request, convert under the lease, record, remove) in one
+    # class, because every step shares the lease, the image API and the store and is short;
+    # the sweep (Sweeper), the property warnings (PropertyProblems) and the progress
+    # (ProgressPublisher) are classes of their own.
 
     def __init__(self, conf, images, store, converter, enqueue=None, cancel=None):
         self.conf = conf
@@ -359,10 +360,7 @@ class Cacher:
     def locate(self, image):
         """Where qemu-img reads the image in place in our pool, or None when it must be
         downloaded."""
-        url = image.get("direct_url") or ""
-        parts = url[len("rbd://"):].split("/") if url.startswith("rbd://") else []
-        if (len(parts) == 4 and parts[0] == self.fsid and parts[1] == self.store.pool
-                and parts[2] == image["id"] and parts[3] == ceph_store.SNAP):
+        if image.get("direct_url") == properties.rbd_url(self.fsid, self.store.pool, image["id"]):
             return conv.RBDSource(self.store, image["id"], ceph_store.SNAP)
         return None
 
@@ -422,12 +420,29 @@ class Cacher:
             LOG.info("Image %s: cache removed", image_id)
         return outcome
 
+    # -- what notifications missed (Sweeper)
+
+    def sweep(self):
+        return Sweeper(self).sweep()
+
+    def purge_orphans(self):
+        return Sweeper(self).purge_orphans()
+
+
+class Sweeper:
+    """The sweep: from the list of every image and every cache, what notifications missed,
+    what a crash left unfinished, what can be retried, and the caches of deleted images."""
+
+    def __init__(self, cacher):
+        self.cacher = cacher
+        self.conf = cacher.conf
+        self.images = cacher.images
+        self.store = cacher.store
+
     def purge_orphans(self):
         """Remove the caches of images that no longer exist and the trashed caches whose
         clones are gone. Returns (orphans removed, names purged from the trash)."""
         return self._remove_orphans(set()), self.store.purge_trash()
-
-    # -- the sweep: what notifications missed, what crashed, what can be retried
 
     def sweep(self):
         """Queue every image that wants a cache and lacks one; remove orphaned caches."""
@@ -457,11 +472,11 @@ class Cacher:
     def _sweep_image(self, image):
         if not wants_cache(image) or not valid_id(image["id"]):
             if image.get("status") == "active":
-                self.fix_store_property(image)
+                self.cacher.fix_store_property(image)
             return False
         if image.get(STATUS) == ERROR:
             return self._retry_due(image)
-        return self.request(image)
+        return self.cacher.request(image)
 
     def _retry_due(self, image):
         attempt = transient_attempt(image)
@@ -474,7 +489,7 @@ class Cacher:
             return False
         LOG.info("Image %s: retrying after a temporary failure (attempt %d)", image["id"],
                  attempt + 1)
-        self.enqueue(image["id"])
+        self.cacher.enqueue(image["id"])
         return True
 
     def _remove_orphans(self, seen):
@@ -499,7 +514,7 @@ class Cacher:
         except exception.ImageNotFound:
             pass
         LOG.info("Image %s is gone: removing its orphaned cache", image_id)
-        self.forget(image_id)
+        self.cacher.forget(image_id)
         return 1
 
 

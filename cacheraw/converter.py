@@ -17,6 +17,7 @@ import re
 import resource
 import signal
 import subprocess
+import tempfile
 import threading
 import time
 
@@ -204,9 +205,11 @@ class Job:
             if self.cancelled.is_set():
                 self._kill_locked()
 
-    def detach(self, process=None):
+    def detach(self, process):
+        """The process has ended (processutils' on_completion)."""
         with self._lock:
-            self._process = None
+            if self._process is process:
+                self._process = None
 
     def kill(self):
         with self._lock:
@@ -242,6 +245,30 @@ class Converter:
     def __init__(self, conf, store):
         self.conf = conf.converter
         self.store = store
+
+    def check(self):
+        """qemu-img runs and has the rbd driver; the conversion directory can be written.
+        Raises ConfigError saying what is missing."""
+        try:
+            help_text = self._qemu_img(["--help"], self.conf.qemu_img_info_cpu_seconds,
+                                       self.conf.qemu_img_info_timeout,
+                                       failure=exception.ConfigError)
+        except (OSError, exception.CacherawError) as exc:
+            raise exception.ConfigError("cannot run %s: %s" % (self.conf.qemu_img, exc)) from exc
+        formats = next((line.split(":", 1)[1].split() for line in help_text.splitlines()
+                        if line.startswith("Supported formats:")), [])
+        if "rbd" not in formats:
+            raise exception.ConfigError("%s has no rbd driver (install qemu-block-extra)"
+                                        % self.conf.qemu_img)
+        directory = self.conf.conversion_dir
+        try:
+            os.makedirs(directory, mode=0o700, exist_ok=True)
+            with tempfile.TemporaryFile(dir=directory):
+                pass
+        except OSError as exc:
+            raise exception.ConfigError("cannot write in conversion_dir %s: %s"
+                                        % (directory, exc.strerror)) from exc
+        return "%s with the rbd driver; %s writable" % (self.conf.qemu_img, directory)
 
     # -- inspection
 

@@ -58,6 +58,12 @@ class ImageAPIError(CacherawError):
     """The image API refused a request for another reason."""
 
 
+# -- message bus
+
+class MessagingUnavailable(Transient):
+    """The message bus cannot be reached or refused us."""
+
+
 # -- images
 
 class UnsafeImage(Permanent):
@@ -98,3 +104,9 @@ class CephBlocklisted(CacherawError):
 class ImageUpdateRefused(Permanent):
     """The image API refused a property update with a 4xx (e.g. 413: the image's property
     quota is reached): repeating it cannot help."""
+
+
+def one_line(text, limit=250):
+    """An error as one line of at most ``limit`` characters, as it is recorded and shown."""
+    text = " ".join(str(text).split())
+    return text if len(text) <= limit else text[:limit - 3] + "..."

@@ -10,12 +10,14 @@ import hashlib
 import logging
 import os
 import threading
+import uuid
 
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
 
 from cacheraw import exception
 from cacheraw import metrics
+from cacheraw import properties
 from cacheraw import retry
 
 LOG = logging.getLogger(__name__)
@@ -24,6 +26,7 @@ GROUP = "image_api"
 PATCH_TYPE = "application/openstack-images-v2.1-json-patch"
 CHUNK = 1024 * 1024
 PAGE = 200
+SCRATCH_IMAGE_PREFIX = "cacheraw-check-"
 # Images remembered as last read or written, so that a write needs no read before it.
 REMEMBERED = 1024
 # A write whose patch no longer fits the image (HTTP 409) is computed again from a fresh read.
@@ -78,6 +81,17 @@ def patch_ops(image, wanted):
     return ops
 
 
+def apply_ops(image, ops):
+    """The image as the JSON-patch ``ops`` of patch_ops() make it."""
+    changed = dict(image)
+    for op in ops:
+        if op["op"] == "remove":
+            changed.pop(op["path"][1:], None)
+        else:
+            changed[op["path"][1:]] = op["value"]
+    return changed
+
+
 class _CountingAdapter:
     """The keystoneauth1 adapter, counting each request in the metrics."""
 
@@ -129,24 +143,40 @@ class _Remembered:
         return image if written else None
 
 
+def _conditional_ops(image, wanted, only_if, only_if_absent):
+    """patch_ops() of ``wanted``, or none when a condition of update() does not hold."""
+    if (only_if is not None and not only_if(image)) or \
+            (only_if_absent is not None and only_if_absent in image):
+        return []
+    return patch_ops(image, wanted)
+
+
 def shows(payload, image):
     """Whether a notification's payload shows ``image`` (the image API's view of it): every
     field and property the payload has is the image's, and so is every cache property."""
-    properties = payload.get("properties")
-    if not isinstance(properties, dict) or not payload.get("updated_at"):
+    props = payload.get("properties")
+    if not isinstance(props, dict) or not payload.get("updated_at"):
         return False
     top = {k: v for k, v in payload.items() if k != "properties" and k in image}
     if "updated_at" not in top:
         return False
     return (all(image[k] == v for k, v in top.items())
-            and all(image.get(k) == v for k, v in properties.items())
-            and all(properties.get(k) == image.get(k) for k in OWN_PROPERTIES))
+            and all(image.get(k) == v for k, v in props.items())
+            and all(props.get(k) == image.get(k) for k in OWN_PROPERTIES))
 
 
 class ImageAPI:
+    # cacheraw-manage's hook: before_patch(image_id, ops) is told of each patch update() is
+    # about to send; when it returns False the patch is not sent (a dry run).
+    before_patch = None
 
     def __init__(self, conf):
-        auth = ks_loading.load_auth_from_conf_options(conf, GROUP)
+        self._options = conf.image_api
+        try:
+            auth = ks_loading.load_auth_from_conf_options(conf, GROUP)
+        except ks_exc.ClientException as exc:
+            raise exception.ConfigError("[image_api] auth options: %s"
+                                        % exception.one_line(exc)) from exc
         if auth is None:
             raise exception.ConfigError("[image_api] has no auth_type: cacheraw cannot "
                                         "authenticate to the image API")
@@ -217,33 +247,39 @@ class ImageAPI:
             fresh = image is None
             if fresh:
                 image = self._get(image_id)
-            if (only_if is not None and not only_if(image)) or \
-                    (only_if_absent is not None and only_if_absent in image):
-                ops = []
-            else:
-                ops = patch_ops(image, wanted)
+            ops = _conditional_ops(image, wanted, only_if, only_if_absent)
             if not ops:
                 if fresh:
                     return image
                 image = None
                 continue
-            LOG.debug("Image %s: patch %s", image_id, ops)
-            try:
-                return self._seen.put(self._api.patch(
-                    self._url("/images/%s" % image_id), json=ops,
-                    headers={"Content-Type": PATCH_TYPE}).json(), written=True)
-            except ks_exc.Conflict:
-                conflicts += 1
-                if conflicts >= CONFLICT_ATTEMPTS:
-                    raise
-                LOG.debug("Image %s changed under the patch; reading it again", image_id)
-                image = None
-            except ks_exc.HttpError as exc:
-                if exc.http_status in REFUSED_UPDATE:
-                    raise exception.ImageUpdateRefused(
-                        "image API refused to update image %s (%s): %s"
-                        % (image_id, exc.http_status, exc)) from exc
-                raise
+            if self.before_patch is not None and self.before_patch(image_id, ops) is False:
+                return apply_ops(image, ops)
+            patched = self._patch(image_id, ops)
+            if patched is not None:
+                return patched
+            conflicts += 1
+            if conflicts >= CONFLICT_ATTEMPTS:
+                raise exception.ImageAPIError("image %s kept changing under its patch"
+                                              % image_id)
+            image = None
+
+    def _patch(self, image_id, ops):
+        """The patched image, or None when the patch conflicts with a change made meanwhile."""
+        LOG.debug("Image %s: patch %s", image_id, ops)
+        try:
+            return self._seen.put(self._api.patch(
+                self._url("/images/%s" % image_id), json=ops,
+                headers={"Content-Type": PATCH_TYPE}).json(), written=True)
+        except ks_exc.Conflict:
+            LOG.debug("Image %s changed under the patch; reading it again", image_id)
+            return None
+        except ks_exc.HttpError as exc:
+            if exc.http_status in REFUSED_UPDATE:
+                raise exception.ImageUpdateRefused(
+                    "image API refused to update image %s (%s): %s"
+                    % (image_id, exc.http_status, exc)) from exc
+            raise
 
     @calls_api
     def download(self, image_id, path, expected_size, checksums, check=None):
@@ -277,3 +313,63 @@ class ImageAPI:
                 raise exception.UnsafeImage("image data does not match its recorded %s checksum"
                                             % h.name)
         return written
+
+    # -- cacheraw-manage check: each does the real thing once and leaves nothing behind
+
+    def _keystone_reason(self, exc):
+        options = self._options
+        if isinstance(exc, ks_exc.Unauthorized):
+            return "Keystone at %s refused the credentials of user %s" % (
+                getattr(options, "auth_url", "?"), getattr(options, "username", "?"))
+        if isinstance(exc, ks_exc.ConnectionError):
+            return "cannot reach %s: %s" % (getattr(options, "auth_url", "?"),
+                                            exception.one_line(exc))
+        return exception.one_line(exc)
+
+    def check_endpoint(self):
+        """The image API's URL, and where it comes from, once it answers a listing."""
+        try:
+            url = self._api.get_endpoint()
+        except ks_exc.ClientException as exc:
+            raise exception.ImageAPIUnavailable(self._keystone_reason(exc)) from exc
+        if not url:
+            raise exception.ConfigError(
+                "no %s endpoint (interfaces %s, region %s) in the Keystone catalog; set "
+                "[image_api] endpoint_override" % (
+                    self._options.service_type, ", ".join(self._options.valid_interfaces or []),
+                    self._options.region_name or "any"))
+        source = "endpoint_override" if self._options.endpoint_override else \
+            "the Keystone catalog"
+        try:
+            self._api.get(self._url("/images"), params={"limit": 1})
+        except ks_exc.ClientException as exc:
+            raise exception.ImageAPIUnavailable("%s (from %s) does not answer: %s" % (
+                url, source, exception.one_line(exc))) from exc
+        return "%s (from %s)" % (url, source)
+
+    def check_write(self):
+        """The service user may write cache_raw_*: tried on a scratch image of its own
+        (private, no data), deleted again in every outcome."""
+        user = getattr(self._options, "username", "?")
+        try:
+            image = self._api.post(self._url("/images"), json={
+                "name": SCRATCH_IMAGE_PREFIX + uuid.uuid4().hex[:12], "visibility": "private",
+                "disk_format": "qcow2", "container_format": "bare"}).json()
+        except ks_exc.ClientException as exc:
+            raise exception.ImageAPIError("user %s cannot create a scratch image: %s" % (
+                user, self._keystone_reason(exc))) from exc
+        wanted = {properties.STATUS: properties.Status.ERROR,
+                  properties.ERROR: "written by cacheraw-manage check"}
+        try:
+            self._api.patch(self._url("/images/%s" % image["id"]), json=patch_ops({}, wanted),
+                            headers={"Content-Type": PATCH_TYPE})
+        except ks_exc.ClientException as exc:
+            raise exception.ImageAPIError("user %s may not write %s: %s" % (
+                user, properties.STATUS, exception.one_line(exc))) from exc
+        finally:
+            try:
+                self._api.delete(self._url("/images/%s" % image["id"]))
+            except ks_exc.ClientException:
+                pass
+        return "user %s may write %s (on a scratch image, deleted again)" % (
+            user, properties.STATUS)

@@ -1,6 +1,7 @@
 """The image service's notifications, received with oslo.messaging."""
 
 import logging
+import uuid
 
 import oslo_messaging
 
@@ -54,3 +55,40 @@ def build_listener(conf, handle):
     return oslo_messaging.get_notification_listener(
         transport, targets, [ImageEventEndpoint(handle)], executor="threading",
         pool=conf.notifications.pool, allow_requeue=True)
+
+
+def check_connection(conf):
+    """Reach the notification bus as the worker would, once, and leave nothing behind.
+    Returns where it connected; raises ConfigError (transport_url) or MessagingUnavailable.
+
+    A notification listener would be the obvious probe, but a listener declares a queue: the
+    worker's own (then the probe takes messages meant for a running worker) or a new one (then
+    it stays bound to the exchange, collecting every notification). Instead, an RPC cast (the
+    public API) on the notification exchange, with a routing key nothing is bound to: it opens a
+    connection with the driver's own TLS and heartbeat options and proves the right to publish,
+    and the broker drops the message.
+    """
+    try:
+        # The worker's transport: also registers [oslo_messaging_notifications].
+        oslo_messaging.get_notification_transport(conf).cleanup()
+        url = conf.oslo_messaging_notifications.transport_url or conf.transport_url
+        transport = oslo_messaging.get_rpc_transport(conf, url=url)
+        where = oslo_messaging.TransportURL.parse(conf, url)
+    except (oslo_messaging.MessagingException, ValueError) as exc:
+        raise exception.ConfigError("transport_url: %s" % exc) from exc
+    hosts = ", ".join("%s:%s" % (h.hostname, h.port) for h in where.hosts) or "default host"
+    about = "%s (virtual host %s)" % (hosts, where.virtual_host or "/")
+    target = oslo_messaging.Target(exchange=conf.notifications.exchange,
+                                   topic="cacheraw-check.%s" % uuid.uuid4().hex)
+    quiet = logging.getLogger("oslo.messaging")
+    level = quiet.level
+    quiet.setLevel(logging.CRITICAL)  # its retry notice would repeat our one line
+    try:
+        oslo_messaging.get_rpc_client(transport, target, retry=1).cast({}, "probe")
+    except Exception as exc:  # noqa: BLE001 - any failure is the answer
+        raise exception.MessagingUnavailable("cannot connect to %s: %s" % (
+            about, str(exc).strip() or type(exc).__name__)) from exc
+    finally:
+        quiet.setLevel(level)
+        transport.cleanup()
+    return "connected to %s" % about

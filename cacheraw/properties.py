@@ -10,6 +10,7 @@ rules; the ``parse_*`` functions read a value (None when it is missing or invali
 both may say something.
 """
 
+import enum
 import re
 
 from oslo_utils import strutils
@@ -24,8 +25,18 @@ URL = "cache_raw_url"
 SIZE = "cache_raw_size"
 ERROR = "cache_raw_error"
 
+
+
+class Status(enum.StrEnum):
+    """The values of ``cache_raw_status``; each member is its string."""
+    QUEUED = "Queued"
+    CACHING = "Caching"
+    CACHED = "Cached"
+    ERROR = "Error"
+
+
 STORES = ("rbd", "file")
-STATUSES = ("Queued", "Caching", "Cached", "Error")
+STATUSES = tuple(Status)
 
 CACHE_RAW_DEFAULT = False
 AUTO_RECOVERY_DEFAULT = True
@@ -33,12 +44,51 @@ TIMEOUT_DISABLED = 0
 TIMEOUT_MIN, TIMEOUT_MAX, TIMEOUT_DEFAULT = 120, 800, 800
 DOWNTIME_MIN, DOWNTIME_DEFAULT = 100, 500
 
+# A cache is the RBD image <image id>_raw in cacheraw's pool, cloned from its snapshot "snap".
+CACHE_SUFFIX = "_raw"
+CACHE_SNAP = "snap"
+
 _WHOLE_NUMBER = re.compile(r"^(0|[1-9][0-9]*)$")
+# Image ids name RBD images only once they match this: a lowercase UUID, nothing else.
 _UUID = r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}"
+_UUID_RE = re.compile(_UUID)
 # The pool: a Ceph pool name as ``ceph osd pool create`` takes it, nothing that needs quoting.
 _POOL = r"[A-Za-z0-9_][A-Za-z0-9_.-]{0,99}"
-_CACHE_URL = re.compile(r"rbd://(%s)/(%s)/(%s)_raw/snap" % (_UUID, _POOL, _UUID))
-CACHE_SNAP = "snap"
+_CACHE_URL = re.compile(r"rbd://(%s)/(%s)/(%s)%s/%s" % (_UUID, _POOL, _UUID, CACHE_SUFFIX,
+                                                       CACHE_SNAP))
+
+
+# -- the names cacheraw gives its caches
+
+def valid_id(image_id):
+    """True for an image id that may name something in Ceph: a lowercase UUID."""
+    return isinstance(image_id, str) and _UUID_RE.fullmatch(image_id) is not None
+
+
+def cache_name(image_id):
+    return image_id + CACHE_SUFFIX
+
+
+def is_cache_name(name):
+    """True for ``<image uuid>_raw``: the only RBD images cacheraw ever removes unasked."""
+    return name.endswith(CACHE_SUFFIX) and valid_id(name[:-len(CACHE_SUFFIX)])
+
+
+def rbd_url(fsid, pool, name, snapshot=CACHE_SNAP):
+    """glance_store's location of an RBD image's snapshot: rbd://<fsid>/<pool>/<name>/<snap>."""
+    return "rbd://%s/%s/%s/%s" % (fsid, pool, name, snapshot)
+
+
+def cache_url(fsid, pool, image_id):
+    """Where the cache of ``image_id`` is: the value of cache_raw_url."""
+    return rbd_url(fsid, pool, cache_name(image_id))
+
+
+def parse_cache_url(value):
+    """(fsid, pool, image id) of a cache_raw_url, as cache_url() makes it, else None. The whole
+    value must match: no quoting, no trailing characters, lowercase UUIDs, a plain pool name."""
+    match = _CACHE_URL.fullmatch(value) if isinstance(value, str) else None
+    return match.groups() if match else None
 
 
 # -- reading one value (None: missing or invalid)
@@ -185,11 +235,11 @@ def _url_problem(image):
     url = image.get(URL)
     if url is None:
         return None
-    parsed = parse_cache_url(url)
-    if parsed is None:
+    parts = parse_cache_url(url)
+    if parts is None:
         return ("%s is %r: it must be rbd://<ceph fsid>/<pool>/<image id>_raw/snap"
                 % (URL, url))
-    if image.get("id") and parsed[2] != image["id"]:
+    if image.get("id") and parts[2] != image["id"]:
         return "%s is %r: it names another image than %s" % (URL, url, image["id"])
     return None
 
@@ -197,10 +247,10 @@ def _url_problem(image):
 def _consistency_problems(image):
     status = image.get(STATUS)
     found = []
-    if status == "Cached":
+    if status == Status.CACHED:
         found += ["%s is missing although %s is Cached" % (name, STATUS)
                   for name in (URL, SIZE) if image.get(name) is None]
-    if status == "Error" and image.get(ERROR) is None:
+    if status == Status.ERROR and image.get(ERROR) is None:
         found.append("%s is missing although %s is Error" % (ERROR, STATUS))
     return found
 

@@ -8,15 +8,15 @@ from cacheraw import cacher
 from cacheraw import properties
 from cacheraw import store as ceph_store
 
-IMAGE_KEYS = ("status", "disk_format", "cache_raw", cacher.STATUS, cacher.URL, cacher.SIZE,
-              cacher.ERROR_PROP, "store")
-STATUSES = (cacher.QUEUED, cacher.CACHING, cacher.CACHED, cacher.ERROR)
+IMAGE_KEYS = ("status", "disk_format", "cache_raw", properties.STATUS, properties.URL,
+              properties.SIZE, properties.ERROR, "store")
+Status = properties.Status
 MIB = 1024 * 1024
 
 
 def is_followed(image):
     """An image cacheraw has business with: it asks for a cache or has a cache status."""
-    return cacher.wants_cache(image) or bool(image.get(cacher.STATUS))
+    return cacher.wants_cache(image) or bool(image.get(properties.STATUS))
 
 
 def image_view(core, image):
@@ -42,17 +42,17 @@ def problems(view, expected_url):
     """Where the image API and Ceph disagree (the image's own properties are checked by
     cacheraw.properties)."""
     image, ceph = view["image"], view["ceph"]
-    status = image[cacher.STATUS]
+    status = image[properties.STATUS]
     found = []
-    if status == cacher.CACHED:
+    if status == Status.CACHED:
         if not ceph["protected"]:
             found.append("Cached, but Ceph has no protected snapshot %s" % ceph["cache"])
-        if image[cacher.URL] != expected_url:
+        if image[properties.URL] != expected_url:
             found.append("cache_raw_url is not %s" % expected_url)
-        if ceph["used_bytes"] is not None and image[cacher.SIZE] != str(ceph["used_bytes"]):
+        if ceph["used_bytes"] is not None and image[properties.SIZE] != str(ceph["used_bytes"]):
             found.append("cache_raw_size %s differs from the %d bytes used in Ceph"
-                         % (image[cacher.SIZE], ceph["used_bytes"]))
-    if status in (cacher.QUEUED, cacher.CACHING) and not ceph["lock_holder"]:
+                         % (image[properties.SIZE], ceph["used_bytes"]))
+    if status in (Status.QUEUED, Status.CACHING) and not ceph["lock_holder"]:
         found.append("%s, and no worker holds its lock: waiting for a worker" % status)
     if ceph["exists"] and not ceph["protected"] and not ceph["lock_holder"]:
         found.append("%s is a partial cache (no protected snapshot, no lock)" % ceph["cache"])
@@ -102,8 +102,8 @@ LIST_COLUMNS = ("ID", "CACHE_RAW", "STATUS", "SIZE", "STORE", "CEPH", "USED", "C
 
 def list_row(view):
     image, ceph = view["image"], view["ceph"]
-    return (view["id"], show(image["cache_raw"]), show(image[cacher.STATUS]),
-            show(image[cacher.SIZE]), show(image["store"]), ceph_state(ceph),
+    return (view["id"], show(image["cache_raw"]), show(image[properties.STATUS]),
+            show(image[properties.SIZE]), show(image["store"]), ceph_state(ceph),
             show(ceph["used_bytes"]), show(ceph["clones"]), holder_text(ceph["lock_holder"]))
 
 

@@ -46,10 +46,6 @@ def stopping(status=None):
     return notify("STOPPING=1", *(["STATUS=%s" % status] if status else []))
 
 
-def status(text):
-    return notify("STATUS=%s" % text)
-
-
 def watchdog():
     return notify("WATCHDOG=1")
 

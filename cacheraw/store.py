@@ -11,7 +11,6 @@ import functools
 import json
 import logging
 import os
-import re
 import socket
 import struct
 import threading
@@ -24,12 +23,13 @@ import rbd
 from cacheraw import exception
 from cacheraw import lease as lease_mod
 from cacheraw import metrics
+from cacheraw import properties
 from cacheraw import retry
 
 LOG = logging.getLogger(__name__)
 
-SNAP = "snap"
-CACHE_SUFFIX = "_raw"
+SNAP = properties.CACHE_SNAP
+CACHE_SUFFIX = properties.CACHE_SUFFIX
 LOCK_PREFIX = "cacheraw.lock."
 LOCK_NAME = "cacheraw"
 # cls_lock: renew the lock only when this cookie still holds it (ENOENT otherwise), never
@@ -111,21 +111,10 @@ def lockers_in_info(reply):
     return struct.unpack_from("<I", reply, 6)[0]
 
 
-# Image ids name RBD images only once they match this: a lowercase UUID, nothing else.
-IMAGE_ID_RE = re.compile(r"[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12}")
-
-
-def valid_id(image_id):
-    return isinstance(image_id, str) and IMAGE_ID_RE.fullmatch(image_id) is not None
-
-
-def cache_name(image_id):
-    return image_id + CACHE_SUFFIX
-
-
-def is_cache_name(name):
-    """True for ``<image uuid>_raw``: the only RBD images cacheraw ever removes unasked."""
-    return name.endswith(CACHE_SUFFIX) and valid_id(name[:-len(CACHE_SUFFIX)])
+# The names of caches are facts of the image properties' spec (cacheraw.properties).
+valid_id = properties.valid_id
+cache_name = properties.cache_name
+is_cache_name = properties.is_cache_name
 
 
 def read_key(keyring_path, user):
@@ -301,20 +290,6 @@ class OperatorViews:
         facts["used"] = self._used_bytes(name, SNAP)
         return facts
 
-    @translate_errors
-    def trashed_caches(self):
-        """The caches in the RBD trash: [{"name", "id", "clones"}]."""
-        found = []
-        with self._ioctx() as ioctx:
-            for entry in _trashed_caches(ioctx):
-                with rbd.Image(ioctx, image_id=entry["id"], read_only=True) as image:
-                    clones = 0
-                    if SNAP in [s["name"] for s in image.list_snaps()]:
-                        image.set_snap(SNAP)
-                        clones = len(list(image.list_children2()))
-                found.append({"name": entry["name"], "id": entry["id"], "clones": clones})
-        return found
-
     def check_rbd_caps(self):
         """Do, on a scratch image, each RBD step a cache needs; the scratch image goes in every
         outcome. Raises CacherawError naming the step that failed."""
@@ -363,6 +338,14 @@ class OperatorViews:
 class CephStore(OperatorViews):
     """One connection to the cluster, shared by the threads of a worker (librados is
     thread-safe), and the operations cacheraw needs on its pool."""
+    # Long: every rbd call on the pool goes through this class's connection and its error
+    # translation; the locks (RadosLocks) and what an operator reads (OperatorViews) are
+    # apart, and each method is short.
+
+    # cacheraw-manage's hook: before_remove(outcome, name) is told of each removal that
+    # remove() and purge_trash() are about to make ("trashed", "removed", "purged") or leave
+    # ("kept"); when it returns False the cache is left as it is (a dry run).
+    before_remove = None
 
     def __init__(self, conf):
         self.conffile = conf.ceph.conf
@@ -578,9 +561,12 @@ class CephStore(OperatorViews):
                 if not finished_too and self._protected(image):
                     return "finished"
                 if self._has_children(image):
-                    with self._ioctx() as ioctx:
-                        rbd.RBD().trash_move(ioctx, name)
+                    if self._may_remove("trashed", name):
+                        with self._ioctx() as ioctx:
+                            rbd.RBD().trash_move(ioctx, name)
                     return "trashed"
+                if not self._may_remove("removed", name):
+                    return "removed"
                 self._break_stale_locks(image)
                 self._drop_snap(image)
         except rbd.ImageNotFound:
@@ -591,6 +577,9 @@ class CephStore(OperatorViews):
             except rbd.ImageNotFound:
                 return "absent"
         return "removed"
+
+    def _may_remove(self, outcome, name):
+        return self.before_remove is None or self.before_remove(outcome, name) is not False
 
     @staticmethod
     def _protected(image):
@@ -657,7 +646,10 @@ class CephStore(OperatorViews):
     def _purge_one(self, ioctx, entry):
         with rbd.Image(ioctx, image_id=entry["id"]) as image:
             if self._has_children(image):
+                self._may_remove("kept", entry["name"])
                 return False
+            if not self._may_remove("purged", entry["name"]):
+                return True
             self._drop_snap(image)
         rbd.RBD().trash_remove(ioctx, entry["id"], force=True)
         return True

@@ -15,8 +15,9 @@ import time
 from cacheraw import __version__
 from cacheraw import cacher as cacher_mod
 from cacheraw import converter as conv
+from cacheraw import core
 from cacheraw import exception
-from cacheraw import image_api
+from cacheraw import messaging
 from cacheraw import metrics
 from cacheraw import sdnotify
 from cacheraw import store as ceph_store
@@ -91,16 +92,11 @@ class Worker:
                                               in_use=self.store.is_locked):
             LOG.info("Removed %s, left in %s by a conversion that did not end", name,
                      self.conf.converter.conversion_dir)
-        images = image_api.ImageAPI(self.conf)
-        self.cacher = cacher_mod.Cacher(self.conf, images, self.store,
-                                        conv.Converter(self.conf, self.store),
-                                        enqueue=self.queue.put, cancel=self.cancel)
+        self.cacher = core.build(self.conf, self.store, enqueue=self.queue.put,
+                                 cancel=self.cancel)
         for n in range(self.conf.worker.max_concurrent_conversions):
             self._spawn("converter-%d" % n, self._convert_forever)
         self._spawn("sweeper", self._sweep_forever)
-        # Imported here: cacheraw-manage, which runs the core without a listener, starts
-        # without oslo.messaging (half a second).
-        from cacheraw import messaging
         self.listener = messaging.build_listener(self.conf, self.cacher.on_event)
         self.listener.start()
         signal.signal(signal.SIGTERM, self._on_signal)
@@ -199,12 +195,4 @@ class Worker:
         if not any(thread.is_alive() for thread in self._threads):
             self.store.close()  # never under a thread that still uses it
         LOG.info("cacheraw-worker %s stopped", __version__)
-
-
-def run_once(conf):
-    """A worker without listener or threads, for cacheraw-manage."""
-    store = ceph_store.CephStore(conf)
-    store.connect()
-    images = image_api.ImageAPI(conf)
-    return cacher_mod.Cacher(conf, images, store, conv.Converter(conf, store))
 

@@ -110,7 +110,8 @@ def check_room(stack, args, default, medium):
     with open("/proc/meminfo") as f:
         available = next(int(line.split()[1]) * 1024 for line in f
                          if line.startswith("MemAvailable:"))
-    if available < need * OSD_MEMORY_FACTOR:
+    in_memory = stack.facts["ceph"].get("objectstore") == "memstore"
+    if in_memory and available < need * OSD_MEMORY_FACTOR:
         raise BenchError("%s of memory available, the benchmark needs about %s (the OSD keeps "
                          "the data in memory)" % (images.human(available),
                                                   images.human(need * OSD_MEMORY_FACTOR)))

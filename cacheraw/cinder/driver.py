@@ -14,6 +14,7 @@ Operators set, in the backend's section of cinder.conf::
 from oslo_log import log as logging
 from oslo_utils import units
 
+from cinder import exception as cinder_exception
 from cinder.volume.drivers import rbd as rbd_driver
 
 from cacheraw import properties
@@ -42,7 +43,14 @@ class CacheRawRBDDriver(rbd_driver.RBDDriver):
         pool, name = source
         LOG.info("Volume %s: cloning the RAW cache %s/%s@%s of image %s", volume.id, pool,
                  name, properties.CACHE_SNAP, image_meta.get("id"))
-        volume_update = self._clone(volume, pool, name, properties.CACHE_SNAP)
+        try:
+            volume_update = self._clone(volume, pool, name, properties.CACHE_SNAP)
+        except self.rbd.Error as exc:
+            # The cache went between the checks and the clone (a recache, a delete).
+            LOG.warning("Image %s: cloning its cache failed (%s); creating volume %s without "
+                        "it", image_meta.get("id"), exc, volume.id)
+            return super().clone_image(context, volume, image_location, image_meta,
+                                       image_service)
         volume_update["provider_location"] = None
         self._resize(volume)
         return volume_update, True
@@ -54,32 +62,39 @@ class CacheRawRBDDriver(rbd_driver.RBDDriver):
             return None
         parsed = properties.parse_cache_url(url)
         if parsed is None or parsed[2] != image_id:
-            LOG.warning("Image %s: cache_raw_url %r does not name this image's cache; "
+            LOG.warning("Image %s: cache_raw_url %.200r does not name this image's cache; "
                         "creating volume %s without it", image_id, url, volume.id)
             return None
         fsid, pool, _ = parsed
         name = "%s_raw" % image_id
         try:
-            if fsid != self._get_fsid():
-                LOG.info("Image %s: its cache is in another Ceph cluster (%s); creating volume "
-                         "%s without it", image_id, fsid, volume.id)
-                return None
-            size = self._protected_snap_size(pool, name)
-        except self.rbd.Error as exc:
+            size = self._protected_snap_size(fsid, pool, name)
+        except (self.rbd.Error, self.rados.Error, cinder_exception.CinderException) as exc:
             LOG.warning("Image %s: cache %s/%s@%s is not usable (%s); creating volume %s "
                         "without it", image_id, pool, name, properties.CACHE_SNAP, exc,
                         volume.id)
             return None
         if size is None or size > int(volume.size) * units.Gi:
-            LOG.info("Image %s: cache %s/%s is not a protected snapshot that fits volume %s; "
-                     "creating the volume without it", image_id, pool, name, volume.id)
+            LOG.info("Image %s: cache %s/%s is not a protected snapshot of this cluster that "
+                     "fits volume %s; creating the volume without it", image_id, pool, name,
+                     volume.id)
             return None
         return pool, name
 
-    def _protected_snap_size(self, pool, name):
-        """Size of the cache's snapshot, opened read-only, or None when it is not protected."""
-        with rbd_driver.RBDVolumeProxy(self, name, pool=pool, snapshot=properties.CACHE_SNAP,
-                                       read_only=True) as cache:
-            if not cache.is_protected_snap(properties.CACHE_SNAP):
+    def _protected_snap_size(self, fsid, pool, name):
+        """Size of the cache's snapshot, opened read-only on one connection to the backend's
+        cluster; None when the cache is in another cluster, in no pool of this one, or not
+        protected."""
+        with rbd_driver.RADOSClient(self) as client:
+            if client.cluster.get_fsid() != fsid:
+                LOG.info("Cache %s/%s is in another Ceph cluster (%s)", pool, name, fsid)
                 return None
-            return cache.size()
+            # Opening a missing pool would be retried by the parent for seconds.
+            if not client.cluster.pool_exists(pool):
+                return None
+            with client.cluster.open_ioctx(pool) as ioctx, rbd_driver.RBDVolumeProxy(
+                    self, name, snapshot=properties.CACHE_SNAP, read_only=True,
+                    client=client.cluster, ioctx=ioctx) as cache:
+                if not cache.is_protected_snap(properties.CACHE_SNAP):
+                    return None
+                return cache.size()

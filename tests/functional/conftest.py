@@ -15,7 +15,9 @@ from pathlib import Path
 
 import pytest
 
+from tests import image_client
 from tests.conftest import in_ci
+from tests.image_client import ImageClient
 
 TOP = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("CACHERAW_STACK_DIR", TOP / ".stack"))
@@ -43,56 +45,7 @@ def stack():
 
 @pytest.fixture(scope="session")
 def sessions(stack):
-    from keystoneauth1 import session as ks_session
-    from keystoneauth1.identity import v3
-
-    result = {}
-    for name, user in stack["keystone"]["users"].items():
-        auth = v3.Password(auth_url=stack["keystone"]["auth_url"], username=user["username"],
-                           password=user["password"], project_name=user["project_name"],
-                           user_domain_name="Default", project_domain_name="Default")
-        result[name] = ks_session.Session(auth=auth, timeout=30)
-    return result
-
-
-class ImageClient:
-    """The bits of the image API v2 the tests use, as one Keystone user."""
-
-    def __init__(self, session, url):
-        self.session = session
-        self.url = url.rstrip("/") + "/v2"
-
-    def create(self, **fields):
-        fields.setdefault("container_format", "bare")
-        fields.setdefault("name", "test-%s" % uuid.uuid4().hex[:8])
-        return self.session.post(self.url + "/images", json=fields).json()
-
-    def upload(self, image_id, path):
-        with open(path, "rb") as f:
-            self.session.put(self.url + "/images/%s/file" % image_id, data=f,
-                             headers={"Content-Type": "application/octet-stream"})
-
-    def get(self, image_id):
-        return self.session.get(self.url + "/images/%s" % image_id).json()
-
-    def patch(self, image_id, ops, raise_exc=True):
-        return self.session.patch(
-            self.url + "/images/%s" % image_id, json=ops, raise_exc=raise_exc,
-            headers={"Content-Type": "application/openstack-images-v2.1-json-patch"})
-
-    def delete(self, image_id, raise_exc=True):
-        return self.session.delete(self.url + "/images/%s" % image_id, raise_exc=raise_exc)
-
-    def wait(self, image_id, predicate, timeout=60, what="condition"):
-        deadline = time.monotonic() + timeout
-        image = None
-        while time.monotonic() < deadline:
-            image = self.get(image_id)
-            if predicate(image):
-                return image
-            time.sleep(0.3)
-        raise AssertionError("image %s: %s not reached in %ss; last state: %s"
-                             % (image_id, what, timeout, image))
+    return {name: image_client.session(stack, name) for name in stack["keystone"]["users"]}
 
 
 @pytest.fixture(scope="session")
@@ -268,3 +221,38 @@ def outage():
     yield stop
     for service in list(stopped):
         stack_cmd("start-service", service)
+
+
+# -- the pool's quota, set as the admin
+
+def set_quota(admin_cluster, max_bytes):
+    ret, _, err = admin_cluster.mon_command(json.dumps({
+        "prefix": "osd pool set-quota", "pool": "images", "field": "max_bytes",
+        "val": str(max_bytes)}), b"", timeout=20)
+    assert ret == 0, err
+
+
+@pytest.fixture
+def admin_cluster(stack):
+    """client.admin's cluster handle; the images pool has no quota again afterwards."""
+    import rados
+    cluster = rados.Rados(conffile=stack["ceph"]["conf"], rados_id="admin")
+    cluster.connect(timeout=15)
+    yield cluster
+    set_quota(cluster, 0)
+    cluster.shutdown()
+
+
+def settled_usage(ioctx, quiet=6, timeout=60):
+    """The pool's byte count once the monitors' statistics stopped moving (they lag writes and
+    deletes by a few seconds)."""
+    deadline = time.monotonic() + timeout
+    last, since = None, time.monotonic()
+    while time.monotonic() < deadline:
+        used = ioctx.get_stats()["num_bytes"]
+        if used != last:
+            last, since = used, time.monotonic()
+        elif time.monotonic() - since >= quiet:
+            return used
+        time.sleep(0.5)
+    raise AssertionError("pool usage did not settle in %ss" % timeout)

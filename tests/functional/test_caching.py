@@ -3,16 +3,13 @@
 import json
 import os
 import re
-import signal
 import subprocess
 import time
 import uuid
 
 import pytest
-import rados
 import rbd
 
-from tests.functional.conftest import make_qcow2
 
 FAST = "[worker]\nsweep_interval = 2\n[ceph]\nlock_duration = 10\n"
 
@@ -115,45 +112,6 @@ def test_raw_image_gets_the_stated_error(worker, demo_images, tmp_path, ceph):
     assert image["id"] + "_raw" not in names_in_pool(ceph)
 
 
-SECRET = b"HOST-SECRET-" + uuid.uuid4().hex.encode()
-
-
-def backing_file_image(tmp_path):
-    host_file = tmp_path / "host-secret"
-    host_file.write_bytes(SECRET * 4096)
-    return make_qcow2(tmp_path / "backing.qcow2", writes=(),
-                      extra=("-b", str(host_file), "-F", "raw")), "backing file"
-
-
-def data_file_image(tmp_path):
-    host_file = tmp_path / "host-data"
-    host_file.write_bytes(SECRET * 4096)
-    path = tmp_path / "datafile.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-o",
-                    "data_file=%s,data_file_raw=on" % host_file, str(path), "1M"],
-                   check=True, timeout=30)
-    return path, "data file"
-
-
-def raw_labelled_qcow2(tmp_path):
-    path = tmp_path / "mislabelled.qcow2"
-    path.write_bytes(SECRET * 4096)
-    return path, "not qcow2"
-
-
-@pytest.mark.parametrize("make", [backing_file_image, data_file_image, raw_labelled_qcow2])
-def test_unsafe_images_end_in_error_and_nothing_reaches_ceph(worker, demo_images, tmp_path,
-                                                             ceph, make):
-    path, reason = make(tmp_path)
-    # Glance inspects only 'bare' uploads: any other container format slips past its checks.
-    image = upload(demo_images, path, cache_raw="True", container_format="ovf")
-    failed = wait_status(demo_images, image["id"], "Error")
-    assert reason in re.sub(r"[-_]", " ", failed["cache_raw_error"].lower()), failed
-    assert "\n" not in failed["cache_raw_error"]
-    assert image["id"] + "_raw" not in names_in_pool(ceph)
-    assert conversions(worker.log(), image["id"]) == 0
-
-
 def test_data_outside_ceph_is_downloaded_verified_and_removed(worker, demo_images, qcow2, ceph,
                                                               stack, tmp_path):
     image = upload(demo_images, qcow2, headers={"X-Image-Meta-Store": "local"},
@@ -192,26 +150,6 @@ def test_delete_with_a_clone_keeps_the_clone_then_purges(worker, demo_images, qc
     assert not [e for e in rbd.RBD().trash_list(ceph) if e["name"] == name]
 
 
-def test_two_workers_ten_uploads_each_converted_once(start_worker, demo_images, tmp_path, ceph,
-                                                     stack):
-    pool = "tests-shared-%s" % uuid.uuid4().hex[:8]
-    workers = [start_worker(name="w%d" % n, pool=pool, extra_conf=FAST) for n in range(2)]
-    ids = []
-    for n in range(10):
-        path = make_qcow2(tmp_path / ("disk%d.qcow2" % n), size="32M",
-                          writes=(("0x%02x" % (n + 1), "0", "2M"),))
-        ids.append(upload(demo_images, path, cache_raw="True")["id"])
-    for image_id in ids:
-        wait_status(demo_images, image_id, "Cached", timeout=120)
-    time.sleep(3)  # let a sweep of each worker pass: it must convert nothing more
-    logs = "".join(w.log() for w in workers)
-    for image_id in ids:
-        assert conversions(logs, image_id) == 1
-        assert image_id + "_raw" in names_in_pool(ceph)
-        with pytest.raises(rados.ObjectNotFound):
-            ceph.stat("cacheraw.lock." + image_id)  # no lock object left behind
-
-
 def slow_qemu_img(tmp_path):
     """A qemu-img that pauses before converting, so a test can kill the worker mid-way."""
     path = tmp_path / "slow-qemu-img"
@@ -219,27 +157,6 @@ def slow_qemu_img(tmp_path):
                     "exec qemu-img \"$@\"\n")
     path.chmod(0o755)
     return path
-
-
-def test_worker_killed_mid_conversion_recovers(start_worker, demo_images, qcow2, ceph, tmp_path):
-    slow = start_worker(name="slow", extra_conf=FAST + "[converter]\nqemu_img = %s\n"
-                        % slow_qemu_img(tmp_path))
-    image = upload(demo_images, qcow2, cache_raw="True")
-    wait_status(demo_images, image["id"], "Caching")
-    slow.wait_for_log("caching")
-    time.sleep(1)
-    assert image["id"] + "_raw" in names_in_pool(ceph)  # the partial target exists
-    slow.stop(signal.SIGKILL)
-    time.sleep(0.5)
-    # the worker's qemu-img died with it
-    assert subprocess.run(["pgrep", "-f", str(tmp_path / "slow-qemu-img")]).returncode == 1
-    again = start_worker(name="again", extra_conf=FAST)
-    wait_status(demo_images, image["id"], "Cached", timeout=90)
-    assert conversions(again.log(), image["id"]) == 1
-    with rbd.Image(ceph, image["id"] + "_raw", read_only=True) as cache:
-        assert [s["name"] for s in cache.list_snaps()] == ["snap"]
-        assert cache.is_protected_snap("snap")
-    assert read_rbd(ceph, image["id"] + "_raw", "snap") == raw_of(qcow2, tmp_path)
 
 
 def test_store_is_set_on_every_uploaded_image(worker, demo_images, qcow2):

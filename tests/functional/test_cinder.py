@@ -202,15 +202,24 @@ FALLBACKS = {
 }
 
 
+@pytest.fixture(scope="module")
+def fallbacks(stack, cinder, cached, demo_images, service_images, disk):
+    """A volume for each case, their creates all in flight at once."""
+    made = {}
+    for case in sorted(FALLBACKS):
+        image = upload(demo_images, disk[0])  # no cache_raw: the worker leaves it alone
+        facts = {"cache_raw_status": "Cached", "cache_raw_size": cached["cache_raw_size"]}
+        facts.update(FALLBACKS[case](stack, image, cached))
+        service_images.patch(image["id"], [{"op": "add", "path": "/" + key, "value": value}
+                                           for key, value in facts.items()])
+        made[case] = cinder.create(image["id"])
+    return made
+
+
 @pytest.mark.parametrize("case", sorted(FALLBACKS))
 def test_without_a_usable_cache_the_volume_is_made_as_upstream_makes_it(
-        stack, cinder, cached, demo_images, service_images, cluster, disk, case):
-    image = upload(demo_images, disk[0])  # no cache_raw: the worker leaves it alone
-    facts = {"cache_raw_status": "Cached", "cache_raw_size": cached["cache_raw_size"]}
-    facts.update(FALLBACKS[case](stack, image, cached))
-    service_images.patch(image["id"], [{"op": "add", "path": "/" + key, "value": value}
-                                       for key, value in facts.items()])
-    volume = cinder.available(image["id"])
+        cinder, fallbacks, cluster, disk, case):
+    volume = cinder.wait(fallbacks[case])
     assert parent_of(cluster, volume["id"]) is None
     assert_bytes(cluster, volume, disk[1])
 

@@ -24,6 +24,8 @@ import pytest
 import rbd
 
 from tests.functional.conftest import make_qcow2
+from tests.functional.conftest import set_quota
+from tests.functional.conftest import settled_usage
 from tests.functional.test_caching import conversions
 from tests.functional.test_caching import names_in_pool
 from tests.functional.test_caching import raw_of
@@ -305,24 +307,6 @@ def test_image_api_down_when_recording_cached(start_worker, demo_images, service
 
 # -- 6. the pool full
 
-def set_quota(admin_cluster, max_bytes):
-    import json
-    ret, _, err = admin_cluster.mon_command(json.dumps({
-        "prefix": "osd pool set-quota", "pool": "images", "field": "max_bytes",
-        "val": str(max_bytes)}), b"", timeout=20)
-    assert ret == 0, err
-
-
-@pytest.fixture
-def admin_cluster(stack):
-    import rados
-    cluster = rados.Rados(conffile=stack["ceph"]["conf"], rados_id="admin")
-    cluster.connect(timeout=15)
-    yield cluster
-    set_quota(cluster, 0)
-    cluster.shutdown()
-
-
 def manage(stack, *args, timeout=180, log_file=None):
     """cacheraw-manage against the stack; with ``log_file``, its log goes there."""
     logging = ["--log-file", str(log_file)] if log_file else []
@@ -333,7 +317,6 @@ def manage(stack, *args, timeout=180, log_file=None):
 def test_pool_full_errors_cleanly_then_recache_succeeds(stack, start_worker, demo_images,
                                                         service_images, ceph, tmp_path,
                                                         admin_cluster):
-    from tests.functional.test_recovery import settled_usage
     # Far more data than the pool's statistics can drift by (they lag deletes by up to ~15 s).
     qcow2 = make_qcow2(tmp_path / "big.qcow2", writes=(("0x5a", "0", "48M"),))
     image = upload(demo_images, qcow2, cache_raw="True")
@@ -368,7 +351,11 @@ def test_pool_filling_up_during_a_conversion_fails_it_then_recovers(
     image = upload(demo_images, qcow2, cache_raw="True")
     wait_for_written_data(ceph, image["id"] + "_raw")
     set_quota(admin_cluster, 1)  # the pool is full from now on
-    worker.wait_for_log("qemu-img convert failed", timeout=90)
+    # qemu-img's writes time out, or (first) the lock's renewals, which are writes too: the
+    # worker cannot prove it holds the lease any more and stops its qemu-img.
+    wait_until("the conversion failing",
+               lambda: any(text in worker.log() for text in ("qemu-img convert failed",
+                                                             "lost its conversion lock")), 90)
     wait_until("qemu-img giving up", lambda: not qemu_img_running_for(image["id"]), 30)
     assert worker.proc.poll() is None
     assert "converted to RAW" not in worker.log()

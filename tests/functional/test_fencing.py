@@ -21,7 +21,6 @@ from tests.functional.conftest import stack_cmd
 from tests.functional.test_caching import conversions
 from tests.functional.test_caching import upload
 from tests.functional.test_caching import wait_status
-from tests.functional.test_faults import admin_cluster  # noqa: F401 - a fixture
 from tests.functional.test_faults import assert_cache_matches
 from tests.functional.test_faults import converter_conf
 from tests.functional.test_faults import throttled_qemu_img

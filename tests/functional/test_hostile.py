@@ -19,14 +19,14 @@ import rbd
 
 from tests.functional.conftest import WorkerProcess
 from tests.functional.conftest import make_qcow2
+from tests.functional.conftest import set_quota
+from tests.functional.conftest import settled_usage
 from tests.functional.test_caching import conversions
 from tests.functional.test_caching import names_in_pool
 from tests.functional.test_caching import upload
 from tests.functional.test_caching import wait_status
-from tests.functional.test_faults import admin_cluster  # noqa: F401 - a fixture
 from tests.functional.test_faults import assert_no_garbage
 from tests.functional.test_faults import manage
-from tests.functional.test_faults import set_quota
 
 pytestmark = pytest.mark.hostile
 
@@ -276,7 +276,6 @@ class TestCorpus:
                                                    corpus_dir, admin_cluster):
         """A 256 MiB disk of compressed clusters in a file of well under 1 MiB: the space check
         counts what the RAW copy will take, and refuses it before a byte is written."""
-        from tests.functional.test_recovery import settled_usage
         path = corpus_dir / "bomb.qcow2"
         qemu_img("create", "-q", "-f", "qcow2", path, "256M")
         subprocess.run(["qemu-io", "-f", "qcow2", "-c", "write -c -P 0x5a 0 128M",

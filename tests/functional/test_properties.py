@@ -63,7 +63,7 @@ CASES = [
 
 @pytest.fixture(scope="module")
 def clients(stack, sessions):
-    from tests.functional.conftest import ImageClient
+    from tests.image_client import ImageClient
     made = {name: ImageClient(sessions[name], stack["glance"]["url"])
             for name in ("demo", "cacheraw")}
     created = []

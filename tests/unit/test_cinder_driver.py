@@ -10,10 +10,12 @@ import pytest
 
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
+    from cinder import exception
     from cinder import objects
     from cinder.volume import configuration
     from cinder.volume.drivers import rbd as rbd_driver
 
+import rados
 import rbd
 
 from cacheraw.cinder import driver as cacheraw_driver
@@ -51,6 +53,44 @@ def make_configuration():
     return cfg
 
 
+class FakeCluster:
+    """What RADOSClient connects to: the backend's cluster, with pools images and volumes."""
+
+    def __init__(self):
+        self.fsid, self.pools, self.error = FSID, {"images", "volumes"}, None
+        self.connections = 0
+
+    def client(self, driver, pool=None):
+        if self.error:
+            raise self.error
+        self.connections += 1
+        cluster = self
+
+        class Client:
+            def __enter__(self):
+                return self
+
+            def __exit__(self, *exc):
+                return False
+
+            class cluster:
+                @staticmethod
+                def get_fsid():
+                    return cluster.fsid
+
+                @staticmethod
+                def pool_exists(name):
+                    return name in cluster.pools
+
+                @staticmethod
+                def open_ioctx(name):
+                    assert name in cluster.pools
+                    ioctx = mock.MagicMock(name="ioctx-%s" % name)
+                    ioctx.__enter__.return_value = name
+                    return ioctx
+        return Client()
+
+
 class FakeCache:
     """The RBD snapshot RBDVolumeProxy opens: a protected snapshot of 1 GiB unless told."""
 
@@ -58,8 +98,10 @@ class FakeCache:
         self.protected, self._size, self.error = protected, size, error
         self.opened = []
 
-    def proxy(self, driver, name, pool=None, snapshot=None, read_only=False, **kwargs):
-        self.opened.append((name, pool, snapshot, read_only))
+    def proxy(self, driver, name, pool=None, snapshot=None, read_only=False, client=None,
+              ioctx=None, **kwargs):
+        assert client is not None, "the cache is opened on the connection of the checks"
+        self.opened.append((name, ioctx, snapshot, read_only))
         if self.error:
             raise self.error
         cache = self
@@ -87,6 +129,13 @@ def cache(monkeypatch):
 
 
 @pytest.fixture
+def cluster(monkeypatch):
+    fake = FakeCluster()
+    monkeypatch.setattr(rbd_driver, "RADOSClient", fake.client)
+    return fake
+
+
+@pytest.fixture
 def parent(monkeypatch):
     upstream = mock.Mock(return_value=UPSTREAM)
     monkeypatch.setattr(rbd_driver.RBDDriver, "clone_image", upstream)
@@ -94,10 +143,9 @@ def parent(monkeypatch):
 
 
 @pytest.fixture
-def driver(cache, parent):
+def driver(cache, cluster, parent):
     drv = cacheraw_driver.CacheRawRBDDriver(execute=mock.Mock(),
                                             configuration=make_configuration())
-    drv._get_fsid = mock.Mock(return_value=FSID)
     drv._clone = mock.Mock(return_value={"replication_status": "disabled"})
     drv._resize = mock.Mock()
     return drv
@@ -121,7 +169,8 @@ def create(drv, vol=None, meta=None):
                            meta or image_meta(), mock.sentinel.image_service)
 
 
-def test_cached_image_is_a_clone_of_its_cache_resized_to_the_volume(driver, cache, parent):
+def test_cached_image_is_a_clone_of_its_cache_resized_to_the_volume(driver, cache, cluster,
+                                                                    parent):
     vol = volume(size=3)
     update, cloned = create(driver, vol)
     assert cloned is True
@@ -129,10 +178,12 @@ def test_cached_image_is_a_clone_of_its_cache_resized_to_the_volume(driver, cach
     driver._clone.assert_called_once_with(vol, "images", IMAGE_ID + "_raw", "snap")
     driver._resize.assert_called_once_with(vol)
     assert cache.opened == [(IMAGE_ID + "_raw", "images", "snap", True)]
+    assert cluster.connections == 1
     parent.assert_not_called()
 
 
-def test_a_cache_in_another_pool_of_the_cluster_is_cloned_from_there(driver):
+def test_a_cache_in_another_pool_of_the_cluster_is_cloned_from_there(driver, cluster):
+    cluster.pools.add("cached-images")
     url = "rbd://%s/cached-images/%s_raw/snap" % (FSID, IMAGE_ID)
     _, cloned = create(driver, meta=image_meta(cache_raw_url=url))
     assert cloned
@@ -187,9 +238,23 @@ def test_a_cache_ceph_does_not_confirm_goes_to_upstream(driver, cache, parent, c
     driver._clone.assert_not_called()
 
 
-def test_an_error_reading_the_cluster_s_fsid_goes_to_upstream(driver, parent):
-    driver._get_fsid.side_effect = rbd.Error("cluster unreachable")
+@pytest.mark.parametrize("error", [rados.TimedOut("cluster unreachable"),
+                                   exception.VolumeBackendAPIException(data="no connection")])
+def test_an_error_connecting_to_the_cluster_goes_to_upstream(driver, cluster, parent, error):
+    cluster.error = error
     assert create(driver) == UPSTREAM
+
+
+def test_a_cache_in_a_pool_the_cluster_lacks_goes_to_upstream_at_once(driver, cache, parent):
+    url = "rbd://%s/gone/%s_raw/snap" % (FSID, IMAGE_ID)
+    assert create(driver, meta=image_meta(cache_raw_url=url)) == UPSTREAM
+    assert cache.opened == []
+
+
+def test_a_cache_that_goes_before_the_clone_goes_to_upstream(driver, parent):
+    driver._clone.side_effect = rbd.ImageNotFound("cache removed")
+    assert create(driver) == UPSTREAM
+    driver._resize.assert_not_called()
 
 
 def test_an_image_without_properties_goes_to_upstream(driver, parent):

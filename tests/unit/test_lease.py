@@ -7,9 +7,8 @@ import pytest
 
 from cacheraw import exception
 from cacheraw import lease
-from tests.unit.fakes import Clock
-from tests.unit.fakes import FakeLocks
-from tests.unit.test_core import conf  # noqa: F401 - a fixture
+from tests.unit.conftest import Clock
+from tests.unit.conftest import FakeLocks
 
 ID = "0dc0185d-550c-461a-bdc5-25b9e20586d5"
 
@@ -118,82 +117,3 @@ def test_renewer_gives_up_once_failing_renewals_outlast_the_lease():
 
 
 # -- the conversion's fencing (cacheraw.cacher with a fake store and converter)
-
-def stalled_core(conf, outcome_of_convert):
-    """A core whose conversion stalls past its lease while another worker takes the lock,
-    then ends with ``outcome_of_convert`` (an exception, or None for success)."""
-    from tests.unit.test_core import FailingConverter
-    from tests.unit.test_core import failing_core
-
-    class StallingConverter(FailingConverter):
-        def convert(self, source, fmt, name, job, secret):
-            store.removed.clear()
-            core.images.update = forbidden
-            store.locks.clock.now += 120  # SIGSTOPped past the lock's duration
-            store.locks.steal(ID)
-            if outcome_of_convert is not None:
-                raise outcome_of_convert
-
-    def forbidden(image_id, wanted, only_if=None):
-        raise AssertionError("wrote %s without the lock" % wanted)
-
-    core, store = failing_core(conf, None)
-    core.converter = StallingConverter(None)
-    store.publish = lambda name: pytest.fail("published without the lock")
-    return core, store
-
-
-@pytest.mark.parametrize("error", [None, exception.ConversionFailed("qemu-img was fenced"),
-                                   KeyError("bug")])
-def test_a_worker_that_lost_its_lease_touches_nothing(conf, error):
-    core, store = stalled_core(conf, error)
-    assert core.cache(ID) == "aborted"
-    assert store.removed == []
-    assert store.locks.holders[ID][0] == "thief"
-    assert core.images.image["cache_raw_status"] == "Caching"
-
-
-def test_only_a_partial_cache_is_removed_on_failure(conf):
-    from tests.unit.test_core import failing_core
-    core, store = failing_core(conf, exception.ConversionFailed("qemu-img failed"))
-    calls = []
-    store.remove = lambda name: calls.append(("remove", name)) or "absent"
-    store.remove_partial = lambda name: calls.append(("remove_partial", name)) or "absent"
-    assert core.cache(ID) == "error"
-    assert calls and all(kind == "remove_partial" for kind, _ in calls)
-
-
-def test_a_refused_status_write_ends_in_error_and_keeps_the_finished_cache(conf):
-    from tests.unit.test_core import failing_core
-    core, store = failing_core(conf, None)
-    store.has_protected_snap = lambda name: True
-    store.used_bytes = lambda name: 1 << 20
-    update = core.images.update
-
-    def refuse_cached(image_id, wanted, only_if=None):
-        if wanted.get("cache_raw_status") == "Cached":
-            raise exception.ImageUpdateRefused("413 Request Entity Too Large")
-        return update(image_id, wanted, only_if)
-
-    core.images.update = refuse_cached
-    assert core.cache(ID) == "error"
-    assert core.images.image["cache_raw_status"] == "Error"
-    assert "refused to record the finished cache" in core.images.image["cache_raw_error"]
-    assert store.removed == []
-
-
-def test_a_forged_delete_of_a_live_image_removes_nothing(conf):
-    from cacheraw import cacher
-    from tests.unit.test_core import FakeImages
-    from tests.unit.test_core import LockingStore
-    images = FakeImages({"id": ID, "status": "active", "cache_raw": "True",
-                         "disk_format": "qcow2", "cache_raw_status": "Cached"})
-    store = LockingStore()
-    cancelled = []
-    core = cacher.Cacher(conf, images, store, None,
-                         cancel=lambda image_id, reason: cancelled.append(image_id))
-    core.on_event("image.delete", ID)
-    assert store.removed == [] and cancelled == []
-    images.image = None
-    core.on_event("image.delete", ID)
-    assert store.removed == [ID + "_raw"] and cancelled == [ID]

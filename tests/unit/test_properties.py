@@ -160,6 +160,31 @@ def test_effective_migration_max_downtime(flavor, image, millis):
     assert properties.effective_migration_max_downtime(flavor, image) == millis
 
 
+def test_cache_url_is_built_and_read_back_in_one_place():
+    url = properties.cache_url(FSID, "images", ID)
+    assert url == URL
+    assert properties.parse_cache_url(url) == (FSID, "images", ID)
+
+
+@pytest.mark.parametrize("url", [
+    URL + "\n", URL + "/", "x" + URL, URL.replace("/snap", "/other"),
+    URL.replace(ID + "_raw", ID), URL.replace(FSID, "fsid"), URL.replace(ID, ID.upper()),
+    "rbd://%s//%s_raw/snap" % (FSID, ID), "rbd://%s/a/b/%s_raw/snap" % (FSID, ID), None, 7,
+    "rbd://%s/../%s_raw/snap" % (FSID, ID), "rbd://%s/a%%2Fb/%s_raw/snap" % (FSID, ID),
+])
+def test_only_a_whole_cache_url_is_read(url):
+    assert properties.parse_cache_url(url) is None
+
+
+@pytest.mark.parametrize("value", ["True", "true", "yes", "1", "on"])
+def test_cache_raw_accepts_the_boolean_strings(value):
+    assert properties.cache_raw({"cache_raw": value}) is True
+
+
+@pytest.mark.parametrize("value", [" True", "True\n", "maybe", "", None, True])
+def test_a_cache_raw_that_is_no_boolean_string_asks_for_no_cache(value):
+    # The same rule that warns about the value as invalid: the worker does not cache it.
+    assert properties.cache_raw({"cache_raw": value}) is False
 def test_cache_url_is_what_parse_cache_url_reads():
     fsid, image_id = "5fe62cc7-0392-4a32-8466-081ce0ea970f", "155d900f-4e14-4e4c-a73d-069cbf4541e6"
     url = properties.cache_url(fsid, "images", image_id)
@@ -176,3 +201,16 @@ def test_cache_url_is_what_parse_cache_url_reads():
 ])
 def test_parse_cache_url_refuses_anything_else(url):
     assert properties.parse_cache_url(url) is None
+
+
+@pytest.mark.parametrize("image_id,ok", [(ID, True), (ID.upper(), False), ("x", False),
+                                         (ID + "/../etc", False), ("../" + ID[3:], False),
+                                         (None, False)])
+def test_only_lowercase_uuids_name_anything_in_ceph(image_id, ok):
+    assert properties.valid_id(image_id) is ok
+
+
+def test_only_uuid_caches_are_ever_removed_unasked():
+    assert properties.is_cache_name(ID + "_raw")
+    for name in (ID, "volume-1_raw", ID.upper() + "_raw", ID + "_raw2", "x" + ID + "_raw"):
+        assert not properties.is_cache_name(name)

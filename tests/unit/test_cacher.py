@@ -1,65 +1,18 @@
-"""The core's decisions, with fakes that keep the real exception names."""
+"""The core's decisions (cacheraw.cacher), with fakes that keep the real exception names."""
 
 import datetime
-import subprocess
+import logging
 
 import pytest
-from oslo_config import cfg
 
 from cacheraw import cacher
-from cacheraw import converter
 from cacheraw import exception
-from cacheraw import image_api
 from cacheraw import lease
-from cacheraw import worker
-from cacheraw.conf import register_opts
-from tests.unit.fakes import FakeLocks
+from tests.unit.conftest import FakeImages
+from tests.unit.conftest import FakeLocks
+from tests.unit.conftest import FakeStore
 
 ID = "0dc0185d-550c-461a-bdc5-25b9e20586d5"
-
-
-@pytest.fixture
-def conf():
-    c = cfg.ConfigOpts()
-    register_opts(c)
-    c([])
-    return c
-
-
-class FakeImages:
-    def __init__(self, image):
-        self.image = image
-        self.patches = []
-
-    def get(self, image_id):
-        if self.image is None:
-            raise exception.ImageNotFound(image_id)
-        return dict(self.image)
-
-    def shows_own_write(self, image_id, payload):
-        return False
-
-    def update(self, image_id, wanted, only_if=None, only_if_absent=None):
-        if (only_if is not None and not only_if(self.image)) or \
-                (only_if_absent is not None and only_if_absent in self.image):
-            return dict(self.image)
-        self.patches.append(wanted)
-        for k, v in wanted.items():
-            if v is None:
-                self.image.pop(k, None)
-            else:
-                self.image[k] = v
-        return dict(self.image)
-
-
-class FakeStore:
-    pool = "images"
-
-    def fsid(self):
-        return "fsid"
-
-    def has_protected_snap(self, name):
-        return False
 
 
 @pytest.mark.parametrize("value,wanted", [("True", True), ("true", True), ("yes", True),
@@ -72,13 +25,6 @@ def test_cache_raw_accepts_the_usual_boolean_spellings(value, wanted):
 
 def test_only_active_images_want_a_cache():
     assert not cacher.wants_cache({"status": "queued", "cache_raw": "True"})
-
-
-@pytest.mark.parametrize("image_id,ok", [(ID, True), (ID.upper(), False), ("x", False),
-                                         (ID + "/../etc", False), ("../" + ID[3:], False),
-                                         (None, False)])
-def test_only_lowercase_uuids_name_anything_in_ceph(image_id, ok):
-    assert cacher.valid_id(image_id) is ok
 
 
 def test_raw_image_gets_the_known_reason(conf):
@@ -150,72 +96,8 @@ def test_sweep_retries_transient_errors_with_growing_capped_delays(conf, attempt
                                                                    due):
     queued = []
     core = cacher.Cacher(conf, None, FakeStore(), None, enqueue=queued.append)
-    assert core._retry_due(transient_image(attempt, minutes_ago)) is due
+    assert cacher.Sweeper(core)._retry_due(transient_image(attempt, minutes_ago)) is due
     assert queued == ([ID] if due else [])
-
-
-def test_patch_ops_add_replace_remove():
-    image = {"a": "1", "b": "2"}
-    ops = image_api.patch_ops(image, {"a": "1", "b": "3", "c": "4", "d": None, "a2": None})
-    assert ops == [{"op": "replace", "path": "/b", "value": "3"},
-                   {"op": "add", "path": "/c", "value": "4"}]
-    assert image_api.patch_ops({"e": "x"}, {"e": None}) == [{"op": "remove", "path": "/e"}]
-
-
-def test_qemu_option_values_cannot_inject_options():
-    text = converter.image_opts({"driver": "rbd", "image": "a,file.filename=/etc/passwd"})
-    assert text == "driver=rbd,image=a,,file.filename=/etc/passwd"
-    with pytest.raises(exception.UnsafeImage):
-        converter.image_opts({"image": "a\nb"})
-
-
-def test_work_queue_holds_each_image_once():
-    queue = worker.WorkQueue()
-    assert queue.put(ID) is True
-    assert queue.put(ID) is False
-    assert queue.get() == ID
-    assert queue.put(ID) is False  # still running
-    queue.done(ID)
-    assert queue.put(ID) is True
-    queue.close()
-    assert queue.get() is None
-
-
-class HeadSource:
-    def __init__(self, path):
-        self.path = path
-
-    def read_head(self, length):
-        with open(self.path, "rb") as f:
-            return f.read(length)
-
-
-def test_inspection_refuses_a_backing_file(conf, tmp_path):
-    path = tmp_path / "b.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", "-b", "/etc/hostname", "-F",
-                    "raw", str(path)], check=True)
-    with pytest.raises(exception.UnsafeImage, match="backing file"):
-        converter.Converter(conf, None).inspect(HeadSource(path), "qcow2")
-
-
-def test_inspection_refuses_a_mislabelled_image(conf, tmp_path):
-    path = tmp_path / "r.qcow2"
-    path.write_bytes(b"\0" * 65536)
-    with pytest.raises(exception.UnsafeImage, match="not qcow2"):
-        converter.Converter(conf, None).inspect(HeadSource(path), "qcow2")
-
-
-def test_inspection_refuses_a_huge_virtual_size(conf, tmp_path):
-    path = tmp_path / "big.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "2T"], check=True)
-    with pytest.raises(exception.UnsafeImage, match="exceeds"):
-        converter.Converter(conf, None).inspect(HeadSource(path), "qcow2")
-
-
-def test_inspection_accepts_a_plain_qcow2(conf, tmp_path):
-    path = tmp_path / "ok.qcow2"
-    subprocess.run(["qemu-img", "create", "-q", "-f", "qcow2", str(path), "1G"], check=True)
-    assert str(converter.Converter(conf, None).inspect(HeadSource(path), "qcow2")) == "qcow2"
 
 
 class LockingStore(FakeStore):
@@ -315,13 +197,6 @@ def test_an_image_locked_by_another_worker_is_left_alone(conf):
     assert core.images.patches == []
 
 
-def test_only_uuid_caches_are_ever_removed_unasked():
-    from cacheraw import store
-    assert store.is_cache_name(ID + "_raw")
-    for name in (ID, "volume-1_raw", ID.upper() + "_raw", ID + "_raw2", "x" + ID + "_raw"):
-        assert not store.is_cache_name(name)
-
-
 def test_the_notification_of_our_own_write_is_not_read_again(conf):
     class OwnWrite(FakeImages):
         def shows_own_write(self, image_id, payload):
@@ -370,3 +245,125 @@ def test_one_cache_that_cannot_be_removed_does_not_stop_the_sweep(conf):
     core = cacher.Cacher(conf, NoImages(), store, None, enqueue=lambda image_id: None)
     assert core.sweep() == 0
     assert store.removed == [other + "_raw"]
+
+
+# -- fencing: a worker that cannot prove it holds the lease touches nothing
+
+def stalled_core(conf, outcome_of_convert):
+    """A core whose conversion stalls past its lease while another worker takes the lock,
+    then ends with ``outcome_of_convert`` (an exception, or None for success)."""
+
+    class StallingConverter(FailingConverter):
+        def convert(self, source, fmt, name, job, secret):
+            store.removed.clear()
+            core.images.update = forbidden
+            store.locks.clock.now += 120  # SIGSTOPped past the lock's duration
+            store.locks.steal(ID)
+            if outcome_of_convert is not None:
+                raise outcome_of_convert
+
+    def forbidden(image_id, wanted, only_if=None):
+        raise AssertionError("wrote %s without the lock" % wanted)
+
+    core, store = failing_core(conf, None)
+    core.converter = StallingConverter(None)
+    store.publish = lambda name: pytest.fail("published without the lock")
+    return core, store
+
+
+@pytest.mark.parametrize("error", [None, exception.ConversionFailed("qemu-img was fenced"),
+                                   KeyError("bug")])
+def test_a_worker_that_lost_its_lease_touches_nothing(conf, error):
+    core, store = stalled_core(conf, error)
+    assert core.cache(ID) == "aborted"
+    assert store.removed == []
+    assert store.locks.holders[ID][0] == "thief"
+    assert core.images.image["cache_raw_status"] == "Caching"
+
+
+def test_only_a_partial_cache_is_removed_on_failure(conf):
+    core, store = failing_core(conf, exception.ConversionFailed("qemu-img failed"))
+    calls = []
+    store.remove = lambda name: calls.append(("remove", name)) or "absent"
+    store.remove_partial = lambda name: calls.append(("remove_partial", name)) or "absent"
+    assert core.cache(ID) == "error"
+    assert calls and all(kind == "remove_partial" for kind, _ in calls)
+
+
+def test_a_refused_status_write_ends_in_error_and_keeps_the_finished_cache(conf):
+    core, store = failing_core(conf, None)
+    store.has_protected_snap = lambda name: True
+    store.used_bytes = lambda name: 1 << 20
+    update = core.images.update
+
+    def refuse_cached(image_id, wanted, only_if=None):
+        if wanted.get("cache_raw_status") == "Cached":
+            raise exception.ImageUpdateRefused("413 Request Entity Too Large")
+        return update(image_id, wanted, only_if)
+
+    core.images.update = refuse_cached
+    assert core.cache(ID) == "error"
+    assert core.images.image["cache_raw_status"] == "Error"
+    assert "refused to record the finished cache" in core.images.image["cache_raw_error"]
+    assert store.removed == []
+
+
+def test_a_forged_delete_of_a_live_image_removes_nothing(conf):
+    from cacheraw import cacher
+    images = FakeImages({"id": ID, "status": "active", "cache_raw": "True",
+                         "disk_format": "qcow2", "cache_raw_status": "Cached"})
+    store = LockingStore()
+    cancelled = []
+    core = cacher.Cacher(conf, images, store, None,
+                         cancel=lambda image_id, reason: cancelled.append(image_id))
+    core.on_event("image.delete", ID)
+    assert store.removed == [] and cancelled == []
+    images.image = None
+    core.on_event("image.delete", ID)
+    assert store.removed == [ID + "_raw"] and cancelled == [ID]
+
+
+# -- warnings about an image's invalid extension properties, with its id, once per change
+
+@pytest.fixture
+def core_for(conf):
+    return lambda image: cacher.Cacher(conf, FakeImages(image), FakeStore(), converter=None)
+
+
+def warnings(caplog):
+    return [r.getMessage() for r in caplog.records
+            if r.levelno == logging.WARNING and r.name == "cacheraw.cacher"]
+
+
+def test_invalid_properties_are_warned_once_per_change(core_for, caplog):
+    image = {"id": ID, "status": "active", "disk_format": "raw",
+             "hw_wrs_live_migration_timeout": "900", "sw_wrs_auto_recovery": "maybe"}
+    core = core_for(image)
+    with caplog.at_level(logging.WARNING):
+        core.on_event("image.update", ID)
+        core.on_event("image.update", ID)  # the same problems: said once
+    assert warnings(caplog) == [
+        "Image %s: sw_wrs_auto_recovery is 'maybe': it must be a boolean string such as "
+        "'True' or 'False'." % ID,
+        "Image %s: hw_wrs_live_migration_timeout is '900': it must be '0' (no timeout) or a "
+        "whole number of seconds from 120 to 800." % ID]
+    caplog.clear()
+    core.images.image["hw_wrs_live_migration_timeout"] = "99"
+    with caplog.at_level(logging.WARNING):
+        core.on_event("image.update", ID)
+    assert len(warnings(caplog)) == 2 and "'99'" in warnings(caplog)[1]
+
+
+def test_valid_properties_are_not_warned(core_for, caplog):
+    core = core_for({"id": ID, "status": "active", "disk_format": "raw",
+                           "hw_wrs_live_migration_timeout": "400"})
+    with caplog.at_level(logging.WARNING):
+        core.on_event("image.update", ID)
+    assert warnings(caplog) == []
+
+
+def test_the_memory_of_warned_images_is_bounded():
+    problems = cacher.PropertyProblems()
+    for n in range(problems.REMEMBERED + 10):
+        problems.warn({"id": "image-%d" % n, "store": "swift"})
+    assert len(problems._last) == problems.REMEMBERED

@@ -1,0 +1,17 @@
+"""The core as the daemon and cacheraw-manage both run it: one place wires Ceph, the image API
+and the converter to the cacher."""
+
+from cacheraw import cacher
+from cacheraw import converter
+from cacheraw import image_api
+from cacheraw import store as ceph_store
+
+
+def build(conf, store=None, enqueue=None, cancel=None):
+    """A Cacher on the image API and on Ceph: ``store`` (connected), or a new CephStore
+    connected here."""
+    if store is None:
+        store = ceph_store.CephStore(conf)
+        store.connect()
+    return cacher.Cacher(conf, image_api.ImageAPI(conf), store, converter.Converter(conf, store),
+                         enqueue=enqueue, cancel=cancel)

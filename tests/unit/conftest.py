@@ -1,0 +1,279 @@
+"""What the unit tests share: the configuration fixture and fakes that keep the real exception
+classes (a fake image API raises cacheraw.exception's, a fake Ceph the real rados and rbd
+errors). Test modules import the fake classes from here, never anything from one another."""
+
+import itertools
+
+import pytest
+import rbd
+from oslo_config import cfg
+
+from cacheraw import exception
+from cacheraw.conf import register_opts
+
+ID = "0dc0185d-550c-461a-bdc5-25b9e20586d5"
+
+
+@pytest.fixture
+def conf():
+    c = cfg.ConfigOpts()
+    register_opts(c)
+    c([])
+    c.set_override("retry_initial_delay", 0, group="worker")
+    return c
+
+
+class FakeImages:
+    """The image API with one image (None: it does not exist)."""
+
+    def __init__(self, image):
+        self.image = image
+        self.patches = []
+
+    def get(self, image_id):
+        if self.image is None:
+            raise exception.ImageNotFound(image_id)
+        return dict(self.image)
+
+    def shows_own_write(self, image_id, payload):
+        return False
+
+    def update(self, image_id, wanted, only_if=None, only_if_absent=None):
+        if (only_if is not None and not only_if(self.image)) or \
+                (only_if_absent is not None and only_if_absent in self.image):
+            return dict(self.image)
+        self.patches.append(wanted)
+        for k, v in wanted.items():
+            if v is None:
+                self.image.pop(k, None)
+            else:
+                self.image[k] = v
+        return dict(self.image)
+
+
+class FakeStore:
+    """The little of CephStore that deciding needs: a pool, an fsid, no cache."""
+    pool = "images"
+
+    def fsid(self):
+        return "fsid"
+
+    def has_protected_snap(self, name):
+        return False
+
+
+# -- a RADOS lock table
+
+class Clock:
+    def __init__(self):
+        self.now = 1000.0
+
+    def __call__(self):
+        return self.now
+
+
+class FakeLocks:
+    """A RADOS lock table as cls_lock keeps it: a lock has one holder (cookie) and an expiry;
+    renewal with MUST_RENEW fails unless the cookie holds it still."""
+
+    def __init__(self, clock=None, held=None):
+        self.clock = clock or Clock()
+        self.holders = {}  # image id -> (cookie, expiry)
+        self.released = []
+        self.fail_renewals = None
+        for image_id in held or ():
+            self.holders[image_id] = ("someone-else", float("inf"))
+
+    def _holder(self, image_id):
+        cookie, expiry = self.holders.get(image_id, (None, 0))
+        return cookie if expiry > self.clock() else None
+
+    def take(self, image_id, cookie, duration):
+        if self._holder(image_id) not in (None, cookie):
+            raise exception.LockBusy(image_id)
+        self.holders[image_id] = (cookie, self.clock() + duration)
+
+    def renew(self, image_id, cookie, duration):
+        if self.fail_renewals is not None:
+            raise self.fail_renewals
+        if self._holder(image_id) != cookie:
+            raise exception.LockLost(image_id)
+        self.holders[image_id] = (cookie, self.clock() + duration)
+
+    def release(self, image_id, cookie):
+        if self._holder(image_id) != cookie:
+            raise exception.LockLost(image_id)
+        del self.holders[image_id]
+        self.released.append(image_id)
+
+    def is_locked(self, image_id):
+        return self._holder(image_id) is not None
+
+    def steal(self, image_id):
+        """Another worker takes the lock, as after ours expired."""
+        self.holders[image_id] = ("thief", self.clock() + 60)
+
+
+# -- a fake Ceph pool behind the real rados and rbd modules' names and errors
+
+class FakePool:
+    """RBD images by name ({"snaps": {name: protected}, "clones": n, "lockers": [...]}), the
+    trash by id, and faults to raise: ``faults[method] = exception``."""
+
+    def __init__(self):
+        self.images = {}
+        self.trash = {}
+        self.faults = {}
+        self._ids = itertools.count(1)
+
+    def fault(self, method):
+        if method in self.faults:
+            raise self.faults[method]
+
+    def add(self, name, snaps=None, clones=0, lockers=()):
+        self.images[name] = {"snaps": dict(snaps or {}), "clones": clones,
+                             "lockers": list(lockers), "features": 0}
+
+    def to_trash(self, name):
+        trash_id = "t%d" % next(self._ids)
+        self.trash[trash_id] = (name, self.images.pop(name))
+        return trash_id
+
+
+class FakeCluster:
+    def __init__(self, pool):
+        self.pool = pool
+
+    def connect(self, timeout=None):
+        self.pool.fault("connect")
+
+    def shutdown(self):
+        pass
+
+    def open_ioctx(self, name):
+        return FakeIoctx(self.pool)
+
+    def get_fsid(self):
+        return "fsid"
+
+    def get_instance_id(self):
+        return 4242
+
+    def get_addrs(self):
+        return "127.0.0.1:0/4242"
+
+    def conf_get(self, key):
+        return None
+
+
+class FakeIoctx:
+    def __init__(self, pool):
+        self.pool = pool
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+
+class FakeRBD:
+    def __init__(self, pool):
+        self.pool = pool
+
+    def list(self, ioctx):
+        return list(self.pool.images)
+
+    def create(self, ioctx, name, size, **kwargs):
+        self.pool.fault("create")
+        if name in self.pool.images:
+            raise rbd.ImageExists("image %s exists" % name)
+        self.pool.add(name)
+
+    def remove(self, ioctx, name):
+        self.pool.fault("remove")
+        if name not in self.pool.images:
+            raise rbd.ImageNotFound("no image %s" % name)
+        if self.pool.images[name]["snaps"]:
+            raise rbd.ImageHasSnapshots("image %s has snapshots" % name)
+        del self.pool.images[name]
+
+    def trash_move(self, ioctx, name):
+        self.pool.to_trash(name)
+
+    def trash_list(self, ioctx):
+        return [{"id": trash_id, "name": name} for trash_id, (name, _) in self.pool.trash.items()]
+
+    def trash_remove(self, ioctx, trash_id, force=False):
+        del self.pool.trash[trash_id]
+
+
+class FakeImage:
+    def __init__(self, pool, name=None, snapshot=None, read_only=False, image_id=None):
+        self.pool = pool
+        pool.fault("open")
+        found = pool.trash[image_id][1] if image_id in pool.trash else pool.images.get(name)
+        if found is None:
+            raise rbd.ImageNotFound("no image %s" % (name or image_id))
+        self.data = found
+        self.name = name or pool.trash[image_id][0]
+        self.snap = snapshot
+
+    def get_name(self):
+        return self.name
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+    def list_snaps(self):
+        return [{"name": name} for name in self.data["snaps"]]
+
+    def is_protected_snap(self, name):
+        return self.data["snaps"][name]
+
+    def protect_snap(self, name):
+        self.data["snaps"][name] = True
+
+    def unprotect_snap(self, name):
+        self.pool.fault("unprotect_snap")
+        if self.data["clones"]:
+            raise rbd.ImageBusy("snapshot %s has clones" % name)
+        self.data["snaps"][name] = False
+
+    def create_snap(self, name):
+        self.data["snaps"][name] = False
+
+    def remove_snap(self, name):
+        if self.data["snaps"][name]:
+            raise rbd.ImageBusy("snapshot %s is protected" % name)
+        del self.data["snaps"][name]
+
+    def set_snap(self, name):
+        self.snap = name
+
+    def list_children2(self):
+        return [{"name": "clone-%d" % n} for n in range(self.data["clones"])]
+
+    def list_lockers(self):
+        return {"lockers": self.data["lockers"]} if self.data["lockers"] else []
+
+    def break_lock(self, client, cookie):
+        self.data["lockers"] = [lock for lock in self.data["lockers"] if lock[1] != cookie]
+
+    def features(self):
+        return self.data["features"]
+
+
+@pytest.fixture
+def ceph(monkeypatch):
+    """A FakePool that CephStore reaches through the real modules' names."""
+    from cacheraw import store
+    pool = FakePool()
+    monkeypatch.setattr(store.rados, "Rados", lambda **kwargs: FakeCluster(pool))
+    monkeypatch.setattr(store.rbd, "RBD", lambda: FakeRBD(pool))
+    monkeypatch.setattr(store.rbd, "Image", lambda ioctx, *args, **kwargs: FakeImage(pool, *args,
+                                                                                      **kwargs))
+    return pool
