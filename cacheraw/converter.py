@@ -414,8 +414,9 @@ class Converter:
         """Bytes of the image that hold data: what a thin RAW copy writes at most.
 
         For a qcow2 image, the clusters that ``qemu-img check`` (in ``info``, from info())
-        counted allocated, whole (at most the virtual size). Otherwise ``qemu-img map`` is read as it comes, one extent (line) at a time, never whole: a small
-        image can describe millions of extents. After ``[converter] max_map_extents`` of them
+        counted allocated, whole (at most the virtual size). Otherwise ``qemu-img map`` is read
+        as it comes, one extent (line) at a time, never whole: a small image can describe
+        millions of extents. After ``[converter] max_map_extents`` of them
         it is stopped and the image counted as ``bound`` bytes (its virtual size)."""
         counted = _allocated_bytes(disk_format, info or {})
         if counted is not None:
