@@ -5,10 +5,12 @@ import datetime
 import json
 import os
 import queue
+import socket
 import subprocess
 import sys
 import threading
 import time
+import urllib.request
 import uuid
 from pathlib import Path
 
@@ -115,6 +117,27 @@ class Stack:
             options["snapshot"] = snapshot
         return conv.Converter._layered(driver, options, None)
 
+    def pool_stored(self, changed_from=None, settle=2.5, timeout=30):
+        """The pool's STORED bytes as the mgr's ``df`` reports them, once the statistics have
+        settled: different from ``changed_from`` when given (a removal must show), then the same
+        value read twice ``settle`` seconds apart (more than one statistics period)."""
+        deadline = time.monotonic() + timeout
+        last = self._stored()
+        while changed_from is not None and last == changed_from \
+                and time.monotonic() < deadline:
+            time.sleep(0.5)
+            last = self._stored()
+        while True:
+            time.sleep(settle)
+            now = self._stored()
+            if now == last or time.monotonic() > deadline:
+                return now
+            last = now
+
+    def _stored(self):
+        out = self.store._mon_json({"prefix": "df", "detail": "detail"})
+        return next(p["stats"]["stored"] for p in out["pools"] if p["name"] == self.pool)
+
     def pool_free(self):
         return self.store.pool_space()[0]
 
@@ -207,9 +230,11 @@ class Worker:
         self.conversion_dir = stack.conf.converter.conversion_dir
         name = "worker-%d-%s" % (slots, uuid.uuid4().hex[:6])
         override = self.workdir / (name + ".conf")
+        self.metrics_port = _free_port()
         override.write_text("[notifications]\npool = bench-%s\n[worker]\n"
                             "max_concurrent_conversions = %d\nsweep_interval = 0\n"
-                            % (uuid.uuid4().hex[:12], slots))
+                            "[metrics]\nenabled = true\nhost = 127.0.0.1\nport = %d\n"
+                            % (uuid.uuid4().hex[:12], slots, self.metrics_port))
         self.log_path = self.workdir / (name + ".log")
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
@@ -241,6 +266,23 @@ class Worker:
             elif time.monotonic() - since >= quiet:
                 return
             time.sleep(0.1)
+
+    def counters(self):
+        """The worker's counts of image API requests (by method), qemu-img runs (by
+        subcommand) and Ceph connections, from its metrics."""
+        url = "http://127.0.0.1:%d/metrics" % self.metrics_port
+        with urllib.request.urlopen(url, timeout=30) as response:
+            text = response.read().decode()
+        counts = {}
+        for line in text.splitlines():
+            for prefix, label in (("cacheraw_image_api_requests_total", "image_api_"),
+                                  ("cacheraw_qemu_img_runs_total", "qemu_img_"),
+                                  ("cacheraw_ceph_connections_total", "ceph_connections")):
+                if line.startswith(prefix):
+                    name, value = line.rsplit(" ", 1)
+                    key = label + (name.split('"')[1] if '"' in name else "")
+                    counts[key] = int(float(value))
+        return counts
 
     def steps(self, image_id):
         """Seconds between the worker's log lines about an image: from its image.upload to
@@ -340,6 +382,12 @@ def _image_bytes(directory):
         except OSError:
             pass
     return total
+
+
+def _free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
 
 
 def run_measured(argv, **kwargs):

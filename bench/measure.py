@@ -79,6 +79,8 @@ def end_to_end(stack, events, worker, path):
     ``image.update`` that carries ``Cached`` (sent once it is visible in the API)."""
     events.forget()
     image = stack.demo.create(disk_format="qcow2", cache_raw="True")
+    worker.wait_idle()
+    before = worker.counters()
     probe = Probe(worker.proc.pid, worker.conversion_dir)
     probe.start()
     try:
@@ -87,6 +89,11 @@ def end_to_end(stack, events, worker, path):
         cached = events.settled(image["id"])
     finally:
         probe.stop()
+    # The worker also reads the image at the notifications of its own writes.
+    worker.wait_idle()
+    after = worker.counters()
+    calls = {k: after.get(k, 0) - before.get(k, 0) for k in after}
+    calls["image_api"] = sum(v for k, v in calls.items() if k.startswith("image_api_"))
     image = stack.service.get(image["id"])
     if image.get("cache_raw_status") != "Cached":
         raise BenchError("image %s ended %s: %s" % (image["id"], image.get("cache_raw_status"),
@@ -98,7 +105,7 @@ def end_to_end(stack, events, worker, path):
                    "qemu_img_rss": probe.children_hwm, "local_disk": probe.disk,
                    "du": stack.du(ceph_store.cache_name(image["id"])),
                    "cache_raw_size": int(image["cache_raw_size"]), **layout,
-                   "worker_steps": worker.steps(image["id"])}
+                   "worker_steps": worker.steps(image["id"]), "calls": calls}
 
 
 def recache_args():
@@ -112,6 +119,22 @@ def recache(stack, image_id, args):
     took, _ = run_measured([str(VENV_BIN / "cacheraw-manage"), "--config-file", stack.conf_file,
                             "recache", *args, image_id])
     return {"s": took}
+
+
+def status(stack, image_id):
+    """``cacheraw-manage status``: a process, start-up included."""
+    took, _ = run_measured([str(VENV_BIN / "cacheraw-manage"), "--config-file", stack.conf_file,
+                            "status", image_id])
+    return {"s": took}
+
+
+def stored(stack, image_id):
+    """What the cache adds to the pool's STORED bytes (the mgr's ``df``): read with the cache,
+    then again once it is removed."""
+    with_cache = stack.pool_stored()
+    stack.store.remove(ceph_store.cache_name(image_id))
+    without = stack.pool_stored(changed_from=with_cache)
+    return {"stored": with_cache - without}
 
 
 def clone(stack, image_id):

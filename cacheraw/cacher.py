@@ -94,15 +94,20 @@ class Cacher:
 
     # -- what the image asks for
 
-    def on_event(self, event_type, image_id):
-        """A notification: decide from the image's current state, never the event alone."""
+    def on_event(self, event_type, image_id, payload=None):
+        """A notification: decide from the image's current state, never the event alone. An
+        image.update that shows the image exactly as this worker last wrote it tells nothing
+        new: the image is not read again for it."""
         if not valid_id(image_id):
             LOG.warning("Ignoring %s for an image id that is not a UUID: %r", event_type, image_id)
             return
         with self._event_locks[hash(image_id) % len(self._event_locks)]:
-            self._on_event(event_type, image_id)
+            self._on_event(event_type, image_id, payload)
 
-    def _on_event(self, event_type, image_id):
+    def _on_event(self, event_type, image_id, payload):
+        if event_type == "image.update" and self.images.shows_own_write(image_id, payload):
+            LOG.debug("Image %s: %s of our own write", image_id, event_type)
+            return
         # Even image.delete is only a hint: a forged or replayed one must not remove the cache
         # of a live image, so the image API has the last word.
         try:
@@ -123,37 +128,57 @@ class Cacher:
         self.request(image)
 
     def request(self, image):
-        """Mark an image that wants a cache Queued and queue it; True when newly queued here."""
+        """Mark an image that wants a cache Queued and queue it; True when newly queued here.
+        A missing or wrong ``store`` is set in the same write as the status, if any."""
         image_id = image["id"]
-        self.fix_store_property(image)
+        store = self.store_fix(image)
+        wanted, only_if_absent, queue = self._decide(image)
+        if wanted:
+            try:
+                written = self.images.update(image_id, dict(wanted, **store),
+                                             only_if_absent=only_if_absent)
+            except exception.ImageUpdateRefused as exc:
+                if wanted.get(STATUS) != QUEUED:
+                    raise
+                LOG.warning("Image %s: not cached: the image API refuses its status: %s",
+                            image_id, exc)
+                if store:
+                    self.fix_store_property(image)
+                return False
+            if store and written.get("store") != store["store"]:
+                written = self.images.update(image_id, store)  # Queued by another worker
+            if wanted.get(STATUS) == QUEUED and written.get(STATUS) == QUEUED:
+                LOG.info("Image %s: queued", image_id)
+        elif store:
+            written = self.images.update(image_id, store)
+        if store:
+            LOG.info("Image %s: store = %s", image_id, store["store"])
+            image.update(written)
+        return bool(queue and self.enqueue(image_id))
+
+    def _decide(self, image):
+        """What an image that may want a cache needs: (properties to write or None, the
+        property that must be absent for that write, whether to queue the image)."""
         if not wants_cache(image):
-            return False
+            return None, None, False
         refusal = self.refusal(image)
         if refusal:
             if image.get(STATUS) != ERROR or image.get(ERROR_PROP) != refusal:
-                LOG.info("Image %s: not cached: %s", image_id, refusal)
-                self.images.update(image_id, {STATUS: ERROR, ERROR_PROP: refusal, URL: None,
-                                              SIZE: None})
-            return False
+                LOG.info("Image %s: not cached: %s", image["id"], refusal)
+                return {STATUS: ERROR, ERROR_PROP: refusal, URL: None, SIZE: None}, None, False
+            return None, None, False
         status = image.get(STATUS)
         if status == ERROR:
-            return False
+            return None, None, False
         if status == CACHED:
             if self.cache_valid(image):
-                return False
-            LOG.warning("Image %s: Cached but its cache is missing in Ceph", image_id)
+                return None, None, False
+            LOG.warning("Image %s: Cached but its cache is missing in Ceph", image["id"])
         if status not in (QUEUED, CACHING, CACHED):
-            try:
-                self.images.update(image_id, {STATUS: QUEUED, ERROR_PROP: None},
-                                   only_if=lambda fresh: fresh.get(STATUS) is None)
-            except exception.ImageUpdateRefused as exc:
-                LOG.warning("Image %s: not cached: the image API refuses its status: %s",
-                            image_id, exc)
-                return False
-            LOG.info("Image %s: queued", image_id)
+            return {STATUS: QUEUED, ERROR_PROP: None}, STATUS, True
         # Queued or Caching: unfinished, by a worker that runs (its lock makes ours a no-op)
         # or by one that died.
-        return bool(self.enqueue(image_id))
+        return None, None, True
 
     def refusal(self, image):
         """Why an image that asks for a cache cannot have one, or None."""
@@ -166,14 +191,22 @@ class Cacher:
                 disk_format, ", ".join(allowed))
         return None
 
-    def fix_store_property(self, image):
-        """Set ``store`` to where the image's data lives, when it is missing or wrong."""
+    def store_fix(self, image):
+        """``{"store": ...}`` when the image's ``store`` is missing or not where its data
+        lives, else {}."""
         location = image.get("direct_url") or ""
         store = ("rbd" if location.startswith("rbd://")
                  else "file" if location.startswith("file://") else None)
         if image.get("status") == "active" and store and image.get("store") != store:
-            LOG.info("Image %s: store = %s", image["id"], store)
-            image.update(self.images.update(image["id"], {"store": store}))
+            return {"store": store}
+        return {}
+
+    def fix_store_property(self, image):
+        """Set ``store`` to where the image's data lives, when it is missing or wrong."""
+        store = self.store_fix(image)
+        if store:
+            LOG.info("Image %s: store = %s", image["id"], store["store"])
+            image.update(self.images.update(image["id"], store))
 
     # -- the conversion
 
@@ -308,7 +341,7 @@ class Cacher:
             try:
                 info = self.converter.info(source, fmt, secret)
                 need = self.converter.data_bytes(source, fmt, secret, job=job,
-                                                bound=info["virtual-size"])
+                                                 bound=info["virtual-size"], info=info)
             except exception.UnreadableImage:
                 # qemu-img fails alike on a broken image and on an unreachable cluster.
                 self.store.check_reachable()

@@ -9,13 +9,14 @@ are named to qemu-img through option dictionaries, never ``rbd:pool/name:...`` s
 import collections
 import contextlib
 import ctypes
+import functools
 import json
 import logging
 import os
 import re
+import resource
 import signal
 import subprocess
-import sys
 import tempfile
 import threading
 import time
@@ -24,6 +25,7 @@ from oslo_concurrency import processutils
 from oslo_utils.imageutils import format_inspector
 
 from cacheraw import exception
+from cacheraw import metrics
 
 LOG = logging.getLogger(__name__)
 
@@ -40,7 +42,11 @@ CHECK_EXIT_CODES = [0, 2, 3, 63]
 # qemu-img names the image by its option string; the reason recorded on the image needs neither
 # our paths nor our Ceph user.
 OPEN_PREFIX_RE = re.compile(r"Could not open '[^']*': ")
+# Where info() keeps what qemu-img check said of the image.
+CHECK_KEY = "cacheraw-check"
 PROGRESS_RE = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")
+# The limits of processutils.ProcessLimits that qemu-img gets, as setrlimit resources.
+RLIMITS = (("address_space", resource.RLIMIT_AS), ("cpu_time", resource.RLIMIT_CPU))
 
 
 def image_opts(options):
@@ -311,6 +317,7 @@ class Converter:
             cpu_time=cpu_seconds)
         env = {"LC_ALL": "C", "PATH": os.environ.get("PATH", "/usr/bin:/bin"),
                "MALLOC_ARENA_MAX": "2", **self.store.qemu_environment()}
+        metrics.qemu_img_run(args[0], any("file.driver=rbd" in a for a in args))
         return argv, limits, env
 
     def _qemu_img(self, args, cpu_seconds, timeout, job=None, secret_file=None,
@@ -320,16 +327,21 @@ class Converter:
         try:
             if progress is not None:
                 return _execute_with_progress(argv, limits, env, timeout, job, progress)
-            out, _ = processutils.execute(*argv, prlimit=limits, env_variables=env,
+            out, _ = processutils.execute(*argv, env_variables=env,
                                           timeout=timeout, on_execute=job.attach,
                                           on_completion=job.detach,
                                           check_exit_code=list(exit_codes),
-                                          preexec_fn=_detach_and_die_with_parent)
+                                          preexec_fn=functools.partial(_child_setup, limits))
             return out
         except subprocess.TimeoutExpired as exc:
             job.kill()
             raise exception.ConversionFailed("qemu-img %s timed out after %d s"
                                              % (args[0], timeout)) from exc
+        except subprocess.SubprocessError as exc:
+            # The child could not take its limits (a hard limit below them): never run it
+            # without.
+            raise exception.ConversionFailed("qemu-img %s could not start under its limits: %s"
+                                             % (args[0], exc)) from exc
         except processutils.ProcessExecutionError as exc:
             job.check()
             detail = (exc.stderr or exc.stdout or "").strip().splitlines()
@@ -374,7 +386,7 @@ class Converter:
             # Nobody gave us its key: qemu-img could not read it, and a cache of it is no use.
             raise exception.UnsafeImage("image is encrypted")
         self._check_size(info.get("virtual-size"))
-        self._check_consistency(source, disk_format, secret_file)
+        info[CHECK_KEY] = self._check_consistency(source, disk_format, secret_file)
         return info
 
     def _check_consistency(self, source, disk_format, secret_file):
@@ -386,7 +398,7 @@ class Converter:
                              self.conf.qemu_img_info_timeout, secret_file=secret_file,
                              failure=exception.UnreadableImage, exit_codes=CHECK_EXIT_CODES)
         if not out.strip():
-            return  # the format has no consistency check
+            return {}  # the format has no consistency check
         try:
             result = json.loads(out)
         except ValueError as exc:
@@ -395,13 +407,20 @@ class Converter:
         if errors:
             raise exception.UnsafeImage("image is corrupt or truncated: qemu-img check found %d "
                                         "errors" % errors)
+        return result
 
-    def data_bytes(self, source, disk_format, secret_file=None, job=None, bound=None):
+    def data_bytes(self, source, disk_format, secret_file=None, job=None, bound=None,
+                   info=None):
         """Bytes of the image that hold data: what a thin RAW copy writes at most.
 
-        ``qemu-img map`` is read as it comes, one extent (line) at a time, never whole: a small
-        image can describe millions of extents. After ``[converter] max_map_extents`` of them
+        For a qcow2 image, the clusters that ``qemu-img check`` (in ``info``, from info())
+        counted allocated, whole (at most the virtual size). Otherwise ``qemu-img map`` is read
+        as it comes, one extent (line) at a time, never whole: a small image can describe
+        millions of extents. After ``[converter] max_map_extents`` of them
         it is stopped and the image counted as ``bound`` bytes (its virtual size)."""
+        counted = _allocated_bytes(disk_format, info or {})
+        if counted is not None:
+            return counted
         counter = _ExtentCounter(self.conf.max_map_extents)
         argv, limits, env = self._command(
             ["map", "--output=json", "--image-opts",
@@ -418,6 +437,9 @@ class Converter:
         except subprocess.TimeoutExpired as exc:
             raise exception.ConversionFailed("qemu-img map timed out after %d s"
                                              % self.conf.qemu_img_info_timeout) from exc
+        except subprocess.SubprocessError as exc:
+            raise exception.ConversionFailed("qemu-img map could not start under its limits: %s"
+                                             % exc) from exc
         except processutils.ProcessExecutionError as exc:
             job.check()
             raise exception.UnreadableImage("qemu-img map failed (exit %s): %s"
@@ -439,6 +461,19 @@ class Converter:
                        job=job, secret_file=secret_file, progress=progress)
 
 
+def _allocated_bytes(disk_format, info):
+    """A qcow2 image's allocated clusters as ``qemu-img check`` counted them, in bytes (an upper
+    bound of its data: zero clusters are not allocated, a compressed one counts whole), or None
+    when the numbers are not there or not plain."""
+    check = info.get(CHECK_KEY) or {}
+    clusters, size = check.get("allocated-clusters"), info.get("cluster-size")
+    virtual = info.get("virtual-size")
+    if disk_format != "qcow2" or not all(type(n) is int and n >= 0
+                                         for n in (clusters, size, virtual)):
+        return None
+    return min(clusters * size, virtual)
+
+
 def parse_progress(text):
     """The percentages in qemu-img's ``-p`` output, e.g. ``    (42.00/100%)\r``."""
     return [float(m) for m in PROGRESS_RE.findall(text)]
@@ -454,10 +489,9 @@ def _run_streaming(argv, limits, env, timeout, job, consume):
     """processutils.execute for a qemu-img whose output is consumed as it comes
     (``consume(stdout)``), never held whole: the same limits, process group and errors.
     ``consume`` may raise to stop it early (qemu-img is then killed)."""
-    cmd = [sys.executable, "-m", "oslo_concurrency.prlimit", *limits.prlimit_args(), "--", *argv]
-    proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
+    proc = subprocess.Popen(argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.PIPE, close_fds=True, env=env,
-                            preexec_fn=_detach_and_die_with_parent)
+                            preexec_fn=functools.partial(_child_setup, limits))
     job.attach(proc)
     errors = collections.deque(maxlen=16)
     reader = threading.Thread(target=_read_tail, args=(proc.stderr, errors), daemon=True)
@@ -478,7 +512,7 @@ def _run_streaming(argv, limits, env, timeout, job, consume):
         proc.stdout.close()
         proc.stderr.close()
     if proc.returncode != 0 and time.monotonic() - began >= timeout:
-        raise subprocess.TimeoutExpired(cmd, timeout)
+        raise subprocess.TimeoutExpired(argv, timeout)
     if proc.returncode != 0:
         raise processutils.ProcessExecutionError(exit_code=proc.returncode, stdout="",
                                                  stderr=os.fsdecode(b"".join(errors)),
@@ -558,6 +592,16 @@ def _follow_progress(stream, progress):
                 progress(percent)
             except Exception:  # noqa: BLE001 - a progress reader never stops a conversion
                 LOG.exception("Progress callback failed")
+
+
+def _child_setup(limits):
+    """In the child before exec: its limits (as oslo.concurrency's prlimit wrapper sets them,
+    without a Python process in between), its own process group, death with its parent."""
+    for name, rlimit in RLIMITS:
+        value = getattr(limits, name)
+        if value is not None:
+            resource.setrlimit(rlimit, (value, value))
+    _detach_and_die_with_parent()
 
 
 def _detach_and_die_with_parent():

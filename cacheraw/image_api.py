@@ -4,16 +4,19 @@ HTTP and Keystone errors are translated into cacheraw.exception here; transient 
 with the one retry policy (cacheraw.retry).
 """
 
+import collections
 import functools
 import hashlib
 import logging
 import os
+import threading
 import uuid
 
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
 
 from cacheraw import exception
+from cacheraw import metrics
 from cacheraw import properties
 from cacheraw import retry
 
@@ -24,6 +27,13 @@ PATCH_TYPE = "application/openstack-images-v2.1-json-patch"
 CHUNK = 1024 * 1024
 PAGE = 200
 SCRATCH_IMAGE_PREFIX = "cacheraw-check-"
+# Images remembered as last read or written, so that a write needs no read before it.
+REMEMBERED = 1024
+# A write whose patch no longer fits the image (HTTP 409) is computed again from a fresh read.
+CONFLICT_ATTEMPTS = 3
+# The properties cacheraw writes, and the one it acts on.
+OWN_PROPERTIES = ("cache_raw", "cache_raw_status", "cache_raw_url", "cache_raw_size",
+                  "cache_raw_error", "store")
 # A PATCH refused for a reason that repeating it cannot mend (413: the image's property quota is
 # reached; 400: a value the image schema refuses; 403: a role that may not write it).
 REFUSED_UPDATE = (400, 403, 413)
@@ -82,6 +92,79 @@ def apply_ops(image, ops):
     return changed
 
 
+class _CountingAdapter:
+    """The keystoneauth1 adapter, counting each request in the metrics."""
+
+    def __init__(self, adapter):
+        self._adapter = adapter
+
+    def __getattr__(self, name):
+        return getattr(self._adapter, name)
+
+    def request(self, url, method, **kwargs):
+        metrics.image_api_request(method)
+        return self._adapter.request(url, method, **kwargs)
+
+    def get(self, url, **kwargs):
+        return self.request(url, "GET", **kwargs)
+
+    def patch(self, url, **kwargs):
+        return self.request(url, "PATCH", **kwargs)
+
+
+class _Remembered:
+    """The last version of each image read or written here (a bounded, thread-safe map), and
+    whether it is the answer to a write of ours."""
+
+    def __init__(self, size=REMEMBERED):
+        self._images = collections.OrderedDict()
+        self._size = size
+        self._lock = threading.Lock()
+
+    def put(self, image, written=False):
+        """Remember ``image``; a read that finds the image as our last write left it keeps
+        that write recognisable."""
+        with self._lock:
+            before, was_written = self._images.pop(image["id"], (None, False))
+            written = written or (was_written and before == image)
+            self._images[image["id"]] = (image, written)
+            while len(self._images) > self._size:
+                self._images.popitem(last=False)
+        return image
+
+    def get(self, image_id):
+        with self._lock:
+            return self._images.get(image_id, (None, False))[0]
+
+    def written(self, image_id):
+        """The image as our last write left it, unless it was read again since."""
+        with self._lock:
+            image, written = self._images.get(image_id, (None, False))
+        return image if written else None
+
+
+def _conditional_ops(image, wanted, only_if, only_if_absent):
+    """patch_ops() of ``wanted``, or none when a condition of update() does not hold."""
+    if (only_if is not None and not only_if(image)) or \
+            (only_if_absent is not None and only_if_absent in image):
+        return []
+    return patch_ops(image, wanted)
+
+
+def shows(payload, image):
+    """Whether a notification's payload shows ``image`` (the image API's view of it): every
+    field and property the payload has is the image's, and so is every cache property."""
+    props = payload.get("properties")
+    if not isinstance(props, dict) or not payload.get("updated_at"):
+        return False
+    top = {k: v for k, v in payload.items() if k != "properties" and k in image}
+    if "updated_at" not in top:
+        return False
+    return (all(image[k] == v for k, v in top.items())
+            and all(image.get(k) == v for k, v in props.items())
+            and all(props.get(k) == image.get(k) for k in OWN_PROPERTIES))
+
+
 class ImageAPI:
     # cacheraw-manage's hook: before_patch(image_id, ops) is told of each patch update() is
     # about to send; when it returns False the patch is not sent (a dry run).
@@ -98,8 +181,9 @@ class ImageAPI:
             raise exception.ConfigError("[image_api] has no auth_type: cacheraw cannot "
                                         "authenticate to the image API")
         session = ks_loading.load_session_from_conf_options(conf, GROUP, auth=auth)
-        self._api = ks_loading.load_adapter_from_conf_options(conf, GROUP, session=session,
-                                                              auth=auth)
+        self._api = _CountingAdapter(ks_loading.load_adapter_from_conf_options(
+            conf, GROUP, session=session, auth=auth))
+        self._seen = _Remembered()
         self._retry = retry.policy(conf, exception.ImageAPIUnavailable)
 
     def _url(self, path):
@@ -107,7 +191,19 @@ class ImageAPI:
 
     @calls_api
     def get(self, image_id):
-        return self._api.get(self._url("/images/%s" % image_id)).json()
+        return self._get(image_id)
+
+    def _get(self, image_id):
+        return self._seen.put(self._api.get(self._url("/images/%s" % image_id)).json())
+
+    def own_write(self, image_id):
+        """The image as our last write left it, or None if it was read changed since."""
+        return self._seen.written(image_id)
+
+    def shows_own_write(self, image_id, payload):
+        """Whether an image.update notification shows the image as our last write left it."""
+        image = self._seen.written(image_id)
+        return image is not None and isinstance(payload, dict) and shows(payload, image)
 
     @calls_api
     def list_page(self, marker=None, **filters):
@@ -131,25 +227,53 @@ class ImageAPI:
                 return
 
     @calls_api
-    def update(self, image_id, wanted, only_if=None):
+    def update(self, image_id, wanted, only_if=None, only_if_absent=None):
         """Set (or, for None, remove) the properties in ``wanted``. Returns the new image.
 
-        The patch is computed from the image as read just before it (again at each retry), so
-        that it never writes back a value read long ago. With ``only_if``, the patch is made only
-        when ``only_if(image)`` holds for that fresh image.
+        The patch is computed from the image as this process last read or wrote it, without
+        reading it again: its operations (add a missing property, replace or remove an existing
+        one) fail with a conflict when that property appeared or went meanwhile, and the patch
+        is then computed again from a fresh read. A patch that would change nothing is decided
+        on a fresh read. With ``only_if``, the image is read first and patched only when
+        ``only_if(image)`` holds for it. With ``only_if_absent`` (a property that ``wanted``
+        sets), the patch is made only while the image lacks that property: its add operation
+        fails when the property is there, so that no read is needed before it.
         """
-        image = self._api.get(self._url("/images/%s" % image_id)).json()
-        if only_if is not None and not only_if(image):
-            return image
-        ops = patch_ops(image, wanted)
-        if not ops:
-            return image
-        if self.before_patch is not None and self.before_patch(image_id, ops) is False:
-            return apply_ops(image, ops)
+        if only_if_absent is not None and wanted.get(only_if_absent) is None:
+            raise ValueError("only_if_absent must name a property that the patch sets")
+        image = self._seen.get(image_id) if only_if is None else None
+        conflicts = 0
+        while True:
+            fresh = image is None
+            if fresh:
+                image = self._get(image_id)
+            ops = _conditional_ops(image, wanted, only_if, only_if_absent)
+            if not ops:
+                if fresh:
+                    return image
+                image = None
+                continue
+            if self.before_patch is not None and self.before_patch(image_id, ops) is False:
+                return apply_ops(image, ops)
+            patched = self._patch(image_id, ops)
+            if patched is not None:
+                return patched
+            conflicts += 1
+            if conflicts >= CONFLICT_ATTEMPTS:
+                raise exception.ImageAPIError("image %s kept changing under its patch"
+                                              % image_id)
+            image = None
+
+    def _patch(self, image_id, ops):
+        """The patched image, or None when the patch conflicts with a change made meanwhile."""
         LOG.debug("Image %s: patch %s", image_id, ops)
         try:
-            return self._api.patch(self._url("/images/%s" % image_id), json=ops,
-                                   headers={"Content-Type": PATCH_TYPE}).json()
+            return self._seen.put(self._api.patch(
+                self._url("/images/%s" % image_id), json=ops,
+                headers={"Content-Type": PATCH_TYPE}).json(), written=True)
+        except ks_exc.Conflict:
+            LOG.debug("Image %s changed under the patch; reading it again", image_id)
+            return None
         except ks_exc.HttpError as exc:
             if exc.http_status in REFUSED_UPDATE:
                 raise exception.ImageUpdateRefused(

@@ -49,9 +49,12 @@ def recache(conf, args):
               % (image_id, image[properties.URL]))
         return 0
     view = report.ProgressView() if args.wait else None
-    if convert_watching(cacher_, image_id, args.force, view) == "busy":
+    outcome = convert_watching(cacher_, image_id, args.force, view)
+    if outcome == "busy":
         follow_other_worker(cacher_, image_id, view)
-    image = cacher_.images.get(image_id)
+    # The image as our own last write left it, when we wrote last; else as it is now.
+    image = (cacher_.images.own_write(image_id) if outcome == "cached" else None) \
+        or cacher_.images.get(image_id)
     print(final_line(image))
     return 0 if image.get(properties.STATUS) == Status.CACHED else 1
 

@@ -13,7 +13,7 @@ EVENT_TYPES = r"^image\.(upload|update|delete)$"
 
 
 class ImageEventEndpoint:
-    """Hands every image event to ``handle(event_type, image_id)``.
+    """Hands every image event to ``handle(event_type, image_id, payload)``.
 
     Nothing escapes: a transient fault requeues the message, anything else is logged and
     acknowledged (the handler records permanent faults on the image itself).
@@ -39,7 +39,7 @@ class ImageEventEndpoint:
             return oslo_messaging.NotificationResult.HANDLED
         LOG.info("Received %s for image %s", event_type, image_id)
         try:
-            self._handle(event_type, image_id)
+            self._handle(event_type, image_id, payload)
         except exception.Transient as exc:
             LOG.warning("Requeueing %s of image %s: %s", event_type, image_id, exc)
             return oslo_messaging.NotificationResult.REQUEUE

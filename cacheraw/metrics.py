@@ -41,6 +41,15 @@ ERRORS = prometheus_client.Counter(
     "errors", "Errors by cause: the exception's class (UnsafeImage, NotEnoughSpace, "
               "CephUnavailable, ImageAPIUnavailable, ...) or 'internal'.",
     ["cause"], namespace=NAMESPACE)
+IMAGE_API_REQUESTS = prometheus_client.Counter(
+    "image_api_requests", "Requests to the image API, by HTTP method.", ["method"],
+    namespace=NAMESPACE)
+QEMU_IMG_RUNS = prometheus_client.Counter(
+    "qemu_img_runs", "qemu-img processes started, by subcommand (info, check, map, convert).",
+    ["subcommand"], namespace=NAMESPACE)
+CEPH_CONNECTIONS = prometheus_client.Counter(
+    "ceph_connections", "Ceph client connections opened: the worker's own and each qemu-img "
+                        "run that reads or writes the pool.", namespace=NAMESPACE)
 
 
 def serve(conf):
@@ -76,6 +85,20 @@ def error(cause):
     """Count an error: an exception, or a message for the ones that are ours ('internal')."""
     ERRORS.labels(cause=type(cause).__name__ if isinstance(cause, BaseException)
                   else "internal").inc()
+
+
+def image_api_request(method):
+    IMAGE_API_REQUESTS.labels(method=method).inc()
+
+
+def qemu_img_run(subcommand, reaches_ceph):
+    QEMU_IMG_RUNS.labels(subcommand=subcommand).inc()
+    if reaches_ceph:
+        CEPH_CONNECTIONS.inc()
+
+
+def ceph_connected():
+    CEPH_CONNECTIONS.inc()
 
 
 def swept():

@@ -22,6 +22,7 @@ import rbd
 
 from cacheraw import exception
 from cacheraw import lease as lease_mod
+from cacheraw import metrics
 from cacheraw import properties
 from cacheraw import retry
 
@@ -386,6 +387,7 @@ class CephStore(OperatorViews):
                 "cannot connect to Ceph as client.%s with %s (pool %s): %s"
                 % (self.user, self.conffile, self.pool, exc or type(exc).__name__)) from exc
         self._cluster = cluster
+        metrics.ceph_connected()
         self._client = "client.%d" % cluster.get_instance_id()
         LOG.info("Connected to Ceph as %s from %s (user client.%s, pool %s)", self._client,
                  self._addresses(), self.user, self.pool)

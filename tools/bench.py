@@ -60,9 +60,12 @@ def parse_args(argv):
                         "by this (env CACHERAW_BENCH_CONCURRENCY_SCALE)")
     p.add_argument("--slots", default="1,2,4", help="conversion slots to try for N at once")
     p.add_argument("--counts", default="1,2,4", help="numbers of images uploaded at once")
-    p.add_argument("--sizes", default="small,default",
-                   help="image sizes to measure (a) to (d) and (f) on; empty for none")
-    p.add_argument("--skip-concurrency", action="store_true", help="skip N at once")
+    p.add_argument("--sizes", default=env_default("SIZES", "small,default", str),
+                   help="image sizes to measure (a) to (d) and (f) on; empty for none "
+                        "(env CACHERAW_BENCH_SIZES)")
+    p.add_argument("--skip-concurrency", action="store_true",
+                   default=not env_default("CONCURRENCY", 1),
+                   help="skip N at once (env CACHERAW_BENCH_CONCURRENCY=0)")
     p.add_argument("--skip-volumes", action="store_true",
                    help="skip (g), volume create through Cinder")
     p.add_argument("--results", default=str(TOP / "bench" / "results"),
@@ -102,10 +105,13 @@ def check_room(stack, args, default, medium):
             "and run 'make bench', which starts one with enough store, or set "
             "CACHERAW_STACK_MEMSTORE_MIB=%d before stack-up"
             % (images.human(free), images.human(need), need * HEADROOM * 1.2 // MIB))
+    if stack.facts["ceph"].get("objectstore") != "memstore":
+        return need
     with open("/proc/meminfo") as f:
         available = next(int(line.split()[1]) * 1024 for line in f
                          if line.startswith("MemAvailable:"))
-    if available < need * OSD_MEMORY_FACTOR:
+    in_memory = stack.facts["ceph"].get("objectstore") == "memstore"
+    if in_memory and available < need * OSD_MEMORY_FACTOR:
         raise BenchError("%s of memory available, the benchmark needs about %s (the OSD keeps "
                          "the data in memory)" % (images.human(available),
                                                   images.human(need * OSD_MEMORY_FACTOR)))
@@ -128,8 +134,9 @@ def describe(shape, extents, object_size):
             "zeros": shape.zeros, "extents": len(extents), "data_objects": len(objects)}
 
 
-def one_round(stack, events, worker, path, shape, tmp, recache_args, samples):
-    """Every measurement once, on one freshly uploaded image, then the image is deleted."""
+def one_round(stack, events, worker, path, shape, tmp, recache_args, samples, first):
+    """Every measurement once, on one freshly uploaded image, then the image is deleted. The
+    pool's STORED bytes settle slowly: the cache's share of them is read in the first round."""
     stack.check_not_full()
     image, samples_c = measure.end_to_end(stack, events, worker, path)
     image_id = image["id"]
@@ -137,7 +144,10 @@ def one_round(stack, events, worker, path, shape, tmp, recache_args, samples):
         samples["cacheraw"].append(samples_c)
         samples["clone"].append(measure.clone(stack, image_id))
         samples["recache"].append(measure.recache(stack, image_id, recache_args))
+        samples["status"].append(measure.status(stack, image_id))
         # The pool holds the image and one copy at a time.
+        if first:
+            samples["stored"].append(measure.stored(stack, image_id))
         stack.store.remove(ceph_store.cache_name(image_id))
         samples["original"].append(measure.original(stack, image_id, tmp))
         samples["read_floor"].append(measure.read_floor(stack, image_id))
@@ -148,12 +158,15 @@ def one_round(stack, events, worker, path, shape, tmp, recache_args, samples):
 
 
 def measure_size(stack, events, worker, shape, path, extents, args, tmp, recache_args):
-    samples = {k: [] for k in ("cacheraw", "clone", "recache", "original", "read_floor",
-                               "direct")}
+    samples = {k: [] for k in ("cacheraw", "clone", "recache", "status", "original",
+                               "read_floor", "direct", "stored")}
     for run in range(args.runs):
         print("bench: %s image, round %d of %d" % (shape.name, run + 1, args.runs), flush=True)
-        image_id = one_round(stack, events, worker, path, shape, tmp, recache_args, samples)
-        print("bench:   " + ", ".join("%s %.2f s" % (k, v[-1]["s"]) for k, v in samples.items()),
+        image_id = one_round(stack, events, worker, path, shape, tmp, recache_args, samples,
+                             first=run == 0)
+        print("bench:   " + ", ".join("%s %.2f s" % (k, v[-1]["s"]) for k, v in samples.items()
+                                      if "s" in v[-1])
+              + "; image API calls %d" % samples["cacheraw"][-1]["calls"]["image_api"],
               flush=True)
     object_size = samples["cacheraw"][0]["object_size"]
     return report.size_results(describe(shape, extents, object_size), samples, object_size,
@@ -208,6 +221,7 @@ def run(args):
     need = check_room(stack, args, default, medium)
     recache_args = measure.recache_args()
     results = {"runs": args.runs, "machine": report.machine(), "sizes": {},
+               "osd": stack.facts["ceph"].get("objectstore"),
                "settings": {"coroutines": stack.conf.converter.coroutines,
                             "max_concurrent_conversions":
                                 stack.conf.worker.max_concurrent_conversions,

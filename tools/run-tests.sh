@@ -7,13 +7,40 @@ cd "$top"
 py=${VENV:-$top/.venv}/bin/python
 stack=tools/stack/stack.py
 
-# The benchmark holds a 4 GiB image and its RAW copy at once: a stack it starts keeps its data
-# in memory (memstore, as its published results were measured), with a store big enough.
+# The benchmark holds a 4 GiB image and its RAW copy at once. It runs on each OSD backend of
+# CACHERAW_BENCH_OSDS (default: bluestore, the tests' default, then memstore, where the OSD keeps
+# the data in memory), on a stack of its own for each, started and stopped here; N images at
+# once and (g), volumes through Cinder, on the backends of CACHERAW_BENCH_CONCURRENCY_OSDS and
+# CACHERAW_BENCH_VOLUMES_OSDS (default memstore). With a stack already running, it runs on that
+# stack only.
 if [ "${1:-}" = "--bench" ]; then
-  export CACHERAW_STACK_OSD=${CACHERAW_STACK_OSD:-memstore}
+  shift
+  if "$py" "$stack" status >/dev/null 2>&1; then
+    echo "bench: a stack is running: measuring on it only ('make stack-down' for every backend)"
+    exec "$py" tools/bench.py "$@"
+  fi
+  # (g) adds a volume beside the default image and its cache: 8 GiB of memstore hold them.
   export CACHERAW_STACK_MEMSTORE_MIB=${CACHERAW_STACK_MEMSTORE_MIB:-8192}
   # (g) compares cacheraw's Cinder driver with Cinder's own, without and with its image cache.
   export CACHERAW_STACK_CINDER_BACKENDS=${CACHERAW_STACK_CINDER_BACKENDS:-cacheraw,upstream,imagecache}
+  trap '"$py" "$stack" down >/dev/null 2>&1 || true' EXIT
+  status=0
+  for osd in $(echo "${CACHERAW_BENCH_OSDS:-bluestore,memstore}" | tr ',' ' '); do
+    echo "bench: a stack with its OSD on $osd"
+    extra=()
+    case ",${CACHERAW_BENCH_CONCURRENCY_OSDS:-memstore}," in
+      *",$osd,"*) ;;
+      *) extra+=(--skip-concurrency) ;;
+    esac
+    case ",${CACHERAW_BENCH_VOLUMES_OSDS:-memstore}," in
+      *",$osd,"*) ;;
+      *) extra+=(--skip-volumes) ;;
+    esac
+    CACHERAW_STACK_OSD=$osd "$py" "$stack" up
+    CACHERAW_STACK_OSD=$osd "$py" tools/bench.py "${extra[@]}" "$@" || status=1
+    "$py" "$stack" down
+  done
+  exit $status
 fi
 
 started=0
@@ -24,9 +51,4 @@ fi
 stop_stack() { [ "$started" = 1 ] && "$py" "$stack" down || true; }
 trap stop_stack EXIT
 
-if [ "${1:-}" = "--bench" ]; then
-  shift
-  "$py" tools/bench.py "$@"
-else
-  "$py" -m pytest -v -rfEs "$@"
-fi
+"$py" -m pytest -v -rfEs "$@"

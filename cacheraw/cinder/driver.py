@@ -62,7 +62,7 @@ class CacheRawRBDDriver(rbd_driver.RBDDriver):
             return None
         parsed = properties.parse_cache_url(url)
         if parsed is None or parsed[2] != image_id:
-            LOG.warning("Image %s: cache_raw_url %r does not name this image's cache; "
+            LOG.warning("Image %s: cache_raw_url %.200r does not name this image's cache; "
                         "creating volume %s without it", image_id, url, volume.id)
             return None
         fsid, pool, _ = parsed

@@ -116,8 +116,8 @@ def throttled_qemu_img(tmp_path, bytes_per_second=256 * 1024):
 
 
 def crashing_qemu_img(tmp_path):
-    """The real conversion, then SIGKILL of the worker (qemu-img's parent: oslo.concurrency's
-    prlimit execs in place) before it can snapshot the cache."""
+    """The real conversion, then SIGKILL of the worker (qemu-img's parent) before it can
+    snapshot the cache."""
     return qemu_img_wrapper(tmp_path, "crashing-qemu-img",
                             "qemu-img convert \"$@\" && kill -KILL $PPID\nsleep 30\nexit 1")
 

@@ -134,7 +134,7 @@ def blocklisted(admin):
 
 
 def test_a_blocklisted_worker_exits_for_its_restart(start_worker, demo_images, tmp_path,
-                                                    admin_cluster):  # noqa: F811 - a fixture
+                                                    admin_cluster):
     worker = start_worker(extra_conf=FAST)
     address = client_address(worker)
     blocklist(admin_cluster, "add", address)
@@ -148,7 +148,7 @@ def test_a_blocklisted_worker_exits_for_its_restart(start_worker, demo_images, t
 
 def test_deletes_during_conversions_never_blocklist_the_worker(start_worker, demo_images,
                                                                service_images, ceph, tmp_path,
-                                                               admin_cluster):  # noqa: F811
+                                                               admin_cluster):
     """Deletes of images in conversion (and the sweep's orphan removal) while the same worker
     publishes others: no client of the worker is ever blocklisted; the next upload is cached."""
     worker = start_worker(extra_conf=FAST)

@@ -312,7 +312,9 @@ def test_reconcile_queues_and_converts_what_the_sweep_finds(stack, demo_images, 
     image = upload(demo_images, qcow2, cache_raw="True")  # no worker: nobody queued it
     done = manage(stack, "reconcile", timeout=600)
     out = done.stdout
-    assert "set cache_raw_status=Queued on image %s" % image["id"] in out, done.stderr
+    # The status and the store property, in one write.
+    assert "set cache_raw_status=Queued, store=rbd on image %s" % image["id"] in out, \
+        done.stderr
     assert "image %s: cached" % image["id"] in out, done.stderr
     assert "removed cache images/%s" % planted["orphan"] in out
     assert demo_images.get(image["id"])["cache_raw_status"] == "Cached"

@@ -35,8 +35,12 @@ class FakeImages:
             raise exception.ImageNotFound(image_id)
         return dict(self.image)
 
-    def update(self, image_id, wanted, only_if=None):
-        if only_if is not None and not only_if(self.image):
+    def shows_own_write(self, image_id, payload):
+        return False
+
+    def update(self, image_id, wanted, only_if=None, only_if_absent=None):
+        if (only_if is not None and not only_if(self.image)) or \
+                (only_if_absent is not None and only_if_absent in self.image):
             return dict(self.image)
         self.patches.append(wanted)
         for k, v in wanted.items():

@@ -47,6 +47,28 @@ def test_new_request_is_queued_before_it_is_acknowledged(conf):
     assert images.image["cache_raw_status"] == "Queued"
     assert images.image["store"] == "rbd"
     assert queued == [ID]
+    # One write: the store and the status together.
+    assert images.patches == [{"cache_raw_status": "Queued", "cache_raw_error": None,
+                               "store": "rbd"}]
+
+
+def test_store_is_set_alone_when_another_worker_queued_the_image_first(conf):
+    images = FakeImages({"id": ID, "status": "active", "cache_raw": "True",
+                         "disk_format": "qcow2", "direct_url": "rbd://fsid/images/%s/snap" % ID})
+    seen = images.get(ID)
+    images.image["cache_raw_status"] = "Queued"
+    core = cacher.Cacher(conf, images, FakeStore(), None, enqueue=lambda image_id: True)
+    core.request(seen)
+    assert images.patches == [{"store": "rbd"}]
+    assert images.image["cache_raw_status"] == "Queued"
+
+
+def test_store_alone_for_an_image_that_wants_no_cache(conf):
+    images = FakeImages({"id": ID, "status": "active", "disk_format": "qcow2",
+                         "direct_url": "file:///var/lib/glance/images/%s" % ID})
+    core = cacher.Cacher(conf, images, FakeStore(), None)
+    assert core.request(images.get(ID)) is False
+    assert images.patches == [{"store": "file"}]
 
 
 def test_permanent_error_is_not_requeued_by_events(conf):
@@ -120,7 +142,7 @@ class FailingConverter:
     def info(self, source, fmt, secret):
         return {"virtual-size": 1 << 20}
 
-    def data_bytes(self, source, fmt, secret, job=None, bound=None):
+    def data_bytes(self, source, fmt, secret, job=None, bound=None, info=None):
         return 1 << 20
 
     def convert(self, source, fmt, name, job, secret):
@@ -173,6 +195,20 @@ def test_an_image_locked_by_another_worker_is_left_alone(conf):
     store.locks.steal(ID)
     assert core.cache(ID) == "busy"
     assert core.images.patches == []
+
+
+def test_the_notification_of_our_own_write_is_not_read_again(conf):
+    class OwnWrite(FakeImages):
+        def shows_own_write(self, image_id, payload):
+            return payload == {"id": image_id}
+
+        def get(self, image_id):
+            raise AssertionError("read again")
+
+    core = cacher.Cacher(conf, OwnWrite({"id": ID}), FakeStore(), None)
+    core.on_event("image.update", ID, {"id": ID})
+    with pytest.raises(AssertionError):
+        core.on_event("image.upload", ID, {"id": ID})
 
 
 class OrphanStore(LockingStore):

@@ -2,6 +2,7 @@
 bounded reading of their output, conversion_dir's leftovers and downloads."""
 
 import io
+import os
 import subprocess
 import uuid
 
@@ -178,3 +179,74 @@ def test_source_files_are_removed_in_every_outcome(tmp_path, in_place):
             with preparer:
                 pass
     assert list(tmp_path.iterdir()) == []
+
+
+class LimitsConf:
+    class converter:
+        qemu_img_address_space_mib = 512
+
+
+class NoCephEnvironment:
+    def qemu_environment(self):
+        return {}
+
+
+def test_qemu_img_runs_under_its_limits_as_a_direct_child(tmp_path):
+    """Address space and CPU time limits set in the child before exec, no process between."""
+    LimitsConf.converter.qemu_img = fake_qemu_img(
+        tmp_path, "echo \"$(ulimit -v) $(ulimit -t) $PPID\"\n")
+    out = converter.Converter(LimitsConf, NoCephEnvironment())._qemu_img(["info"], 7, 30)
+    assert out.split() == ["524288", "7", str(os.getpid())]
+
+
+def test_a_conversion_with_progress_runs_under_its_limits(tmp_path):
+    with pytest.raises(processutils.ProcessExecutionError) as caught:
+        run_fake(tmp_path, "echo \"cpu $(ulimit -t) parent $PPID\" >&2; exit 1\n")
+    assert caught.value.stderr.strip() == "cpu 30 parent %d" % os.getpid()
+
+
+@pytest.mark.parametrize("info,expected", [
+    ({"cluster-size": 65536, "virtual-size": 10 << 20, "cacheraw-check": {
+        "allocated-clusters": 3}}, 3 * 65536),
+    ({"cluster-size": 65536, "virtual-size": 100000, "cacheraw-check": {
+        "allocated-clusters": 3}}, 100000),
+    ({"cluster-size": 65536, "virtual-size": 10 << 20, "cacheraw-check": {}}, None),
+    ({"cluster-size": "65536", "virtual-size": 10 << 20, "cacheraw-check": {
+        "allocated-clusters": 3}}, None),
+    ({"cluster-size": 65536, "virtual-size": 10 << 20, "cacheraw-check": {
+        "allocated-clusters": -1}}, None),
+    ({"cluster-size": 65536, "virtual-size": 10 << 20, "cacheraw-check": {
+        "allocated-clusters": True}}, None),
+    ({}, None)])
+def test_data_bytes_of_a_qcow2_come_from_its_check(info, expected):
+    assert converter._allocated_bytes("qcow2", info) == expected
+
+
+def test_data_bytes_of_other_formats_need_a_map():
+    info = {"cluster-size": 65536, "virtual-size": 10 << 20,
+            "cacheraw-check": {"allocated-clusters": 3}}
+    assert converter._allocated_bytes("vmdk", info) is None
+
+
+def test_data_bytes_from_check_equal_the_data_qemu_img_maps(tmp_path):
+    path = tmp_path / "disk.qcow2"
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(path), "64M"], check=True,
+                   capture_output=True)
+    subprocess.run(["qemu-io", "-c", "write -P 1 0 3M", "-c", "write -z 10M 1M",
+                    "-c", "write -P 0 20M 1M", "-c", "write -P 7 63M 1M", str(path)],
+                   check=True, capture_output=True)
+
+    class Conf:
+        class converter:
+            qemu_img = "qemu-img"
+            qemu_img_address_space_mib = 2048
+            qemu_img_info_cpu_seconds = 30
+            qemu_img_info_timeout = 60
+            max_virtual_size_gib = 1
+            max_map_extents = 100000
+
+    conv = converter.Converter(Conf, NoCephEnvironment())
+    source = converter.FileSource(str(path))
+    info = conv.info(source, "qcow2")
+    assert conv.data_bytes(source, "qcow2", info=info) == conv.data_bytes(source, "qcow2") \
+        == 5 * 1024 * 1024

@@ -60,6 +60,7 @@ class Response:
 def recording_images(conf, image):
     images = image_api.ImageAPI.__new__(image_api.ImageAPI)
     images._api, images._retry, images.before_patch = RecordingAPI(image), lambda f, *a: f(*a), None
+    images._seen = image_api._Remembered()
     return images
 
 

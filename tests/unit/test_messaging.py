@@ -31,7 +31,7 @@ def notifier(transport):
 
 def test_upload_event_reaches_the_handler_with_the_image_id():
     seen = []
-    endpoint = messaging.ImageEventEndpoint(lambda e, i: seen.append((e, i)))
+    endpoint = messaging.ImageEventEndpoint(lambda e, i, p: seen.append((e, i)))
     result = endpoint.info({}, "image.localhost", "image.upload", UPLOAD["payload"], {})
     assert result == oslo_messaging.NotificationResult.HANDLED
     assert seen == [("image.upload", UPLOAD["payload"]["id"])]
@@ -46,7 +46,7 @@ def test_filter_keeps_only_upload_update_delete():
 
 
 def test_transient_fault_requeues():
-    def handle(event_type, image_id):
+    def handle(event_type, image_id, payload):
         raise exception.ImageAPIUnavailable("glance down")
     endpoint = messaging.ImageEventEndpoint(handle)
     result = endpoint.info({}, "p", "image.upload", UPLOAD["payload"], {})
@@ -54,7 +54,7 @@ def test_transient_fault_requeues():
 
 
 def test_any_other_fault_is_acknowledged():
-    def handle(event_type, image_id):
+    def handle(event_type, image_id, payload):
         raise RuntimeError("bug")
     endpoint = messaging.ImageEventEndpoint(handle)
     assert endpoint.info({}, "p", "image.upload", UPLOAD["payload"], {}) == \
@@ -64,7 +64,7 @@ def test_any_other_fault_is_acknowledged():
 @pytest.mark.parametrize("payload", ["a failed upload", {}, {"id": 5}, None])
 def test_malformed_payloads_are_acknowledged_and_ignored(payload):
     calls = []
-    endpoint = messaging.ImageEventEndpoint(lambda e, i: calls.append(i))
+    endpoint = messaging.ImageEventEndpoint(lambda e, i, p: calls.append(i))
     assert endpoint.info({}, "p", "image.upload", payload, {}) == \
         oslo_messaging.NotificationResult.HANDLED
     assert endpoint.error({}, "p", "image.upload", payload, {}) == \
@@ -77,7 +77,7 @@ def test_real_notifier_on_fake_transport_reaches_the_endpoint(bus):
     seen = []
     done = threading.Event()
 
-    def handle(event_type, image_id):
+    def handle(event_type, image_id, payload):
         seen.append((event_type, image_id))
         done.set()
 

@@ -34,7 +34,7 @@ EVENT_TYPES = st.sampled_from(["image.upload", "image.update", "image.delete"]) 
 @given(event_type=EVENT_TYPES, payload=PAYLOADS)
 def test_endpoint_acknowledges_anything_and_passes_on_only_string_ids(event_type, payload):
     seen = []
-    endpoint = messaging.ImageEventEndpoint(lambda e, i: seen.append((e, i)))
+    endpoint = messaging.ImageEventEndpoint(lambda e, i, p: seen.append((e, i)))
     handled = oslo_messaging.NotificationResult.HANDLED
     assert endpoint.info({}, "image.localhost", event_type, payload, {}) == handled
     assert endpoint.error({}, "image.localhost", event_type, payload, {}) == handled
@@ -78,7 +78,7 @@ def test_valid_event_after_malformed_ones_is_handled(transport):
     seen = []
     done = threading.Event()
 
-    def handle(event_type, image_id):
+    def handle(event_type, image_id, payload):
         seen.append((event_type, image_id))
         if image_id == valid_id:
             done.set()
