@@ -129,18 +129,6 @@ def parse_migration_max_downtime(value):
     return millis if millis is not None and millis >= DOWNTIME_MIN else None
 
 
-def cache_url(fsid, pool, image_id):
-    """Where the cache of ``image_id`` is: the value of cache_raw_url."""
-    return "rbd://%s/%s/%s_raw/%s" % (fsid, pool, image_id, CACHE_SNAP)
-
-
-def parse_cache_url(value):
-    """(fsid, pool, image id) of a cache_raw_url, as cache_url() makes it, else None. The whole
-    value must match: no quoting, no trailing characters, lowercase UUIDs."""
-    match = _CACHE_URL.fullmatch(value) if isinstance(value, str) else None
-    return match.groups() if match else None
-
-
 # -- what a consumer uses
 
 def cache_raw(image):

@@ -58,7 +58,7 @@ class CacheRawRBDDriver(rbd_driver.RBDDriver):
     def _cache_source(self, volume, image_id, props):
         """(pool, cache image) to clone for ``volume``, or None when the cache is not usable."""
         url = props.get(properties.URL)
-        if props.get(properties.STATUS) != "Cached" or url is None:
+        if props.get(properties.STATUS) != properties.Status.CACHED or url is None:
             return None
         parsed = properties.parse_cache_url(url)
         if parsed is None or parsed[2] != image_id:
@@ -66,7 +66,7 @@ class CacheRawRBDDriver(rbd_driver.RBDDriver):
                         "creating volume %s without it", image_id, url, volume.id)
             return None
         fsid, pool, _ = parsed
-        name = "%s_raw" % image_id
+        name = properties.cache_name(image_id)
         try:
             size = self._protected_snap_size(fsid, pool, name)
         except (self.rbd.Error, self.rados.Error, cinder_exception.CinderException) as exc:
