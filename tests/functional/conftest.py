@@ -58,14 +58,20 @@ def service_images(stack, sessions):
     return ImageClient(sessions["cacheraw"], stack["glance"]["url"])
 
 
-@pytest.fixture(scope="session")
-def ceph(stack):
-    """A connection to the cluster as the restricted cacheraw user, and the images pool."""
+def connect_as_cacheraw(stack):
+    """A connection to the stack's cluster as the restricted cacheraw user."""
     import rados
     user = stack["ceph"]["users"]["cacheraw"]
     cluster = rados.Rados(conffile=stack["ceph"]["conf"], rados_id="cacheraw",
                           conf={"keyring": user["keyring"]})
     cluster.connect(timeout=15)
+    return cluster
+
+
+@pytest.fixture(scope="session")
+def ceph(stack):
+    """A connection to the cluster as the restricted cacheraw user, and the images pool."""
+    cluster = connect_as_cacheraw(stack)
     ioctx = cluster.open_ioctx(stack["ceph"]["pool"])
     yield ioctx
     ioctx.close()

@@ -8,10 +8,10 @@ import time
 import uuid
 
 import pytest
-import rados
 import rbd
 
-from tests.functional.conftest import STATE, VENV_BIN, WorkerProcess, make_qcow2, need
+from tests.functional.conftest import (STATE, VENV_BIN, WorkerProcess, connect_as_cacheraw,
+                                      make_qcow2, need)
 from tests.functional.test_caching import raw_of, upload, wait_status
 
 FAST = "[worker]\nsweep_interval = 2\n[ceph]\nlock_duration = 10\n"
@@ -111,10 +111,7 @@ def worker(stack, tmp_path_factory):
 @pytest.fixture(scope="module")
 def cluster(stack):
     """The cluster as the cacheraw user, which reads the volumes pool (README: Ceph caps)."""
-    user = stack["ceph"]["users"]["cacheraw"]
-    conn = rados.Rados(conffile=stack["ceph"]["conf"], rados_id="cacheraw",
-                       conf={"keyring": user["keyring"]})
-    conn.connect(timeout=15)
+    conn = connect_as_cacheraw(stack)
     pools = {name: conn.open_ioctx(name) for name in ("images", "volumes")}
     yield pools
     for ioctx in pools.values():
