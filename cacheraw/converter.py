@@ -95,19 +95,24 @@ class FileSource:
         return "file %s" % self.path
 
 
-# Files of an image in conversion_dir: its download and the key file qemu-img reads.
+# Files of an image in conversion_dir: its download or its copy, and the key file qemu-img reads.
 LEFTOVER_RE = re.compile(r"(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
-                         r"\.(download|key)")
+                         r"\.(download|copy|key)")
 
 
 class SourcePreparer:
     """``with SourcePreparer(conf, images, store, image, job, in_place) as (source, secret):``
-    where qemu-img reads the image (``in_place``, an RBDSource, or a download verified against
-    its checksums in conversion_dir) and the file of the Ceph key qemu-img needs (or None).
-    Whatever was written in conversion_dir is removed at the end, in every outcome."""
+    where qemu-img reads the image and the file of the Ceph key qemu-img needs (or None).
+
+    The image's data is in our pool (``in_place``, an RBDSource) or not (None). Data elsewhere is
+    downloaded and verified against its checksums; data in our pool is copied through a read-only
+    handle (so that its owner can delete it meanwhile), or read in place by qemu-img when
+    [converter] read_source_in_place is set. Whatever was written in conversion_dir is removed at
+    the end, in every outcome."""
 
     def __init__(self, conf, images, store, image, job, in_place=None):
         self.directory = conf.converter.conversion_dir
+        self.read_in_place = conf.converter.read_source_in_place
         self.images = images
         self.store = store
         self.image = image
@@ -117,7 +122,7 @@ class SourcePreparer:
 
     def __enter__(self):
         with self._stack as stack:
-            source = self.in_place or self._download(stack)
+            source = self._source(stack)
             secret = self._secret_file(stack)
             self._stack = stack.pop_all()
         return source, secret
@@ -125,19 +130,30 @@ class SourcePreparer:
     def __exit__(self, *exc_info):
         return self._stack.__exit__(*exc_info)
 
+    def _source(self, stack):
+        if self.in_place is None:
+            return self._download(stack)
+        if self.read_in_place:
+            return self.in_place
+        return self._copy(stack)
+
     def _path(self, suffix, stack):
         path = os.path.join(self.directory, "%s.%s" % (self.image["id"], suffix))
         stack.callback(_unlink, path)
         return path
 
-    def _download(self, stack):
-        image = self.image
-        size = image.get("size")
+    def _check_free_space(self):
+        size = self.image.get("size")
         free = free_bytes(self.directory)
         if size is None or size > free:
             raise exception.NotEnoughSpace(
                 "not enough space in conversion directory %s: need %s, have %d"
                 % (self.directory, size, free))
+
+    def _download(self, stack):
+        image = self.image
+        self._check_free_space()
+        size = image["size"]
         path = self._path("download", stack)
         checksums = []
         if image.get("os_hash_algo") in ("sha256", "sha384", "sha512") and \
@@ -147,6 +163,24 @@ class SourcePreparer:
             checksums.append(("md5", image["checksum"]))
         self.images.download(image["id"], path, size, checksums, check=self.job.check)
         LOG.info("Image %s: downloaded %d bytes (data not in this Ceph pool)", image["id"], size)
+        return FileSource(path)
+
+    def _copy(self, stack):
+        self._check_free_space()
+        path = self._path("copy", stack)
+        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+        try:
+            started = time.monotonic()
+            try:
+                size = self.store.copy_snapshot(self.in_place.name, self.in_place.snapshot, fd,
+                                                check=self.job.check)
+            except exception.CephNotFound as exc:
+                raise exception.ImageDeleted("image data removed from the pool: %s" % exc) \
+                    from exc
+        finally:
+            os.close(fd)
+        LOG.info("Image %s: copied %d bytes from %s read-only in %.1f s", self.image["id"], size,
+                 self.in_place, time.monotonic() - started)
         return FileSource(path)
 
     def _secret_file(self, stack):

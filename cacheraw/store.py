@@ -44,6 +44,11 @@ SCRATCH_PREFIX = "cacheraw-check-"
 # updating the map at each first write of an object made conversions ~10% slower (make bench).
 DEFERRED_FEATURES = rbd.RBD_FEATURE_OBJECT_MAP | rbd.RBD_FEATURE_FAST_DIFF
 
+# copy_snapshot() reads at most COPY_CHUNK bytes at a time, and lists the extents of
+# COPY_WINDOW bytes at a time: its memory is bounded whatever the image's size.
+COPY_CHUNK = 8 * 1024 * 1024
+COPY_WINDOW = 512 * 1024 * 1024
+
 _TRANSIENT = (rados.TimedOut, rados.InterruptedOrTimeoutError, rbd.Timeout)
 # What a blocklisted client gets for every request (EBLOCKLISTED is ESHUTDOWN).
 _SHUT_OUT = (rados.ConnectionShutdown, rbd.ConnectionShutdown)
@@ -109,6 +114,26 @@ def lockers_in_info(reply):
     if len(reply) < 10:
         raise exception.CephError("short reply from cls_lock get_info")
     return struct.unpack_from("<I", reply, 6)[0]
+
+
+def _extents(image, offset, length):
+    """The allocated extents of ``image`` in [offset, offset + length), in whole objects:
+    adjacent ones merged, and cut, into reads of at most COPY_CHUNK bytes."""
+    end = offset + length
+    runs = []
+
+    def add(start, size, exists):
+        start, stop = max(start, offset), min(start + size, end)
+        if not exists or stop <= start:
+            return
+        if runs and runs[-1][1] == start:
+            runs[-1][1] = stop
+        else:
+            runs.append([start, stop])
+
+    image.diff_iterate(offset, length, None, add, include_parent=True, whole_object=True)
+    return [(at, min(COPY_CHUNK, stop - at))
+            for start, stop in runs for at in range(start, stop, COPY_CHUNK)]
 
 
 # The names of caches are facts of the image properties' spec (cacheraw.properties).
@@ -463,6 +488,26 @@ class CephStore(OperatorViews):
         with self._image(name, snapshot=snapshot, read_only=True) as image:
             length = max(0, min(length, image.size() - offset))
             return image.read(offset, length) if length else b""
+
+    @translate_errors
+    def copy_snapshot(self, name, snapshot, fd, check=None):
+        """Copy the data of ``name@snapshot`` into the file ``fd`` (made sparse: only its
+        allocated extents are written), through a read-only handle: no watch is set on the image,
+        so that its owner can delete it meanwhile. ``check()`` is called between two chunks (to
+        stop it); CephNotFound as soon as the image is deleted. Returns the image's size."""
+        with self._ioctx() as ioctx, \
+                rbd.Image(ioctx, name, snapshot=snapshot, read_only=True) as image:
+            # A read-only handle reads on after the image is removed: its header tells.
+            header = "rbd_header.%s" % image.id()
+            size = image.size()
+            os.ftruncate(fd, size)
+            for start in range(0, size, COPY_WINDOW):
+                for offset, length in _extents(image, start, min(COPY_WINDOW, size - start)):
+                    if check is not None:
+                        check()
+                    os.pwrite(fd, image.read(offset, length), offset)
+                    ioctx.stat(header)
+            return size
 
     @translate_errors
     def used_bytes(self, name, snapshot=SNAP):

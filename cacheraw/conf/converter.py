@@ -7,8 +7,15 @@ OPTS = [
                 help="Disk formats that are converted to RAW. Images of other formats are left "
                      "alone; a raw image asking for a cache gets an error."),
     cfg.StrOpt("conversion_dir", default="/var/lib/cacheraw/conversions",
-               help="Directory for the images whose data is not in this Ceph cluster: they are "
-                    "downloaded here, converted and removed."),
+               help="Directory where an image's data is downloaded (data not in this Ceph "
+                    "pool) or copied (see read_source_in_place), converted and removed."),
+    cfg.BoolOpt("read_source_in_place", default=False,
+                help="Let qemu-img read an image whose data is in this Ceph pool in place. "
+                     "qemu-img's rbd driver opens it read-write and watches it, so the image's "
+                     "owner cannot delete it (409) until its conversion ends. By default the "
+                     "image is first copied, through a read-only handle that Ceph lets the "
+                     "owner delete at once, into conversion_dir (needs the image's size free "
+                     "there; about doubles the time of a dense image's conversion)."),
     cfg.StrOpt("qemu_img", default="qemu-img", help="The qemu-img program."),
     cfg.IntOpt("qemu_img_address_space_mib", default=2048, min=256,
                help="Address space limit of each qemu-img process, in MiB."),

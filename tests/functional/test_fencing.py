@@ -7,6 +7,7 @@ The workers run with a short lock duration so that leases run out within seconds
 """
 
 import json
+import os
 import re
 import signal
 import threading
@@ -19,12 +20,16 @@ import rbd
 from tests.functional.conftest import make_qcow2
 from tests.functional.conftest import stack_cmd
 from tests.functional.test_caching import conversions
+from tests.functional.test_caching import names_in_pool
 from tests.functional.test_caching import upload
 from tests.functional.test_caching import wait_status
 from tests.functional.test_faults import assert_cache_matches
+from tests.functional.test_faults import assert_no_garbage
 from tests.functional.test_faults import converter_conf
+from tests.functional.test_faults import qemu_img_running_for
 from tests.functional.test_faults import throttled_qemu_img
 from tests.functional.test_faults import wait_for_written_data
+from tests.functional.test_faults import wait_until
 from tests.functional.test_hostile import forged_notifier
 from tests.functional.test_hostile import map_bomb_qcow2
 from tests.functional.test_hostile import worker_usage
@@ -182,7 +187,8 @@ def test_a_map_bomb_keeps_the_worker_small(start_worker, demo_images, tmp_path):
 def test_leftovers_of_a_dead_worker_are_removed_at_start(start_worker, tmp_path):
     directory = tmp_path / "conversions"
     directory.mkdir()
-    leftovers = [directory / ("%s.%s" % (uuid.uuid4(), suffix)) for suffix in ("download", "key")]
+    leftovers = [directory / ("%s.%s" % (uuid.uuid4(), suffix))
+                 for suffix in ("download", "copy", "key")]
     for path in leftovers:
         path.write_bytes(b"left by a worker that died")
     unrelated = directory / "notes.txt"
@@ -234,3 +240,27 @@ def test_a_refused_status_write_ends_in_error_without_a_loop(start_worker, demo_
     assert demo_images.get(image["id"])["cache_raw_status"] == "Error"
     assert conversions(worker.log(), image["id"]) == 1
     assert worker.log().count("Image %s: caching\n" % image["id"]) == 1
+
+
+def test_an_image_in_ceph_is_deleted_at_once_during_its_conversion(stack, start_worker,
+                                                                   demo_images, service_images,
+                                                                   ceph, tmp_path):
+    """The image's data in Ceph is copied through a read-only handle (no watch on it), so
+    Glance's delete succeeds the first time while qemu-img converts; nothing is left."""
+    worker = start_worker(extra_conf=converter_conf(FAST, throttled_qemu_img(tmp_path)))
+    qcow2 = make_qcow2(tmp_path / "deleted.qcow2", size="96M",
+                       writes=(("0x5a", "0", "8M"), ("0xa5", "64M", "8M")))
+    image = upload(demo_images, qcow2, cache_raw="True")
+    name = image["id"] + "_raw"
+    wait_for_written_data(ceph, name)
+    response = demo_images.delete(image["id"], raise_exc=False)
+    assert response.status_code == 204, response.text
+    assert "Image %s: copied" % image["id"] in worker.log()
+    wait_until("the cache removed", lambda: name not in names_in_pool(ceph), 15)
+    wait_until("qemu-img killed", lambda: not qemu_img_running_for(image["id"]), 10)
+    conversion_dir = os.path.join(stack["state_dir"], "cacheraw", "conversions")
+    wait_until("the copy removed", lambda: not os.listdir(conversion_dir), 10)
+    assert image["id"] not in names_in_pool(ceph)
+    assert conversions(worker.log(), image["id"]) == 0
+    assert worker.proc.poll() is None
+    assert_no_garbage(ceph, service_images)

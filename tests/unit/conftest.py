@@ -20,6 +20,8 @@ def conf():
     register_opts(c)
     c([])
     c.set_override("retry_initial_delay", 0, group="worker")
+    # The fakes of Ceph hold no image data to copy: qemu-img (faked) reads it in place.
+    c.set_override("read_source_in_place", True, group="converter")
     return c
 
 

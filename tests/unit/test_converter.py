@@ -127,18 +127,19 @@ def test_map_output_that_is_not_extents_is_refused(output):
 
 def test_leftovers_are_removed_unless_their_image_is_locked(tmp_path):
     mine, busy = str(uuid.uuid4()), str(uuid.uuid4())
-    names = ["%s.download" % mine, "%s.key" % mine, "%s.download" % busy, "other.download",
-             "%s.download.txt" % mine]
+    names = ["%s.download" % mine, "%s.copy" % mine, "%s.key" % mine, "%s.download" % busy,
+             "other.download", "%s.download.txt" % mine]
     for name in names:
         (tmp_path / name).write_text("x")
     removed = converter.clean_conversion_dir(str(tmp_path), in_use=lambda i: i == busy)
-    assert sorted(removed) == sorted(names[:2])
-    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[2:])
+    assert sorted(removed) == sorted(names[:3])
+    assert sorted(p.name for p in tmp_path.iterdir()) == sorted(names[3:])
 
 
 class Conf:
     class converter:  # noqa: N801 - the shape of oslo.config's group
         conversion_dir = None
+        read_source_in_place = False
 
 
 class Images:
@@ -153,8 +154,25 @@ class Images:
 
 
 class KeyStore:
+    """A pool whose image ``rbd`` is copied a chunk, then found deleted (``gone``) or the
+    copy is stopped by the job's check."""
+
+    def __init__(self, gone=False):
+        self.gone = gone
+
     def secret_key(self):
         return "c2VjcmV0"
+
+    def copy_snapshot(self, name, snapshot, fd, check=None):
+        os.pwrite(fd, b"partial", 4096)
+        if self.gone:
+            raise exception.CephNotFound("[errno 2] header object gone")
+        check()
+        raise AssertionError("not reached")
+
+
+class RBDSource:
+    name, snapshot = "rbd", "snap"
 
 
 class CancelledJob:
@@ -162,22 +180,24 @@ class CancelledJob:
         raise exception.WorkerStopping("worker stopping")
 
 
-@pytest.mark.parametrize("in_place", [False, True])
-def test_source_files_are_removed_in_every_outcome(tmp_path, in_place):
+@pytest.mark.parametrize("source,read_in_place,gone,error", [
+    ("download", False, False, exception.WorkerStopping),  # cancelled between two chunks
+    ("ceph", False, False, exception.WorkerStopping),
+    ("ceph", False, True, exception.ImageDeleted),
+    ("ceph", True, False, RuntimeError),  # qemu-img failed
+])
+def test_source_files_are_removed_in_every_outcome(tmp_path, source, read_in_place, gone, error):
     conf = Conf()
     conf.converter.conversion_dir = str(tmp_path)
+    conf.converter.read_source_in_place = read_in_place
     image = {"id": str(uuid.uuid4()), "size": 7}
-    preparer = converter.SourcePreparer(conf, Images(AssertionError("not reached")), KeyStore(),
-                                        image, CancelledJob(), "rbd" if in_place else None)
-    if in_place:
-        with pytest.raises(RuntimeError):
-            with preparer as (source, secret):
-                assert source == "rbd" and open(secret).read() == "c2VjcmV0"
-                raise RuntimeError("qemu-img failed")
-    else:
-        with pytest.raises(exception.WorkerStopping):  # cancelled between two chunks
-            with preparer:
-                pass
+    in_place = RBDSource() if source == "ceph" else None
+    preparer = converter.SourcePreparer(conf, Images(AssertionError("not reached")),
+                                        KeyStore(gone), image, CancelledJob(), in_place)
+    with pytest.raises(error):
+        with preparer as (source, secret):
+            assert source is in_place and open(secret).read() == "c2VjcmV0"
+            raise RuntimeError("qemu-img failed")
     assert list(tmp_path.iterdir()) == []
 
 

@@ -118,3 +118,27 @@ def test_a_dry_run_hook_is_told_each_removal_and_keeps_the_cache(store, ceph):
     assert store.remove(other) == "trashed"
     assert told == [("removed", CACHE), ("trashed", other)]
     assert set(ceph.images) == {CACHE, other} and ceph.trash == {}
+
+
+class Extents:
+    """An RBD image of 4 MiB objects whose diff_iterate reports ``objects`` (index, exists)."""
+
+    def __init__(self, objects):
+        self.objects = objects
+
+    def diff_iterate(self, offset, length, from_snapshot, callback, include_parent=True,
+                     whole_object=False):
+        assert from_snapshot is None and include_parent and whole_object
+        for index, exists in self.objects:
+            start = index * 4 * MiB
+            if offset <= start < offset + length:
+                callback(start, 4 * MiB, exists)
+
+
+MiB = 1024 * 1024
+
+
+def test_a_copy_reads_allocated_objects_merged_and_cut_into_bounded_chunks():
+    image = Extents([(0, True), (1, True), (2, True), (3, False), (5, True)])
+    assert ceph_store._extents(image, 0, 22 * MiB) == [
+        (0, 8 * MiB), (8 * MiB, 4 * MiB), (20 * MiB, 2 * MiB)]
