@@ -10,7 +10,6 @@ import hashlib
 import logging
 import os
 import threading
-import uuid
 
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
@@ -26,7 +25,6 @@ GROUP = "image_api"
 PATCH_TYPE = "application/openstack-images-v2.1-json-patch"
 CHUNK = 1024 * 1024
 PAGE = 200
-SCRATCH_IMAGE_PREFIX = "cacheraw-check-"
 # Images remembered as last read or written, so that a write needs no read before it.
 REMEMBERED = 1024
 # A write whose patch no longer fits the image (HTTP 409) is computed again from a fresh read.
@@ -353,7 +351,7 @@ class ImageAPI:
         user = getattr(self._options, "username", "?")
         try:
             image = self._api.post(self._url("/images"), json={
-                "name": SCRATCH_IMAGE_PREFIX + uuid.uuid4().hex[:12], "visibility": "private",
+                "name": properties.scratch_name(), "visibility": "private",
                 "disk_format": "qcow2", "container_format": "bare"}).json()
         except ks_exc.ClientException as exc:
             raise exception.ImageAPIError("user %s cannot create a scratch image: %s" % (

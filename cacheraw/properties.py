@@ -12,6 +12,7 @@ both may say something.
 
 import enum
 import re
+import uuid
 
 from oslo_utils import strutils
 
@@ -47,6 +48,9 @@ DOWNTIME_MIN, DOWNTIME_DEFAULT = 100, 500
 # A cache is the RBD image <image id>_raw in cacheraw's pool, cloned from its snapshot "snap".
 CACHE_SUFFIX = "_raw"
 CACHE_SNAP = "snap"
+# The name of the scratch image (in the image API) and RBD image (in the pool) that
+# cacheraw-manage check creates and removes again: this prefix and 12 hex digits.
+SCRATCH_PREFIX = "cacheraw-check-"
 
 _WHOLE_NUMBER = re.compile(r"^(0|[1-9][0-9]*)$")
 # Image ids name RBD images only once they match this: a lowercase UUID, nothing else.
@@ -67,6 +71,10 @@ def valid_id(image_id):
 
 def cache_name(image_id):
     return image_id + CACHE_SUFFIX
+
+
+def scratch_name():
+    return SCRATCH_PREFIX + uuid.uuid4().hex[:12]
 
 
 def is_cache_name(name):

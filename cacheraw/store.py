@@ -17,7 +17,6 @@ import socket
 import struct
 import threading
 import time
-import uuid
 
 import rados
 import rbd
@@ -41,7 +40,6 @@ LOCK_TYPE_EXCLUSIVE = 1
 # Extended attributes of a lock object: who holds it, and how far its conversion is.
 HOLDER_XATTR = "cacheraw.holder"
 PROGRESS_XATTR = "cacheraw.progress"
-SCRATCH_PREFIX = "cacheraw-check-"
 # A cache is written without its object map, which is built once when the cache is published:
 # updating the map at each first write of an object made conversions ~10% slower (make bench).
 DEFERRED_FEATURES = rbd.RBD_FEATURE_OBJECT_MAP | rbd.RBD_FEATURE_FAST_DIFF
@@ -353,7 +351,7 @@ class OperatorViews:
     def check_rbd_caps(self):
         """Do, on a scratch image, each RBD step a cache needs; the scratch image goes in every
         outcome. Raises CacherawError naming the step that failed."""
-        name = SCRATCH_PREFIX + uuid.uuid4().hex[:12]
+        name = properties.scratch_name()
         step = "connect"
         try:
             with self._ioctx() as ioctx:

@@ -12,6 +12,8 @@ import pytest
 import rados
 import rbd
 
+from cacheraw import properties
+
 from tests.functional.test_caching import FAST
 from tests.functional.test_caching import names_in_pool
 from tests.functional.test_caching import upload
@@ -379,7 +381,7 @@ def test_check_passes_on_the_stack(stack, ceph):
     for line in check_lines(done).values():
         assert "OK: " in line, line
     # The scratch images are gone.
-    assert not [n for n in names_in_pool(ceph) if n.startswith("cacheraw-check-")]
+    assert not [n for n in names_in_pool(ceph) if n.startswith(properties.SCRATCH_PREFIX)]
 
 
 @pytest.fixture
@@ -407,7 +409,7 @@ def test_check_names_missing_ceph_caps(stack, tmp_path, read_only_ceph_user, cep
     assert line.startswith("ceph:") and "FAILED: client.%s cannot create an RBD image in " \
         "pool images" % name in line, line
     assert "OK" in check_lines(done)["image API write:"]
-    assert not [n for n in names_in_pool(ceph) if n.startswith("cacheraw-check-")]
+    assert not [n for n in names_in_pool(ceph) if n.startswith(properties.SCRATCH_PREFIX)]
     no_traceback(done)
 
 
