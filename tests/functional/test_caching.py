@@ -10,44 +10,14 @@ import uuid
 import pytest
 import rbd
 
+from tests.functional.helpers import FAST
+from tests.functional.helpers import conversions
+from tests.functional.helpers import names_in_pool
+from tests.functional.helpers import raw_of
+from tests.functional.helpers import read_rbd
+from tests.functional.helpers import upload
+from tests.functional.helpers import wait_status
 
-FAST = "[worker]\nsweep_interval = 2\n[ceph]\nlock_duration = 10\n"
-
-
-def upload(images, path, headers=None, **fields):
-    fields.setdefault("disk_format", "qcow2")
-    image = images.create(**fields)
-    if headers:
-        with open(path, "rb") as f:
-            images.session.put(images.url + "/images/%s/file" % image["id"], data=f,
-                               headers=dict(headers, **{"Content-Type":
-                                                        "application/octet-stream"}))
-    else:
-        images.upload(image["id"], path)
-    return images.wait(image["id"], lambda i: i["status"] == "active", what="active")
-
-
-def wait_status(images, image_id, status, timeout=60):
-    return images.wait(image_id, lambda i: i.get("cache_raw_status") == status, timeout,
-                       what="cache_raw_status %s" % status)
-
-
-def read_rbd(ioctx, name, snapshot=None):
-    with rbd.Image(ioctx, name, snapshot=snapshot, read_only=True) as image:
-        size = image.size()
-        return b"".join(image.read(off, min(4 << 20, size - off))
-                        for off in range(0, size, 4 << 20))
-
-
-def names_in_pool(ioctx):
-    return set(rbd.RBD().list(ioctx))
-
-
-def raw_of(path, tmp_path):
-    out = tmp_path / ("%s.raw" % uuid.uuid4().hex)
-    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(path), str(out)],
-                   check=True, timeout=120)
-    return out.read_bytes()
 
 
 def rbd_du_used(stack, name):
@@ -57,11 +27,6 @@ def rbd_du_used(stack, name):
                           "images/%s@snap" % name], check=True, capture_output=True, text=True,
                          timeout=60).stdout
     return json.loads(out)["images"][0]["used_size"]
-
-
-def conversions(log, image_id):
-    """How often the log says the image was converted (not merely recorded)."""
-    return log.count("Image %s: converted to RAW in" % image_id)
 
 
 @pytest.fixture
@@ -148,15 +113,6 @@ def test_delete_with_a_clone_keeps_the_clone_then_purges(worker, demo_images, qc
     rbd.RBD().remove(ceph, clone)
     worker.wait_for_log("Purged cache %s" % name, timeout=30)
     assert not [e for e in rbd.RBD().trash_list(ceph) if e["name"] == name]
-
-
-def slow_qemu_img(tmp_path):
-    """A qemu-img that pauses before converting, so a test can kill the worker mid-way."""
-    path = tmp_path / "slow-qemu-img"
-    path.write_text("#!/bin/sh\nif [ \"$1\" = convert ]; then sleep 60; fi\n"
-                    "exec qemu-img \"$@\"\n")
-    path.chmod(0o755)
-    return path
 
 
 def test_store_is_set_on_every_uploaded_image(worker, demo_images, qcow2):

@@ -12,9 +12,11 @@ import rbd
 
 from tests.functional.conftest import (STATE, VENV_BIN, WorkerProcess, connect_as_cacheraw,
                                       make_qcow2, need)
-from tests.functional.test_caching import raw_of, upload, wait_status
+from tests.functional.helpers import FAST
+from tests.functional.helpers import raw_of
+from tests.functional.helpers import upload
+from tests.functional.helpers import wait_status
 
-FAST = "[worker]\nsweep_interval = 2\n[ceph]\nlock_duration = 10\n"
 CACHE_FACTS = ("cache_raw_status", "cache_raw_url", "cache_raw_size", "cache_raw_error")
 OTHER_FSID = "0c7d1f44-5a06-403f-bb82-ae7ad0d693a6"
 

@@ -14,8 +14,6 @@ snapshot and recording Cached. No test-only switch exists in the product to be l
 
 import os
 import signal
-import subprocess
-import sys
 import threading
 import time
 import uuid
@@ -26,71 +24,31 @@ import rbd
 from tests.functional.conftest import make_qcow2
 from tests.functional.conftest import set_quota
 from tests.functional.conftest import settled_usage
-from tests.functional.test_caching import conversions
-from tests.functional.test_caching import names_in_pool
-from tests.functional.test_caching import raw_of
-from tests.functional.test_caching import read_rbd
-from tests.functional.test_caching import upload
-from tests.functional.test_caching import wait_status
+from tests.functional.helpers import FAST
+from tests.functional.helpers import assert_cache_matches
+from tests.functional.helpers import assert_cached_once
+from tests.functional.helpers import assert_no_garbage
+from tests.functional.helpers import conversions
+from tests.functional.helpers import converter_conf
+from tests.functional.helpers import manage
+from tests.functional.helpers import names_in_pool
+from tests.functional.helpers import qemu_img_running_for
+from tests.functional.helpers import qemu_img_wrapper
+from tests.functional.helpers import raw_of
+from tests.functional.helpers import read_rbd
+from tests.functional.helpers import throttled_qemu_img
+from tests.functional.helpers import upload
+from tests.functional.helpers import wait_for_written_data
+from tests.functional.helpers import wait_status
+from tests.functional.helpers import wait_until
 
 pytestmark = pytest.mark.faults
 
-FAST = "[worker]\nsweep_interval = 2\n[ceph]\nlock_duration = 10\n"
 QUICK_RETRIES = ("[worker]\nsweep_interval = 2\nretry_attempts = 2\nretry_initial_delay = 0.5\n"
                  "retry_max_delay = 1\n[ceph]\nlock_duration = 10\n")
-LOCK_PREFIX = "cacheraw.lock."
-MANAGE = os.path.join(os.path.dirname(sys.executable), "cacheraw-manage")
 
 
 # -- the stack and the pool
-
-def image_exists(images, image_id):
-    response = images.session.get(images.url + "/images/%s" % image_id, raise_exc=False)
-    assert response.status_code in (200, 404), response.text
-    return response.status_code == 200
-
-
-def garbage(ceph, images):
-    """What a fault may have left: caches without their image, trashed caches without clones,
-    lock objects."""
-    found = []
-    for name in names_in_pool(ceph):
-        if name.endswith("_raw") and not image_exists(images, name[:-len("_raw")]):
-            found.append("orphaned cache %s" % name)
-    for entry in rbd.RBD().trash_list(ceph):
-        if entry["name"].endswith("_raw"):
-            with rbd.Image(ceph, image_id=entry["id"], read_only=True) as trashed:
-                trashed.set_snap("snap")
-                if not list(trashed.list_children2()):
-                    found.append("trashed cache %s without clones" % entry["name"])
-    found += ["lock object %s" % o.key for o in ceph.list_objects()
-              if o.key.startswith(LOCK_PREFIX)]
-    return found
-
-
-def assert_no_garbage(ceph, images, timeout=30):
-    # A worker removes its lock object just after it records the outcome: allow it that moment.
-    deadline = time.monotonic() + timeout
-    while True:
-        found = garbage(ceph, images)
-        if not found or time.monotonic() > deadline:
-            break
-        time.sleep(0.5)
-    assert found == []
-
-
-def assert_cached_once(images, ids, logs):
-    for image_id in ids:
-        image = images.get(image_id)
-        assert image.get("cache_raw_status") == "Cached", image
-        assert conversions(logs, image_id) == 1, (image_id, logs[-5000:])
-
-
-def assert_cache_matches(ceph, image_id, qcow2, tmp_path):
-    with rbd.Image(ceph, image_id + "_raw", read_only=True) as cache:
-        assert [s["name"] for s in cache.list_snaps()] == ["snap"]
-        assert cache.is_protected_snap("snap")
-    assert read_rbd(ceph, image_id + "_raw", "snap") == raw_of(qcow2, tmp_path)
 
 
 def all_logs(*workers):
@@ -98,21 +56,6 @@ def all_logs(*workers):
 
 
 # -- qemu-img wrappers: a real conversion, slowed down or followed by a crash
-
-def qemu_img_wrapper(tmp_path, name, convert):
-    """A qemu-img for [converter] qemu_img: ``convert`` is the shell run for 'convert'
-    (its arguments in "$@", the subcommand shifted off)."""
-    path = tmp_path / name
-    path.write_text("#!/bin/sh\nif [ \"$1\" = convert ]; then\n  shift\n%s\nfi\n"
-                    "exec qemu-img \"$@\"\n" % convert)
-    path.chmod(0o755)
-    return path
-
-
-def throttled_qemu_img(tmp_path, bytes_per_second=256 * 1024):
-    """The real conversion, rate-limited: several seconds of writing into Ceph."""
-    return qemu_img_wrapper(tmp_path, "throttled-qemu-img",
-                            "exec qemu-img convert -r %d \"$@\"" % bytes_per_second)
 
 
 def crashing_qemu_img(tmp_path):
@@ -125,40 +68,6 @@ def crashing_qemu_img(tmp_path):
 def paused_qemu_img(tmp_path, seconds):
     return qemu_img_wrapper(tmp_path, "paused-qemu-img",
                             "sleep %d\nexec qemu-img convert \"$@\"" % seconds)
-
-
-def converter_conf(base, qemu_img):
-    return base + "[converter]\nqemu_img = %s\n" % qemu_img
-
-
-def wait_for_written_data(ceph, name, timeout=60):
-    """Until qemu-img has written some of the cache: a conversion in full flow."""
-    deadline = time.monotonic() + timeout
-    while time.monotonic() < deadline:
-        try:
-            with rbd.Image(ceph, name, read_only=True) as image:
-                written = []
-                image.diff_iterate(0, image.size(), None,
-                                   lambda offset, length, exists: written.append(exists),
-                                   whole_object=True)
-                if any(written):
-                    return
-        except rbd.ImageNotFound:
-            pass
-        time.sleep(0.2)
-    raise AssertionError("nothing written into %s in %ss" % (name, timeout))
-
-
-def qemu_img_running_for(image_id):
-    return subprocess.run(["pgrep", "-f", "qemu-img.*%s" % image_id],
-                          capture_output=True).returncode == 0
-
-
-def wait_until(what, check, timeout=30):
-    deadline = time.monotonic() + timeout
-    while not check():
-        assert time.monotonic() < deadline, "%s not reached in %ss" % (what, timeout)
-        time.sleep(0.2)
 
 
 # -- 1. the worker killed at three points
@@ -306,12 +215,6 @@ def test_image_api_down_when_recording_cached(start_worker, demo_images, service
 
 
 # -- 6. the pool full
-
-def manage(stack, *args, timeout=180, log_file=None):
-    """cacheraw-manage against the stack; with ``log_file``, its log goes there."""
-    logging = ["--log-file", str(log_file)] if log_file else []
-    return subprocess.run([MANAGE, "--config-file", stack["cacheraw_conf"], *logging, *args],
-                          capture_output=True, text=True, timeout=timeout)
 
 
 def test_pool_full_errors_cleanly_then_recache_succeeds(stack, start_worker, demo_images,

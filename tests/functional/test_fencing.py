@@ -19,20 +19,20 @@ import rbd
 
 from tests.functional.conftest import make_qcow2
 from tests.functional.conftest import stack_cmd
-from tests.functional.test_caching import conversions
-from tests.functional.test_caching import names_in_pool
-from tests.functional.test_caching import upload
-from tests.functional.test_caching import wait_status
-from tests.functional.test_faults import assert_cache_matches
-from tests.functional.test_faults import assert_no_garbage
-from tests.functional.test_faults import converter_conf
-from tests.functional.test_faults import qemu_img_running_for
-from tests.functional.test_faults import throttled_qemu_img
-from tests.functional.test_faults import wait_for_written_data
-from tests.functional.test_faults import wait_until
-from tests.functional.test_hostile import forged_notifier
-from tests.functional.test_hostile import map_bomb_qcow2
-from tests.functional.test_hostile import worker_usage
+from tests.functional.helpers import assert_cache_matches
+from tests.functional.helpers import assert_no_garbage
+from tests.functional.helpers import conversions
+from tests.functional.helpers import converter_conf
+from tests.functional.helpers import forged_notifier
+from tests.functional.helpers import map_bomb_qcow2
+from tests.functional.helpers import names_in_pool
+from tests.functional.helpers import qemu_img_running_for
+from tests.functional.helpers import throttled_qemu_img
+from tests.functional.helpers import upload
+from tests.functional.helpers import wait_for_written_data
+from tests.functional.helpers import wait_status
+from tests.functional.helpers import wait_until
+from tests.functional.helpers import worker_usage
 
 pytestmark = pytest.mark.faults
 

@@ -9,7 +9,6 @@ made is read back in full and searched for the secret.
 
 import json
 import os
-import struct
 import subprocess
 import time
 import uuid
@@ -21,12 +20,14 @@ from tests.functional.conftest import WorkerProcess
 from tests.functional.conftest import make_qcow2
 from tests.functional.conftest import set_quota
 from tests.functional.conftest import settled_usage
-from tests.functional.test_caching import conversions
-from tests.functional.test_caching import names_in_pool
-from tests.functional.test_caching import upload
-from tests.functional.test_caching import wait_status
-from tests.functional.test_faults import assert_no_garbage
-from tests.functional.test_faults import manage
+from tests.functional.helpers import assert_no_garbage
+from tests.functional.helpers import conversions
+from tests.functional.helpers import forged_notifier
+from tests.functional.helpers import manage
+from tests.functional.helpers import names_in_pool
+from tests.functional.helpers import upload
+from tests.functional.helpers import wait_status
+from tests.functional.helpers import worker_usage
 
 pytestmark = pytest.mark.hostile
 
@@ -139,38 +140,6 @@ def petabyte_qcow2(d, host):
     return path, "qcow2", "exceeds the limit"
 
 
-def map_bomb_qcow2(d, host=None, virtual_size=1 << 40, cluster_bits=19):
-    """A consistent qcow2 of 1 TiB virtual in about 18 MiB: its clusters alternate between
-    "reads as zeros" and unallocated, so that ``qemu-img map`` describes two million extents
-    (some 200 MB of JSON). Written directly: a qemu-io command per cluster would take minutes."""
-    path = d / "map-bomb.qcow2"
-    cluster = 1 << cluster_bits
-    entries = cluster // 8  # L2 entries per table
-    l2_tables = -(-virtual_size // cluster // entries)
-    l1_offset, refcount_table_offset, refcount_block_offset = cluster, 2 * cluster, 3 * cluster
-    first_l2 = 4
-    clusters = first_l2 + l2_tables
-    header = struct.pack(">4sIQIIQIIQQIIQQQQII", b"QFI\xfb", 3, 0, 0, cluster_bits, virtual_size,
-                         0, l2_tables, l1_offset, refcount_table_offset, 1, 0, 0, 0, 0, 0, 4,
-                         104)
-    copied = 1 << 63
-    l1 = b"".join(struct.pack(">Q", copied | (first_l2 + i) * cluster) for i in range(l2_tables))
-    # An L2 entry of 1: "reads as zeros", nothing allocated; 0: unallocated.
-    l2 = struct.pack(">Q", 1) + struct.pack(">Q", 0)
-    with open(path, "wb") as f:
-        f.write(header + struct.pack(">II", 0, 0))  # no header extensions
-        f.seek(l1_offset)
-        f.write(l1)
-        f.seek(refcount_table_offset)
-        f.write(struct.pack(">Q", refcount_block_offset))
-        f.seek(refcount_block_offset)
-        f.write(struct.pack(">H", 1) * clusters)
-        for i in range(l2_tables):
-            f.seek((first_l2 + i) * cluster)
-            f.write(l2 * (entries // 2))
-    return path, "qcow2", "not enough space"
-
-
 def patched_qcow2(d, name, offset, value):
     path = make_qcow2(d / name, size="16M", writes=SMALL_WRITES)
     data = bytearray(path.read_bytes())
@@ -225,17 +194,6 @@ def export_and_search(ceph, names, secret=SECRET):
                     assert secret not in chunk, "host data in %s@%s" % (name, snap)
                     tail = chunk[-len(secret):]
                     offset += 4 << 20
-
-
-def worker_usage(process):
-    """(peak resident bytes, CPU seconds) of the worker process itself."""
-    pid = process.proc.pid
-    with open("/proc/%d/status" % pid) as f:
-        peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
-    with open("/proc/%d/stat" % pid) as f:
-        fields = f.read().rsplit(")", 1)[1].split()
-    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
-    return peak, cpu
 
 
 def assert_refused(images, ceph, worker, image_id, words, before):
@@ -312,19 +270,6 @@ def test_manage_refuses_ids_that_are_not_uuids(stack, bad_id):
     assert done.returncode != 0
     assert "Traceback" not in done.stderr
     assert "error" in done.stderr, done.stderr
-
-
-def forged_notifier(transport_url, exchange):
-    """oslo.messaging's Notifier as Glance uses it, publishing on ``exchange``."""
-    import oslo_messaging
-    from oslo_config import cfg
-    conf = cfg.ConfigOpts()
-    conf([], project="cacheraw-tests")
-    oslo_messaging.get_notification_transport(conf, url=transport_url).cleanup()  # its options
-    conf.set_override("control_exchange", exchange)
-    transport = oslo_messaging.get_notification_transport(conf, url=transport_url)
-    return oslo_messaging.Notifier(transport, publisher_id="image.localhost",
-                                   driver="messagingv2", topics=["notifications"]), transport
 
 
 UUID_LIKE = str(uuid.UUID(int=0x6ba7b8109dad11d180b400c04fd430c8))

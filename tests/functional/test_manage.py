@@ -4,9 +4,7 @@ purge-orphans and check."""
 import json
 import re
 import subprocess
-import sys
 import uuid
-from pathlib import Path
 
 import pytest
 import rados
@@ -14,13 +12,13 @@ import rbd
 
 from cacheraw import properties
 
-from tests.functional.test_caching import FAST
-from tests.functional.test_caching import names_in_pool
-from tests.functional.test_caching import upload
-from tests.functional.test_caching import wait_status
 from tests.functional.conftest import make_qcow2
+from tests.functional.helpers import FAST
+from tests.functional.helpers import MANAGE
+from tests.functional.helpers import names_in_pool
+from tests.functional.helpers import upload
+from tests.functional.helpers import wait_status
 
-MANAGE = str(Path(sys.executable).parent / "cacheraw-manage")
 
 # qemu-img whose conversions write in order at RATE, so that their progress can be watched.
 THROTTLED_QEMU_IMG = """#!/usr/bin/python3

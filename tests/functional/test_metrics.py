@@ -4,7 +4,11 @@ import re
 import socket
 import urllib.request
 
-from tests.functional.test_caching import FAST, upload, wait_status
+from tests.functional.helpers import FAST
+from tests.functional.helpers import upload
+from tests.functional.helpers import wait_status
+
+
 
 
 def free_port():

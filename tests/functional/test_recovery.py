@@ -7,12 +7,14 @@ import uuid
 
 import rbd
 
-from tests.functional.test_caching import FAST
-from tests.functional.test_caching import conversions
-from tests.functional.test_caching import names_in_pool
-from tests.functional.test_caching import slow_qemu_img
-from tests.functional.test_caching import upload
-from tests.functional.test_caching import wait_status
+from tests.functional.helpers import FAST
+from tests.functional.helpers import conversions
+from tests.functional.helpers import names_in_pool
+from tests.functional.helpers import slow_qemu_img
+from tests.functional.helpers import upload
+from tests.functional.helpers import wait_status
+
+
 
 
 def wait_gone(ioctx, name, timeout=30):

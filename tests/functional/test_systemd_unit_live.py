@@ -21,10 +21,10 @@ import pytest
 
 from tests.functional.conftest import TOP
 from tests.functional.conftest import need
-from tests.functional.test_caching import FAST
-from tests.functional.test_caching import names_in_pool
-from tests.functional.test_caching import upload
-from tests.functional.test_caching import wait_status
+from tests.functional.helpers import FAST
+from tests.functional.helpers import names_in_pool
+from tests.functional.helpers import upload
+from tests.functional.helpers import wait_status
 
 pytestmark = pytest.mark.systemd
 

@@ -75,3 +75,16 @@ def imported_names(tree):
 
 def test_the_boundary_modules_exist():
     assert {p.name for p in modules()} >= set(BOUNDARIES.values()) | {"converter.py"}
+
+
+def test_test_modules_never_import_one_another():
+    """What tests share is in conftest.py or tests/functional/helpers.py, never in a test_*
+    module that another one imports (and so runs its module-level code twice)."""
+    tests = PACKAGE.parent / "tests"
+    crossing = []
+    for path in sorted(tests.rglob("*.py")):
+        for node in ast.walk(ast.parse(path.read_text(), str(path))):
+            if isinstance(node, ast.ImportFrom) and node.module and \
+                    node.module.split(".")[-1].startswith("test_"):
+                crossing.append("%s imports %s" % (path.relative_to(tests), node.module))
+    assert crossing == []

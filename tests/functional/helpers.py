@@ -1,0 +1,228 @@
+"""What the functional tests share beyond conftest's fixtures: uploads and waits on the image
+API, reads of the pool, the garbage a fault may leave, qemu-img wrappers for [converter] qemu_img,
+cacheraw-manage runs, and generators of hostile images used by more than one suite."""
+
+import os
+import struct
+import subprocess
+import sys
+import time
+import uuid
+
+import rbd
+
+FAST = "[worker]\nsweep_interval = 2\n[ceph]\nlock_duration = 10\n"
+LOCK_PREFIX = "cacheraw.lock."
+MANAGE = os.path.join(os.path.dirname(sys.executable), "cacheraw-manage")
+
+
+def upload(images, path, headers=None, **fields):
+    fields.setdefault("disk_format", "qcow2")
+    image = images.create(**fields)
+    if headers:
+        with open(path, "rb") as f:
+            images.session.put(images.url + "/images/%s/file" % image["id"], data=f,
+                               headers=dict(headers, **{"Content-Type":
+                                                        "application/octet-stream"}))
+    else:
+        images.upload(image["id"], path)
+    return images.wait(image["id"], lambda i: i["status"] == "active", what="active")
+
+
+def wait_status(images, image_id, status, timeout=60):
+    return images.wait(image_id, lambda i: i.get("cache_raw_status") == status, timeout,
+                       what="cache_raw_status %s" % status)
+
+
+def read_rbd(ioctx, name, snapshot=None):
+    with rbd.Image(ioctx, name, snapshot=snapshot, read_only=True) as image:
+        size = image.size()
+        return b"".join(image.read(off, min(4 << 20, size - off))
+                        for off in range(0, size, 4 << 20))
+
+
+def names_in_pool(ioctx):
+    return set(rbd.RBD().list(ioctx))
+
+
+def raw_of(path, tmp_path):
+    out = tmp_path / ("%s.raw" % uuid.uuid4().hex)
+    subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(path), str(out)],
+                   check=True, timeout=120)
+    return out.read_bytes()
+
+
+def conversions(log, image_id):
+    """How often the log says the image was converted (not merely recorded)."""
+    return log.count("Image %s: converted to RAW in" % image_id)
+
+
+def slow_qemu_img(tmp_path):
+    """A qemu-img that pauses before converting, so a test can kill the worker mid-way."""
+    path = tmp_path / "slow-qemu-img"
+    path.write_text("#!/bin/sh\nif [ \"$1\" = convert ]; then sleep 60; fi\n"
+                    "exec qemu-img \"$@\"\n")
+    path.chmod(0o755)
+    return path
+
+
+def image_exists(images, image_id):
+    response = images.session.get(images.url + "/images/%s" % image_id, raise_exc=False)
+    assert response.status_code in (200, 404), response.text
+    return response.status_code == 200
+
+
+def garbage(ceph, images):
+    """What a fault may have left: caches without their image, trashed caches without clones,
+    lock objects."""
+    found = []
+    for name in names_in_pool(ceph):
+        if name.endswith("_raw") and not image_exists(images, name[:-len("_raw")]):
+            found.append("orphaned cache %s" % name)
+    for entry in rbd.RBD().trash_list(ceph):
+        if entry["name"].endswith("_raw"):
+            with rbd.Image(ceph, image_id=entry["id"], read_only=True) as trashed:
+                trashed.set_snap("snap")
+                if not list(trashed.list_children2()):
+                    found.append("trashed cache %s without clones" % entry["name"])
+    found += ["lock object %s" % o.key for o in ceph.list_objects()
+              if o.key.startswith(LOCK_PREFIX)]
+    return found
+
+
+def assert_no_garbage(ceph, images, timeout=30):
+    # A worker removes its lock object just after it records the outcome: allow it that moment.
+    deadline = time.monotonic() + timeout
+    while True:
+        found = garbage(ceph, images)
+        if not found or time.monotonic() > deadline:
+            break
+        time.sleep(0.5)
+    assert found == []
+
+
+def assert_cached_once(images, ids, logs):
+    for image_id in ids:
+        image = images.get(image_id)
+        assert image.get("cache_raw_status") == "Cached", image
+        assert conversions(logs, image_id) == 1, (image_id, logs[-5000:])
+
+
+def assert_cache_matches(ceph, image_id, qcow2, tmp_path):
+    with rbd.Image(ceph, image_id + "_raw", read_only=True) as cache:
+        assert [s["name"] for s in cache.list_snaps()] == ["snap"]
+        assert cache.is_protected_snap("snap")
+    assert read_rbd(ceph, image_id + "_raw", "snap") == raw_of(qcow2, tmp_path)
+
+
+def qemu_img_wrapper(tmp_path, name, convert):
+    """A qemu-img for [converter] qemu_img: ``convert`` is the shell run for 'convert'
+    (its arguments in "$@", the subcommand shifted off)."""
+    path = tmp_path / name
+    path.write_text("#!/bin/sh\nif [ \"$1\" = convert ]; then\n  shift\n%s\nfi\n"
+                    "exec qemu-img \"$@\"\n" % convert)
+    path.chmod(0o755)
+    return path
+
+
+def throttled_qemu_img(tmp_path, bytes_per_second=256 * 1024):
+    """The real conversion, rate-limited: several seconds of writing into Ceph."""
+    return qemu_img_wrapper(tmp_path, "throttled-qemu-img",
+                            "exec qemu-img convert -r %d \"$@\"" % bytes_per_second)
+
+
+def converter_conf(base, qemu_img):
+    return base + "[converter]\nqemu_img = %s\n" % qemu_img
+
+
+def wait_for_written_data(ceph, name, timeout=60):
+    """Until qemu-img has written some of the cache: a conversion in full flow."""
+    deadline = time.monotonic() + timeout
+    while time.monotonic() < deadline:
+        try:
+            with rbd.Image(ceph, name, read_only=True) as image:
+                written = []
+                image.diff_iterate(0, image.size(), None,
+                                   lambda offset, length, exists: written.append(exists),
+                                   whole_object=True)
+                if any(written):
+                    return
+        except rbd.ImageNotFound:
+            pass
+        time.sleep(0.2)
+    raise AssertionError("nothing written into %s in %ss" % (name, timeout))
+
+
+def qemu_img_running_for(image_id):
+    return subprocess.run(["pgrep", "-f", "qemu-img.*%s" % image_id],
+                          capture_output=True).returncode == 0
+
+
+def wait_until(what, check, timeout=30):
+    deadline = time.monotonic() + timeout
+    while not check():
+        assert time.monotonic() < deadline, "%s not reached in %ss" % (what, timeout)
+        time.sleep(0.2)
+
+
+def manage(stack, *args, timeout=180, log_file=None):
+    """cacheraw-manage against the stack; with ``log_file``, its log goes there."""
+    logging = ["--log-file", str(log_file)] if log_file else []
+    return subprocess.run([MANAGE, "--config-file", stack["cacheraw_conf"], *logging, *args],
+                          capture_output=True, text=True, timeout=timeout)
+
+
+def map_bomb_qcow2(d, host=None, virtual_size=1 << 40, cluster_bits=19):
+    """A consistent qcow2 of 1 TiB virtual in about 18 MiB: its clusters alternate between
+    "reads as zeros" and unallocated, so that ``qemu-img map`` describes two million extents
+    (some 200 MB of JSON). Written directly: a qemu-io command per cluster would take minutes."""
+    path = d / "map-bomb.qcow2"
+    cluster = 1 << cluster_bits
+    entries = cluster // 8  # L2 entries per table
+    l2_tables = -(-virtual_size // cluster // entries)
+    l1_offset, refcount_table_offset, refcount_block_offset = cluster, 2 * cluster, 3 * cluster
+    first_l2 = 4
+    clusters = first_l2 + l2_tables
+    header = struct.pack(">4sIQIIQIIQQIIQQQQII", b"QFI\xfb", 3, 0, 0, cluster_bits, virtual_size,
+                         0, l2_tables, l1_offset, refcount_table_offset, 1, 0, 0, 0, 0, 0, 4,
+                         104)
+    copied = 1 << 63
+    l1 = b"".join(struct.pack(">Q", copied | (first_l2 + i) * cluster) for i in range(l2_tables))
+    # An L2 entry of 1: "reads as zeros", nothing allocated; 0: unallocated.
+    l2 = struct.pack(">Q", 1) + struct.pack(">Q", 0)
+    with open(path, "wb") as f:
+        f.write(header + struct.pack(">II", 0, 0))  # no header extensions
+        f.seek(l1_offset)
+        f.write(l1)
+        f.seek(refcount_table_offset)
+        f.write(struct.pack(">Q", refcount_block_offset))
+        f.seek(refcount_block_offset)
+        f.write(struct.pack(">H", 1) * clusters)
+        for i in range(l2_tables):
+            f.seek((first_l2 + i) * cluster)
+            f.write(l2 * (entries // 2))
+    return path, "qcow2", "not enough space"
+
+
+def worker_usage(process):
+    """(peak resident bytes, CPU seconds) of the worker process itself."""
+    pid = process.proc.pid
+    with open("/proc/%d/status" % pid) as f:
+        peak = next(int(line.split()[1]) * 1024 for line in f if line.startswith("VmHWM:"))
+    with open("/proc/%d/stat" % pid) as f:
+        fields = f.read().rsplit(")", 1)[1].split()
+    cpu = (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+    return peak, cpu
+
+
+def forged_notifier(transport_url, exchange):
+    """oslo.messaging's Notifier as Glance uses it, publishing on ``exchange``."""
+    import oslo_messaging
+    from oslo_config import cfg
+    conf = cfg.ConfigOpts()
+    conf([], project="cacheraw-tests")
+    oslo_messaging.get_notification_transport(conf, url=transport_url).cleanup()  # its options
+    conf.set_override("control_exchange", exchange)
+    transport = oslo_messaging.get_notification_transport(conf, url=transport_url)
+    return oslo_messaging.Notifier(transport, publisher_id="image.localhost",
+                                   driver="messagingv2", topics=["notifications"]), transport
