@@ -11,6 +11,9 @@ import uuid
 
 import rbd
 
+from tests.functional.conftest import STATE
+from tests.functional.conftest import VENV_BIN
+
 FAST = "[worker]\nsweep_interval = 2\n[ceph]\nlock_duration = 10\n"
 LOCK_PREFIX = "cacheraw.lock."
 MANAGE = os.path.join(os.path.dirname(sys.executable), "cacheraw-manage")
@@ -226,3 +229,21 @@ def forged_notifier(transport_url, exchange):
     transport = oslo_messaging.get_notification_transport(conf, url=transport_url)
     return oslo_messaging.Notifier(transport, publisher_id="image.localhost",
                                    driver="messagingv2", topics=["notifications"]), transport
+
+
+def openrc_env(user):
+    env = {}
+    for line in (STATE / ("%s-openrc" % user)).read_text().splitlines():
+        if line.startswith("export ") and "=" in line:
+            key, value = line[len("export "):].split("=", 1)
+            env[key] = value
+    return env
+
+
+def openstack(*args, user="demo", check=True, timeout=300):
+    done = subprocess.run([str(VENV_BIN / "openstack"), *args],
+                          env={**os.environ, **openrc_env(user)}, capture_output=True, text=True,
+                          timeout=timeout)
+    if check:
+        assert done.returncode == 0, "openstack %s: %s" % (" ".join(args), done.stderr)
+    return done

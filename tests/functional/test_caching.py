@@ -20,6 +20,8 @@ from tests.functional.helpers import wait_status
 
 
 
+
+
 def rbd_du_used(stack, name):
     user = stack["ceph"]["users"]["cacheraw"]
     out = subprocess.run(["rbd", "--conf", stack["ceph"]["conf"], "--id", "cacheraw",

@@ -2,7 +2,6 @@
 the demo user, on the real stack (MariaDB, Keystone, Glance and Cinder on Ceph)."""
 
 import json
-import os
 import subprocess
 import time
 import uuid
@@ -10,33 +9,16 @@ import uuid
 import pytest
 import rbd
 
-from tests.functional.conftest import (STATE, VENV_BIN, WorkerProcess, connect_as_cacheraw,
+from tests.functional.conftest import (VENV_BIN, WorkerProcess, connect_as_cacheraw,
                                       make_qcow2, need)
 from tests.functional.helpers import FAST
+from tests.functional.helpers import openstack
 from tests.functional.helpers import raw_of
 from tests.functional.helpers import upload
 from tests.functional.helpers import wait_status
 
 CACHE_FACTS = ("cache_raw_status", "cache_raw_url", "cache_raw_size", "cache_raw_error")
 OTHER_FSID = "0c7d1f44-5a06-403f-bb82-ae7ad0d693a6"
-
-
-def openrc_env(user):
-    env = {}
-    for line in (STATE / ("%s-openrc" % user)).read_text().splitlines():
-        if line.startswith("export ") and "=" in line:
-            key, value = line[len("export "):].split("=", 1)
-            env[key] = value
-    return env
-
-
-def openstack(*args, user="demo", check=True, timeout=300):
-    done = subprocess.run([str(VENV_BIN / "openstack"), *args],
-                          env={**os.environ, **openrc_env(user)}, capture_output=True, text=True,
-                          timeout=timeout)
-    if check:
-        assert done.returncode == 0, "openstack %s: %s" % (" ".join(args), done.stderr)
-    return done
 
 
 @pytest.fixture(scope="module")

@@ -11,6 +11,8 @@ from tests.functional.helpers import wait_status
 
 
 
+
+
 def free_port():
     with socket.socket() as sock:
         sock.bind(("127.0.0.1", 0))

@@ -17,6 +17,8 @@ from tests.functional.helpers import wait_status
 
 
 
+
+
 def wait_gone(ioctx, name, timeout=30):
     deadline = time.monotonic() + timeout
     while name in names_in_pool(ioctx):
