@@ -7,6 +7,7 @@ import math
 import time
 
 from bench import measure, report
+from tests import image_client
 from bench.env import BenchError
 
 BACKENDS = ("cacheraw", "upstream", "imagecache")
@@ -26,8 +27,8 @@ class Volumes:
             raise BenchError("the stack lacks the Cinder backends %s: start it with "
                              "CACHERAW_STACK_CINDER_BACKENDS=%s ('make bench' does)"
                              % (", ".join(sorted(missing)), ",".join(BACKENDS)))
-        self.demo = stack._session("demo")
-        self.admin = stack._session("admin")
+        self.demo = image_client.session(facts, "demo", timeout=300)
+        self.admin = image_client.session(facts, "admin", timeout=300)
         base = facts["cinder"]["url"].rstrip("/") + "/v3/"
         self.url = base + self.demo.get_project_id()
         self.admin_url = base + self.admin.get_project_id()

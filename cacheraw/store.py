@@ -44,11 +44,12 @@ PROGRESS_XATTR = "cacheraw.progress"
 # updating the map at each first write of an object made conversions ~10% slower (make bench).
 DEFERRED_FEATURES = rbd.RBD_FEATURE_OBJECT_MAP | rbd.RBD_FEATURE_FAST_DIFF
 
-# copy_snapshot() reads COPY_DEPTH chunks of at most COPY_CHUNK bytes at a time (four 4 MiB
-# reads in flight copied 2.4 times faster than one 8 MiB read at a time: make bench), and lists
-# the extents of COPY_WINDOW bytes at a time: its memory is bounded whatever the image's size.
-COPY_CHUNK = 4 * 1024 * 1024
-COPY_DEPTH = 4
+# copy_snapshot() reads COPY_DEPTH chunks of at most COPY_CHUNK bytes at a time, and lists the
+# extents of COPY_WINDOW bytes at a time: its memory is bounded whatever the image's size.
+# Measured on a 1 GiB image: one 8 MiB read at a time 210-250 MiB/s; four 4 MiB reads in flight
+# 520-600 MiB/s, but the worker's RSS grew by 60 MiB; eight 1 MiB reads 470-560 MiB/s, +25 MiB.
+COPY_CHUNK = 1024 * 1024
+COPY_DEPTH = 8
 COPY_WINDOW = 512 * 1024 * 1024
 
 _TRANSIENT = (rados.TimedOut, rados.InterruptedOrTimeoutError, rbd.Timeout)
