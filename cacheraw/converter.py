@@ -95,6 +95,8 @@ class FileSource:
         return "file %s" % self.path
 
 
+# What the image API says of an image being deleted.
+DELETED_STATUSES = ("deleted", "pending_delete")
 # Files of an image in conversion_dir: its download or its copy, and the key file qemu-img reads.
 LEFTOVER_RE = re.compile(r"(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
                          r"\.(download|copy|key)")
@@ -175,13 +177,24 @@ class SourcePreparer:
                 size = self.store.copy_snapshot(self.in_place.name, self.in_place.snapshot, fd,
                                                 check=self.job.check)
             except exception.CephNotFound as exc:
-                raise exception.ImageDeleted("image data removed from the pool: %s" % exc) \
-                    from exc
+                raise self._data_gone(exc) from exc
         finally:
             os.close(fd)
         LOG.info("Image %s: copied %d bytes from %s read-only in %.1f s", self.image["id"], size,
                  self.in_place, time.monotonic() - started)
         return FileSource(path)
+
+    def _data_gone(self, exc):
+        """The image's data left the pool during its copy: deleted with its image (the image
+        API says so), or gone behind the image's back (an error recorded on the image)."""
+        try:
+            deleted = self.images.get(self.image["id"]).get("status") in DELETED_STATUSES
+        except exception.ImageNotFound:
+            deleted = True
+        if deleted:
+            return exception.ImageDeleted("image deleted during its copy")
+        return exception.UnreadableImage("the image's data is missing from pool %s: %s"
+                                         % (self.store.pool, exc))
 
     def _secret_file(self, stack):
         key = self.store.secret_key()

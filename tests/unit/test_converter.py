@@ -143,8 +143,14 @@ class Conf:
 
 
 class Images:
-    def __init__(self, fail):
+    def __init__(self, fail, image=None):
         self.fail = fail
+        self.image = image
+
+    def get(self, image_id):
+        if self.image is None:
+            raise exception.ImageNotFound(image_id)
+        return self.image
 
     def download(self, image_id, path, size, checksums, check=None):
         with open(path, "wb") as f:
@@ -270,3 +276,23 @@ def test_data_bytes_from_check_equal_the_data_qemu_img_maps(tmp_path):
     info = conv.info(source, "qcow2")
     assert conv.data_bytes(source, "qcow2", info=info) == conv.data_bytes(source, "qcow2") \
         == 5 * 1024 * 1024
+
+
+class GonePool(KeyStore):
+    pool = "images"
+
+    def __init__(self):
+        super().__init__(gone=True)
+
+
+def test_data_gone_from_the_pool_while_its_image_lives_is_an_error_on_the_image(tmp_path):
+    conf = Conf()
+    conf.converter.conversion_dir = str(tmp_path)
+    conf.converter.read_source_in_place = False
+    image = {"id": str(uuid.uuid4()), "size": 7, "status": "active"}
+    preparer = converter.SourcePreparer(conf, Images(None, image), GonePool(), image,
+                                        CancelledJob(), RBDSource())
+    with pytest.raises(exception.UnreadableImage, match="missing from pool images"):
+        with preparer:
+            pass
+    assert list(tmp_path.iterdir()) == []
