@@ -4,8 +4,10 @@ import logging as std_logging
 import sys
 import warnings
 
-# Some deployments have osprofiler, which drags in eventlet and its deprecation banner.
-warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
+# Libraries' deprecation notices are for their developers, not for an operator's journal:
+# eventlet's banner (osprofiler drags eventlet in), cryptography's "DSA is deprecated" (from 51,
+# met at import by dnspython and pyOpenSSL). Every other warning goes to the log (setup below).
+warnings.filterwarnings("ignore", message=r"(?s)\s*\S+ is deprecated")
 
 from oslo_config import cfg
 from oslo_log import log as logging
@@ -33,6 +35,7 @@ def parse_config(argv, prog, description):
     except OSError as exc:
         fail(prog, "cannot read config file %s: %s" % (exc.filename, exc.strerror))
     logging.setup(CONF, "cacheraw", version=__version__)
+    std_logging.captureWarnings(True)
     # The libraries' debug output would drown ours; oslo.messaging's connection news stays.
     if not CONF.debug:
         for noisy in ("amqp", "kombu", "keystoneauth", "urllib3", "stevedore"):
