@@ -343,15 +343,20 @@ class Cacher:
                 need = self.converter.data_bytes(source, fmt, secret, job=job,
                                                  bound=info["virtual-size"], info=info)
             except exception.UnreadableImage:
-                # qemu-img fails alike on a broken image and on an unreachable cluster.
+                # qemu-img fails alike on a broken image, on an unreachable cluster and on an
+                # image deleted while it is read.
                 self.store.check_reachable()
+                source.check()
                 raise
             self._check_space(image["id"], need)
             job.check()
             lease.check()
             job.on_progress = ProgressPublisher(self.store, lease, need)
             self.store.create(name, info["virtual-size"])
-            self.converter.convert(source, fmt, name, job, secret)
+            try:
+                self.converter.convert(source, fmt, name, job, secret)
+            finally:
+                source.check()  # an image deleted while it was read is no cache
             job.check()
             lease.check()
             self.store.publish(name)

@@ -74,8 +74,31 @@ class RBDSource:
     def read_head(self, length):
         return self.store.read(self.name, 0, length, snapshot=self.snapshot)
 
+    def check(self):
+        """Nothing to check: qemu-img's own handle fails once the image is gone."""
+
     def __str__(self):
         return "rbd %s/%s@%s" % (self.store.pool, self.name, self.snapshot)
+
+
+class ServedSource(RBDSource):
+    """Image data in our Ceph pool, served read-only to qemu-img over NBD by this worker
+    (CephStore.serve_snapshot): its owner can delete it during the conversion."""
+
+    def __init__(self, rbd_source, served, gone):
+        super().__init__(rbd_source.store, rbd_source.name, rbd_source.snapshot)
+        self.served = served
+        self._gone = gone
+
+    def qemu_file(self):
+        return self.served.qemu_file()
+
+    def check(self):
+        """Raise ImageDeleted (or UnreadableImage) when the image left the pool meanwhile."""
+        try:
+            self.served.check()
+        except exception.CephNotFound as exc:
+            raise self._gone(exc) from exc
 
 
 class FileSource:
@@ -91,15 +114,19 @@ class FileSource:
         with open(self.path, "rb") as f:
             return f.read(length)
 
+    def check(self):
+        """A local file stays."""
+
     def __str__(self):
         return "file %s" % self.path
 
 
 # What the image API says of an image being deleted.
 DELETED_STATUSES = ("deleted", "pending_delete")
-# Files of an image in conversion_dir: its download or its copy, and the key file qemu-img reads.
+# Files of an image in conversion_dir: its download or the socket it is served on, and the key
+# file qemu-img reads.
 LEFTOVER_RE = re.compile(r"(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
-                         r"\.(download|copy|key)")
+                         r"\.(download|nbd|key)")
 
 
 class SourcePreparer:
@@ -107,10 +134,10 @@ class SourcePreparer:
     where qemu-img reads the image and the file of the Ceph key qemu-img needs (or None).
 
     The image's data is in our pool (``in_place``, an RBDSource) or not (None). Data elsewhere is
-    downloaded and verified against its checksums; data in our pool is copied through a read-only
-    handle (so that its owner can delete it meanwhile), or read in place by qemu-img when
-    [converter] read_source_in_place is set. Whatever was written in conversion_dir is removed at
-    the end, in every outcome."""
+    downloaded and verified against its checksums; data in our pool is served to qemu-img by
+    this worker over NBD from a read-only handle (so that its owner can delete it meanwhile), or
+    read in place by qemu-img when [converter] read_source_in_place is set. Whatever was written
+    in conversion_dir is removed at the end, in every outcome."""
 
     def __init__(self, conf, images, store, image, job, in_place=None):
         self.directory = conf.converter.conversion_dir
@@ -137,7 +164,7 @@ class SourcePreparer:
             return self._download(stack)
         if self.read_in_place:
             return self.in_place
-        return self._copy(stack)
+        return self._serve(stack)
 
     def _path(self, suffix, stack):
         path = os.path.join(self.directory, "%s.%s" % (self.image["id"], suffix))
@@ -167,32 +194,25 @@ class SourcePreparer:
         LOG.info("Image %s: downloaded %d bytes (data not in this Ceph pool)", image["id"], size)
         return FileSource(path)
 
-    def _copy(self, stack):
-        self._check_free_space()
-        path = self._path("copy", stack)
-        fd = os.open(path, os.O_WRONLY | os.O_CREAT | os.O_TRUNC, 0o600)
+    def _serve(self, stack):
+        path = self._path("nbd", stack)
+        _unlink(path)
         try:
-            started = time.monotonic()
-            try:
-                size = self.store.copy_snapshot(self.in_place.name, self.in_place.snapshot, fd,
-                                                check=self.job.check)
-            except exception.CephNotFound as exc:
-                raise self._data_gone(exc) from exc
-        finally:
-            os.close(fd)
-        LOG.info("Image %s: copied %d bytes from %s read-only in %.1f s", self.image["id"], size,
-                 self.in_place, time.monotonic() - started)
-        return FileSource(path)
+            served = stack.enter_context(self.store.serve_snapshot(
+                self.in_place.name, self.in_place.snapshot, path))
+        except exception.CephNotFound as exc:
+            raise self._data_gone(exc) from exc
+        return ServedSource(self.in_place, served, self._data_gone)
 
     def _data_gone(self, exc):
-        """The image's data left the pool during its copy: deleted with its image (the image
+        """The image's data left the pool while it was read: deleted with its image (the image
         API says so), or gone behind the image's back (an error recorded on the image)."""
         try:
             deleted = self.images.get(self.image["id"]).get("status") in DELETED_STATUSES
         except exception.ImageNotFound:
             deleted = True
         if deleted:
-            return exception.ImageDeleted("image deleted during its copy")
+            return exception.ImageDeleted("image deleted while it was read")
         return exception.UnreadableImage("the image's data is missing from pool %s: %s"
                                          % (self.store.pool, exc))
 

@@ -12,7 +12,6 @@ import functools
 import json
 import logging
 import os
-import queue
 import socket
 import struct
 import threading
@@ -24,6 +23,7 @@ import rbd
 from cacheraw import exception
 from cacheraw import lease as lease_mod
 from cacheraw import metrics
+from cacheraw import nbd
 from cacheraw import properties
 from cacheraw import retry
 
@@ -43,14 +43,6 @@ PROGRESS_XATTR = "cacheraw.progress"
 # A cache is written without its object map, which is built once when the cache is published:
 # updating the map at each first write of an object made conversions ~10% slower (make bench).
 DEFERRED_FEATURES = rbd.RBD_FEATURE_OBJECT_MAP | rbd.RBD_FEATURE_FAST_DIFF
-
-# copy_snapshot() reads COPY_DEPTH chunks of at most COPY_CHUNK bytes at a time, and lists the
-# extents of COPY_WINDOW bytes at a time: its memory is bounded whatever the image's size.
-# Measured on a 1 GiB image: one 8 MiB read at a time 210-250 MiB/s; four 4 MiB reads in flight
-# 520-600 MiB/s, but the worker's RSS grew by 60 MiB; eight 1 MiB reads 470-560 MiB/s, +25 MiB.
-COPY_CHUNK = 1024 * 1024
-COPY_DEPTH = 8
-COPY_WINDOW = 512 * 1024 * 1024
 
 _TRANSIENT = (rados.TimedOut, rados.InterruptedOrTimeoutError, rbd.Timeout)
 # What a blocklisted client gets for every request (EBLOCKLISTED is ESHUTDOWN).
@@ -119,57 +111,6 @@ def lockers_in_info(reply):
     return struct.unpack_from("<I", reply, 6)[0]
 
 
-def _extents(image, offset, length):
-    """The allocated extents of ``image`` in [offset, offset + length), in whole objects:
-    adjacent ones merged, and cut, into reads of at most COPY_CHUNK bytes."""
-    end = offset + length
-    runs = []
-
-    def add(start, size, exists):
-        start, stop = max(start, offset), min(start + size, end)
-        if not exists or stop <= start:
-            return
-        if runs and runs[-1][1] == start:
-            runs[-1][1] = stop
-        else:
-            runs.append([start, stop])
-
-    image.diff_iterate(offset, length, None, add, include_parent=True, whole_object=True)
-    return [(at, min(COPY_CHUNK, stop - at))
-            for start, stop in runs for at in range(start, stop, COPY_CHUNK)]
-
-
-def _read_into(fd, image, extents, check=None):
-    """Read ``extents`` of ``image`` into the file ``fd`` at their offsets, COPY_DEPTH reads
-    in flight (at most COPY_DEPTH * COPY_CHUNK bytes held)."""
-    done = queue.Queue()
-    in_flight = 0
-    try:
-        for offset, length in extents:
-            if in_flight == COPY_DEPTH:
-                in_flight -= 1
-                _write_read(fd, *done.get())
-            if check is not None:
-                check()
-            image.aio_read(offset, length, lambda completion, data, at=offset: done.put(
-                (at, data, completion.get_return_value())))
-            in_flight += 1
-        while in_flight:
-            in_flight -= 1
-            _write_read(fd, *done.get())
-    finally:
-        for _ in range(in_flight):  # librbd still writes into these: wait for them
-            done.get()
-
-
-def _write_read(fd, offset, data, result):
-    if data is None:
-        if result == -errno.ENOENT:
-            raise rbd.ImageNotFound("read at %d: image gone" % offset, errno=errno.ENOENT)
-        raise rbd.IOError("read at %d failed" % offset, errno=-result)
-    os.pwrite(fd, data, offset)
-
-
 # The names of caches are facts of the image properties' spec (cacheraw.properties).
 valid_id = properties.valid_id
 cache_name = properties.cache_name
@@ -186,6 +127,50 @@ def read_key(keyring_path, user):
     except (OSError, configparser.Error, KeyError, UnicodeDecodeError) as exc:
         raise exception.ConfigError("cannot read the key of client.%s from keyring %s: %s"
                                     % (user, keyring_path, exc or type(exc).__name__)) from exc
+
+
+class ServedSnapshot:
+    """A snapshot opened read-only and read for cacheraw.nbd: each read is an aio_read; every
+    CHECK_EVERY bytes (and at check()) its header object is looked up, because a read-only handle
+    reads on, as zeros, after the image is removed."""
+
+    CHECK_EVERY = 256 * 1024 * 1024
+
+    def __init__(self, ioctx, image):
+        self.ioctx = ioctx
+        self.image = image
+        self.header = "rbd_header.%s" % image.id()
+        self.export = None
+        self.gone = False
+        self._unchecked = 0
+
+    def qemu_file(self):
+        return self.export.qemu_file()
+
+    def check(self):
+        """Raise CephNotFound when the image was removed."""
+        try:
+            self.ioctx.stat(self.header)
+        except rados.ObjectNotFound as exc:
+            self.gone = True
+            raise exception.CephNotFound("image removed while it was read: %s" % exc) from exc
+        except rados.Error as exc:
+            raise translated_error(exc) from exc
+
+    def read(self, offset, length, done):
+        self._unchecked += length
+        try:
+            if self.gone:
+                raise exception.CephNotFound("image removed")
+            if self._unchecked >= self.CHECK_EVERY:
+                self._unchecked = 0
+                self.check()
+            self.image.aio_read(offset, length, lambda completion, data: done(
+                data, 0 if data is not None else -completion.get_return_value() or errno.EIO))
+        except (exception.CacherawError, rbd.Error, rados.Error) as exc:
+            LOG.warning("Read of %d bytes at %d from %s failed: %s", length, offset,
+                        self.image.get_name(), exc)
+            done(None, errno.EIO)
 
 
 class RadosLocks:
@@ -652,23 +637,23 @@ class CephStore(OperatorViews, CacheRemovals):
             length = max(0, min(length, image.size() - offset))
             return image.read(offset, length) if length else b""
 
-    @translate_errors
-    def copy_snapshot(self, name, snapshot, fd, check=None):
-        """Copy the data of ``name@snapshot`` into the file ``fd`` (made sparse: only its
-        allocated extents are written), through a read-only handle: no watch is set on the image,
-        so that its owner can delete it meanwhile. ``check()`` is called before each read (to
-        stop it); CephNotFound once the image is deleted. Returns the image's size."""
-        with self._ioctx() as ioctx, \
-                rbd.Image(ioctx, name, snapshot=snapshot, read_only=True) as image:
-            # A read-only handle reads on after the image is removed: its header tells.
-            header = "rbd_header.%s" % image.id()
-            size = image.size()
-            os.ftruncate(fd, size)
-            for start in range(0, size, COPY_WINDOW):
-                _read_into(fd, image, _extents(image, start, min(COPY_WINDOW, size - start)),
-                           check)
-                ioctx.stat(header)
-            return size
+    @contextlib.contextmanager
+    def serve_snapshot(self, name, snapshot, path):
+        """``with store.serve_snapshot(name, snapshot, path) as served:`` serves
+        ``name@snapshot`` over NBD on the Unix socket ``path`` (cacheraw.nbd) from a read-only
+        handle: no watch is set on the image, so that its owner can delete it meanwhile.
+        ``served.qemu_file()`` names it to qemu-img; ``served.check()`` raises CephNotFound once
+        the image is deleted (reads of a deleted image may return zeros)."""
+        with contextlib.ExitStack() as stack:
+            try:
+                ioctx = stack.enter_context(self._ioctx())
+                image = stack.enter_context(rbd.Image(ioctx, name, snapshot=snapshot,
+                                                      read_only=True))
+                served = ServedSnapshot(ioctx, image)
+                served.export = stack.enter_context(nbd.Export(path, image.size(), served.read))
+            except (rbd.Error, rados.Error) as exc:
+                raise translated_error(exc, self.shut_out) from exc
+            yield served
 
     @translate_errors
     def used_bytes(self, name, snapshot=SNAP):

@@ -7,15 +7,15 @@ OPTS = [
                 help="Disk formats that are converted to RAW. Images of other formats are left "
                      "alone; a raw image asking for a cache gets an error."),
     cfg.StrOpt("conversion_dir", default="/var/lib/cacheraw/conversions",
-               help="Directory where an image's data is downloaded (data not in this Ceph "
-                    "pool) or copied (see read_source_in_place), converted and removed."),
+               help="Directory where an image whose data is not in this Ceph pool is "
+                    "downloaded, converted and removed; it also holds the Unix socket on which "
+                    "the worker serves an image of this pool to its qemu-img."),
     cfg.BoolOpt("read_source_in_place", default=False,
-                help="Let qemu-img read an image whose data is in this Ceph pool in place. "
+                help="Let qemu-img open an image whose data is in this Ceph pool itself. "
                      "qemu-img's rbd driver opens it read-write and watches it, so the image's "
                      "owner cannot delete it (409) until its conversion ends. By default the "
-                     "image is first copied, through a read-only handle that Ceph lets the "
-                     "owner delete at once, into conversion_dir (needs the image's size free "
-                     "there; about doubles the time of a dense image's conversion)."),
+                     "worker serves the image to qemu-img over NBD from a read-only handle, "
+                     "which Ceph lets the owner delete at any moment."),
     cfg.StrOpt("qemu_img", default="qemu-img", help="The qemu-img program."),
     cfg.IntOpt("qemu_img_address_space_mib", default=2048, min=256,
                help="Address space limit of each qemu-img process, in MiB."),

@@ -1,6 +1,7 @@
 """The converter: qemu option strings, inspection of untrusted images, qemu-img runs and the
 bounded reading of their output, conversion_dir's leftovers and downloads."""
 
+import contextlib
 import io
 import os
 import subprocess
@@ -127,7 +128,7 @@ def test_map_output_that_is_not_extents_is_refused(output):
 
 def test_leftovers_are_removed_unless_their_image_is_locked(tmp_path):
     mine, busy = str(uuid.uuid4()), str(uuid.uuid4())
-    names = ["%s.download" % mine, "%s.copy" % mine, "%s.key" % mine, "%s.download" % busy,
+    names = ["%s.download" % mine, "%s.nbd" % mine, "%s.key" % mine, "%s.download" % busy,
              "other.download", "%s.download.txt" % mine]
     for name in names:
         (tmp_path / name).write_text("x")
@@ -160,8 +161,8 @@ class Images:
 
 
 class KeyStore:
-    """A pool whose image ``rbd`` is copied a chunk, then found deleted (``gone``) or the
-    copy is stopped by the job's check."""
+    """A pool whose image ``rbd`` is served to qemu-img (a file stands for the socket), or found
+    deleted (``gone``)."""
 
     def __init__(self, gone=False):
         self.gone = gone
@@ -169,16 +170,16 @@ class KeyStore:
     def secret_key(self):
         return "c2VjcmV0"
 
-    def copy_snapshot(self, name, snapshot, fd, check=None):
-        os.pwrite(fd, b"partial", 4096)
+    @contextlib.contextmanager
+    def serve_snapshot(self, name, snapshot, path):
         if self.gone:
-            raise exception.CephNotFound("[errno 2] header object gone")
-        check()
-        raise AssertionError("not reached")
+            raise exception.CephNotFound("[errno 2] image gone")
+        open(path, "w").close()
+        yield object()
 
 
 class RBDSource:
-    name, snapshot = "rbd", "snap"
+    store, name, snapshot = None, "rbd", "snap"
 
 
 class CancelledJob:
@@ -188,9 +189,9 @@ class CancelledJob:
 
 @pytest.mark.parametrize("source,read_in_place,gone,error", [
     ("download", False, False, exception.WorkerStopping),  # cancelled between two chunks
-    ("ceph", False, False, exception.WorkerStopping),
+    ("ceph", False, False, RuntimeError),  # qemu-img failed
     ("ceph", False, True, exception.ImageDeleted),
-    ("ceph", True, False, RuntimeError),  # qemu-img failed
+    ("ceph", True, False, RuntimeError),
 ])
 def test_source_files_are_removed_in_every_outcome(tmp_path, source, read_in_place, gone, error):
     conf = Conf()
@@ -202,7 +203,7 @@ def test_source_files_are_removed_in_every_outcome(tmp_path, source, read_in_pla
                                         KeyStore(gone), image, CancelledJob(), in_place)
     with pytest.raises(error):
         with preparer as (source, secret):
-            assert source is in_place and open(secret).read() == "c2VjcmV0"
+            assert source.name == "rbd" and open(secret).read() == "c2VjcmV0"
             raise RuntimeError("qemu-img failed")
     assert list(tmp_path.iterdir()) == []
 

@@ -1,7 +1,6 @@
 """CephStore against a fake pool behind the real rados and rbd errors: what each library error
 becomes, removal that is idempotent, clones that send a cache to the trash, and the trash."""
 
-import threading
 
 import pytest
 import rados
@@ -120,84 +119,3 @@ def test_a_dry_run_hook_is_told_each_removal_and_keeps_the_cache(store, ceph):
     assert store.remove(other) == "trashed"
     assert told == [("removed", CACHE), ("trashed", other)]
     assert set(ceph.images) == {CACHE, other} and ceph.trash == {}
-
-
-class Extents:
-    """An RBD image of 4 MiB objects whose diff_iterate reports ``objects`` (index, exists)."""
-
-    def __init__(self, objects):
-        self.objects = objects
-
-    def diff_iterate(self, offset, length, from_snapshot, callback, include_parent=True,
-                     whole_object=False):
-        assert from_snapshot is None and include_parent and whole_object
-        for index, exists in self.objects:
-            start = index * 4 * MiB
-            if offset <= start < offset + length:
-                callback(start, 4 * MiB, exists)
-
-
-MiB = 1024 * 1024
-
-
-def test_a_copy_reads_allocated_objects_merged_and_cut_into_bounded_chunks(monkeypatch):
-    monkeypatch.setattr(ceph_store, "COPY_CHUNK", 8 * MiB)
-    image = Extents([(0, True), (1, True), (2, True), (3, False), (5, True)])
-    assert ceph_store._extents(image, 0, 22 * MiB) == [
-        (0, 8 * MiB), (8 * MiB, 4 * MiB), (20 * MiB, 2 * MiB)]
-
-
-class AioImage:
-    """aio_read() completing at once from a thread of its own, as librbd's callbacks do; the
-    read at ``failing`` fails with ``errno``."""
-
-    def __init__(self, failing=None, errno=5):
-        self.failing, self.errno = failing, errno
-        self.threads = []
-
-    def aio_read(self, offset, length, oncomplete):
-        result = -self.errno if offset == self.failing else length
-
-        class Completion:
-            def get_return_value(self):
-                return result
-
-        data = None if result < 0 else bytes([offset // MiB + 1]) * length
-        thread = threading.Thread(target=oncomplete, args=(Completion(), data))
-        self.threads.append(thread)
-        thread.start()
-
-
-def test_a_copy_writes_each_extent_at_its_offset_with_few_reads_in_flight(tmp_path):
-    path = tmp_path / "copy"
-    extents = [(offset * MiB, MiB) for offset in (0, 2, 3, 7, 8, 9)]
-    with open(path, "wb") as f:
-        f.truncate(10 * MiB)
-        ceph_store._read_into(f.fileno(), AioImage(), extents)
-    data = path.read_bytes()
-    for offset in range(10):
-        expected = offset + 1 if offset in (0, 2, 3, 7, 8, 9) else 0
-        assert data[offset * MiB:(offset + 1) * MiB] == bytes([expected]) * MiB, offset
-
-
-@pytest.mark.parametrize("errno, error", [(2, rbd.ImageNotFound), (5, rbd.IOError)])
-def test_a_failed_read_stops_the_copy_after_the_reads_in_flight(tmp_path, errno, error):
-    image = AioImage(failing=2 * MiB, errno=errno)
-    extents = [(offset * MiB, MiB) for offset in range(10)]
-    with open(tmp_path / "copy", "wb") as f, pytest.raises(error):
-        ceph_store._read_into(f.fileno(), image, extents)
-    assert len(image.threads) <= ceph_store.COPY_DEPTH + 3
-
-
-def test_a_cancelled_copy_stops_before_its_next_read(tmp_path):
-    image = AioImage()
-    calls = []
-
-    def check():
-        calls.append(1)
-        if len(calls) > 3:
-            raise exception.WorkerStopping("stopping")
-
-    with open(tmp_path / "copy", "wb") as f, pytest.raises(exception.WorkerStopping):
-        ceph_store._read_into(f.fileno(), image, [(i * MiB, MiB) for i in range(10)], check)
-    assert len(image.threads) == 3
