@@ -121,6 +121,8 @@ class FileSource:
         return "file %s" % self.path
 
 
+# The longest path of a Unix socket (sun_path, without its terminating zero).
+MAX_SOCKET_PATH = 107
 # What the image API says of an image being deleted.
 DELETED_STATUSES = ("deleted", "pending_delete")
 # Files of an image in conversion_dir: its download or the socket it is served on, and the key
@@ -195,7 +197,12 @@ class SourcePreparer:
         return FileSource(path)
 
     def _serve(self, stack):
-        path = self._path("nbd", stack)
+        path = os.path.join(self.directory, "%s.nbd" % self.image["id"])
+        if len(os.fsencode(path)) > MAX_SOCKET_PATH:
+            # A Unix socket's path is short: a private folder of the system's temp dir instead.
+            path = os.path.join(tempfile.mkdtemp(prefix="cacheraw-"), "%s.nbd" % self.image["id"])
+            stack.callback(os.rmdir, os.path.dirname(path))
+        stack.callback(_unlink, path)
         _unlink(path)
         try:
             served = stack.enter_context(self.store.serve_snapshot(

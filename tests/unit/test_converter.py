@@ -174,6 +174,7 @@ class KeyStore:
     def serve_snapshot(self, name, snapshot, path):
         if self.gone:
             raise exception.CephNotFound("[errno 2] image gone")
+        self.path = path
         open(path, "w").close()
         yield object()
 
@@ -206,6 +207,21 @@ def test_source_files_are_removed_in_every_outcome(tmp_path, source, read_in_pla
             assert source.name == "rbd" and open(secret).read() == "c2VjcmV0"
             raise RuntimeError("qemu-img failed")
     assert list(tmp_path.iterdir()) == []
+
+
+def test_a_socket_path_too_long_for_unix_goes_to_a_private_temp_folder(tmp_path):
+    conf = Conf()
+    conf.converter.conversion_dir = str(tmp_path / ("d" * 80))
+    os.mkdir(conf.converter.conversion_dir)
+    conf.converter.read_source_in_place = False
+    image = {"id": str(uuid.uuid4()), "size": 7}
+    store = KeyStore()
+    with converter.SourcePreparer(conf, Images(AssertionError("not reached")), store, image,
+                                  CancelledJob(), RBDSource()):
+        folder = os.path.dirname(store.path)
+        assert len(store.path) <= converter.MAX_SOCKET_PATH
+        assert oct(os.stat(folder).st_mode & 0o777) == "0o700"
+    assert not os.path.exists(folder)
 
 
 class LimitsConf:
