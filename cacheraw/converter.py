@@ -209,6 +209,7 @@ class SourcePreparer:
                 self.in_place.name, self.in_place.snapshot, path))
         except exception.CephNotFound as exc:
             raise self._data_gone(exc) from exc
+        LOG.info("Image %s: serving %s read-only to qemu-img", self.image["id"], self.in_place)
         return ServedSource(self.in_place, served, self._data_gone)
 
     def _data_gone(self, exc):

@@ -349,7 +349,7 @@ def test_image_in_ceph_read_in_place_deleted_mid_conversion_leaves_nothing(
         start_worker, demo_images, service_images, ceph, qcow2, tmp_path):
     # With read_source_in_place qemu-img reads the image in place, and librbd opens it
     # read-write (a watcher): Glance's RBD store answers 409 "in use" until the conversion ends
-    # (the default copies it read-only first: see test_fencing). Either way, nothing is left.
+    # (by default it is served read-only: see test_fencing). Either way, nothing is left.
     worker = start_worker(extra_conf=converter_conf(FAST, throttled_qemu_img(tmp_path))
                           + "read_source_in_place = true\n")
     image = upload(demo_images, qcow2, cache_raw="True")

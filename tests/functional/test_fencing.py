@@ -246,8 +246,8 @@ def test_a_refused_status_write_ends_in_error_without_a_loop(start_worker, demo_
 def test_an_image_in_ceph_is_deleted_at_once_during_its_conversion(stack, start_worker,
                                                                    demo_images, service_images,
                                                                    ceph, tmp_path):
-    """The image's data in Ceph is copied through a read-only handle (no watch on it), so
-    `openstack image delete` succeeds the first time while qemu-img converts; nothing is
+    """The image's data in Ceph is served to qemu-img from a read-only handle (no watch on it),
+    so `openstack image delete` succeeds the first time while qemu-img converts; nothing is
     left."""
     worker = start_worker(extra_conf=converter_conf(FAST, throttled_qemu_img(tmp_path)))
     qcow2 = make_qcow2(tmp_path / "deleted.qcow2", size="96M",
@@ -257,11 +257,11 @@ def test_an_image_in_ceph_is_deleted_at_once_during_its_conversion(stack, start_
     wait_for_written_data(ceph, name)
     deleted = openstack("image", "delete", image["id"], check=False)
     assert deleted.returncode == 0, deleted.stderr  # the first time: no 409 "in use"
-    assert "Image %s: copied" % image["id"] in worker.log()
+    assert "Image %s: serving rbd" % image["id"] in worker.log()
     wait_until("the cache removed", lambda: name not in names_in_pool(ceph), 15)
     wait_until("qemu-img killed", lambda: not qemu_img_running_for(image["id"]), 10)
     conversion_dir = os.path.join(stack["state_dir"], "cacheraw", "conversions")
-    wait_until("the copy removed", lambda: not os.listdir(conversion_dir), 10)
+    wait_until("the socket removed", lambda: not os.listdir(conversion_dir), 10)
     assert image["id"] not in names_in_pool(ceph)
     assert conversions(worker.log(), image["id"]) == 0
     assert worker.proc.poll() is None
