@@ -189,7 +189,7 @@ def test_leftovers_of_a_dead_worker_are_removed_at_start(start_worker, tmp_path)
     directory = tmp_path / "conversions"
     directory.mkdir()
     leftovers = [directory / ("%s.%s" % (uuid.uuid4(), suffix))
-                 for suffix in ("download", "copy", "key")]
+                 for suffix in ("download", "nbd", "key")]
     for path in leftovers:
         path.write_bytes(b"left by a worker that died")
     unrelated = directory / "notes.txt"
