@@ -10,8 +10,9 @@ stack=tools/stack/stack.py
 # The benchmark holds a 4 GiB image and its RAW copy at once. It runs on each OSD backend of
 # CACHERAW_BENCH_OSDS (default: bluestore, the tests' default, then memstore, where the OSD keeps
 # the data in memory), on a stack of its own for each, started and stopped here; N images at
-# once and (g), volumes through Cinder, on the backends of CACHERAW_BENCH_CONCURRENCY_OSDS and
-# CACHERAW_BENCH_VOLUMES_OSDS (default memstore). With a stack already running, it runs on that
+# once on the backends of CACHERAW_BENCH_CONCURRENCY_OSDS (default memstore), and (g), volumes
+# through Cinder, on those of CACHERAW_BENCH_VOLUMES_OSDS (default bluestore: a memstore OSD that
+# had held the large images for a while once read as full during (g)). With a stack already running, it runs on that
 # stack only.
 if [ "${1:-}" = "--bench" ]; then
   shift
@@ -32,7 +33,7 @@ if [ "${1:-}" = "--bench" ]; then
       *",$osd,"*) ;;
       *) extra+=(--skip-concurrency) ;;
     esac
-    case ",${CACHERAW_BENCH_VOLUMES_OSDS:-memstore}," in
+    case ",${CACHERAW_BENCH_VOLUMES_OSDS:-bluestore}," in
       *",$osd,"*) ;;
       *) extra+=(--skip-volumes) ;;
     esac
