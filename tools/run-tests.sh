@@ -20,8 +20,10 @@ if [ "${1:-}" = "--bench" ]; then
     echo "bench: a stack is running: measuring on it only ('make stack-down' for every backend)"
     exec "$py" tools/bench.py "$@"
   fi
-  # (g) adds a volume beside the default image and its cache: 8 GiB of memstore hold them.
+  # (g) adds a volume beside the default image and its cache: 8 GiB of memstore hold them; on
+  # bluestore, Cinder's own import writes the whole RAW of each volume (8 GiB filled up once).
   export CACHERAW_STACK_MEMSTORE_MIB=${CACHERAW_STACK_MEMSTORE_MIB:-8192}
+  export CACHERAW_STACK_BLUESTORE_MIB=${CACHERAW_STACK_BLUESTORE_MIB:-20480}
   # (g) compares cacheraw's Cinder driver with Cinder's own, without and with its image cache.
   export CACHERAW_STACK_CINDER_BACKENDS=${CACHERAW_STACK_CINDER_BACKENDS:-cacheraw,upstream,imagecache}
   trap '"$py" "$stack" down >/dev/null 2>&1 || true' EXIT
