@@ -47,7 +47,7 @@ CMD_READ = 0
 CMD_DISC = 2
 CMD_FLUSH = 3
 
-MAX_BLOCK = 4 * 1024 * 1024
+MAX_BLOCK = 2 * 1024 * 1024  # qemu-img convert's own buffer; at most 16 MiB held per client
 DEPTH = 8
 MAX_OPTION = 4096
 HANDSHAKE_TIMEOUT = 30

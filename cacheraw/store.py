@@ -545,8 +545,10 @@ class CephStore(OperatorViews, CacheRemovals):
 
     def connect(self):
         self.check_config()
+        # No RBD cache for the worker's own handles: it reads each image once (served to
+        # qemu-img), and librbd's cache would hold up to 32 MiB per open image.
         conf = {"rados_osd_op_timeout": str(self.op_timeout),
-                "rados_mon_op_timeout": str(self.op_timeout)}
+                "rados_mon_op_timeout": str(self.op_timeout), "rbd_cache": "false"}
         if self.keyring:
             conf["keyring"] = self.keyring
         cluster = rados.Rados(conffile=self.conffile, rados_id=self.user, conf=conf)
