@@ -7,10 +7,9 @@ import urllib.request
 from tests.functional.helpers import FAST
 from tests.functional.helpers import upload
 from tests.functional.helpers import wait_status
+from tests.functional.helpers import wait_until
 
-
-
-
+CACHED = 'cacheraw_conversions_total{result="cached"}'
 
 
 def free_port():
@@ -41,14 +40,15 @@ def test_a_conversion_is_counted(start_worker, demo_images, qcow2):
 
     image = upload(demo_images, qcow2, cache_raw="True")
     cached = wait_status(demo_images, image["id"], "Cached")
+    # The conversion is counted once it has ended, just after `Cached` is recorded.
+    wait_until("the conversion counted", lambda: scrape(port).get(CACHED, 0) >= 1, 10)
 
     # A fresh worker counts from zero, but its start-up sweep may also convert images that
     # other tests left behind: its log says how many.
     logs = [worker.log()]
     samples = scrape(port)
     logs.append(worker.log())
-    assert samples['cacheraw_conversions_total{result="cached"}'] >= 1
-    assert between(logs, ": cached as ", samples['cacheraw_conversions_total{result="cached"}'])
+    assert between(logs, ": cached as ", samples[CACHED])
     assert between(logs, ": converted to RAW in ", samples["cacheraw_conversion_seconds_count"])
     assert samples["cacheraw_conversion_seconds_sum"] > 0
     assert samples["cacheraw_read_bytes_total"] >= image["size"]
