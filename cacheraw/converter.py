@@ -202,8 +202,6 @@ class SourcePreparer:
             # A Unix socket's path is short: a private folder of the system's temp dir instead.
             path = os.path.join(tempfile.mkdtemp(prefix="cacheraw-"), "%s.nbd" % self.image["id"])
             stack.callback(os.rmdir, os.path.dirname(path))
-        stack.callback(_unlink, path)
-        _unlink(path)
         try:
             served = stack.enter_context(self.store.serve_snapshot(
                 self.in_place.name, self.in_place.snapshot, path))

@@ -84,6 +84,10 @@ class Export:
         self._threads = []
 
     def __enter__(self):
+        try:
+            os.unlink(self.path)  # a socket left by a worker that died
+        except FileNotFoundError:
+            pass
         listener = socket.socket(socket.AF_UNIX, socket.SOCK_STREAM)
         try:
             old_umask = os.umask(0o177)

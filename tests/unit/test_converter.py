@@ -176,7 +176,10 @@ class KeyStore:
             raise exception.CephNotFound("[errno 2] image gone")
         self.path = path
         open(path, "w").close()
-        yield object()
+        try:
+            yield object()
+        finally:
+            os.unlink(path)  # as cacheraw.nbd.Export removes its socket
 
 
 class RBDSource:
