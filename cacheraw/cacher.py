@@ -5,7 +5,6 @@ and the sweep finds again whatever a crash, a restart or an outage left unfinish
 per image makes sure only one worker, on any controller, converts an image at a time.
 """
 
-import enum
 import logging
 import re
 import threading
@@ -31,7 +30,7 @@ LOST_LOCK = exception.LockLost("lost the conversion lock")
 GONE_STATUSES = ("deleted", "pending_delete")
 
 
-class Outcome(enum.StrEnum):
+class Outcome(properties.StrEnum):
     """What Cacher.cache() ended with."""
     CACHED = "cached"
     ERROR = "error"

@@ -28,7 +28,13 @@ ERROR = "cache_raw_error"
 
 
 
-class Status(enum.StrEnum):
+class StrEnum(str, enum.Enum):
+    """enum.StrEnum of Python 3.11, for 3.9 and 3.10: each member is its string, str() included."""
+    __str__ = str.__str__
+    __format__ = str.__format__
+
+
+class Status(StrEnum):
     """The values of ``cache_raw_status``; each member is its string."""
     QUEUED = "Queued"
     CACHING = "Caching"
