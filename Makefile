@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STACK := tools/stack/stack.py
 
 .PHONY: setup stack-up stack-down stack-status run test unit functional genconfig bench clean
-.PHONY: test-faults test-hostile dist
+.PHONY: test-faults test-hostile dist lint
 
 setup:
 	@tools/setup.sh
@@ -27,6 +27,10 @@ test: setup
 
 unit: setup
 	$(PY) -m pytest tests/unit
+
+# ruff.toml's rules; tests/unit/test_lint.py runs the same in make test.
+lint: setup
+	$(PY) -m ruff check cacheraw tests tools bench setup.py
 
 functional: setup
 	@tools/run-tests.sh tests/functional

@@ -59,8 +59,9 @@ def serve(conf):
     try:
         prometheus_client.start_http_server(conf.metrics.port, addr=conf.metrics.host)
     except OSError as exc:
+        why = exc.strerror or exc
         raise exception.ConfigError("cannot serve metrics on %s port %d: %s"
-                                    % (conf.metrics.host, conf.metrics.port, exc.strerror or exc))
+                                    % (conf.metrics.host, conf.metrics.port, why)) from exc
     LOG.info("Metrics on http://%s:%d/metrics", conf.metrics.host, conf.metrics.port)
 
 

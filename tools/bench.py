@@ -162,8 +162,8 @@ def measure_size(stack, events, worker, shape, path, extents, args, tmp, recache
                                "read_floor", "direct", "stored")}
     for run in range(args.runs):
         print("bench: %s image, round %d of %d" % (shape.name, run + 1, args.runs), flush=True)
-        image_id = one_round(stack, events, worker, path, shape, tmp, recache_args, samples,
-                             first=run == 0)
+        one_round(stack, events, worker, path, shape, tmp, recache_args, samples,
+                  first=run == 0)
         print("bench:   " + ", ".join("%s %.2f s" % (k, v[-1]["s"]) for k, v in samples.items()
                                       if "s" in v[-1])
               + "; image API calls %d" % samples["cacheraw"][-1]["calls"]["image_api"],

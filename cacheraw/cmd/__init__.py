@@ -9,11 +9,11 @@ import warnings
 # met at import by dnspython and pyOpenSSL). Every other warning goes to the log (setup below).
 warnings.filterwarnings("ignore", message=r"(?s)\s*\S+ is deprecated")
 
-from oslo_config import cfg
-from oslo_log import log as logging
+from oslo_config import cfg  # noqa: E402 - after the filter above
+from oslo_log import log as logging  # noqa: E402 - after the filter above
 
-from cacheraw import __version__
-from cacheraw.conf import CONF
+from cacheraw import __version__  # noqa: E402 - after the filter above
+from cacheraw.conf import CONF  # noqa: E402 - after the filter above
 
 
 def parse_config(argv, prog, description):

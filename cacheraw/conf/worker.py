@@ -26,7 +26,8 @@ OPTS = [
                help="Seconds before the sweep first retries a transiently failed image; doubled "
                     "at each further attempt, up to error_retry_max_delay."),
     cfg.IntOpt("error_retry_max_delay", default=3600, min=0,
-               help="Longest wait before the sweep retries a transiently failed image, in seconds."),
+               help="Longest wait before the sweep retries a transiently failed image, in "
+                    "seconds."),
 ]
 
 

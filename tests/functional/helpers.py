@@ -146,7 +146,7 @@ def wait_for_written_data(ceph, name, timeout=60):
             with rbd.Image(ceph, name, read_only=True) as image:
                 written = []
                 image.diff_iterate(0, image.size(), None,
-                                   lambda offset, length, exists: written.append(exists),
+                                   lambda _off, _len, exists, found=written: found.append(exists),
                                    whole_object=True)
                 if any(written):
                     return

@@ -163,7 +163,7 @@ def luks_qcow2(d, host):
     path = d / "luks.qcow2"
     # qemu-img times its key derivation and, on a busy machine, at times fails with "Unable to
     # get accurate CPU usage": a few tries.
-    for attempt in range(5):
+    for _ in range(5):
         done = subprocess.run(
             ["qemu-img", "create", "-q", "-f", "qcow2", "--object", "secret,id=s0,data=swordfish",
              "-o", "encrypt.format=luks,encrypt.key-secret=s0,encrypt.iter-time=10", str(path),

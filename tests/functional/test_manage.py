@@ -364,7 +364,8 @@ def test_purge_orphans_trashes_a_cache_with_clones_then_purges_it(stack, admin, 
 
 # -- check
 
-CHECKS = ("config:", "converter:", "ceph:", "image API endpoint:", "image API write:", "message bus:")
+CHECKS = ("config:", "converter:", "ceph:", "image API endpoint:", "image API write:",
+          "message bus:")
 
 
 def check_lines(done):

@@ -29,7 +29,8 @@ def systemd_tool(name):
 
 
 def service_section():
-    parser = configparser.ConfigParser(strict=False, interpolation=None, empty_lines_in_values=False)
+    parser = configparser.ConfigParser(strict=False, interpolation=None,
+                                       empty_lines_in_values=False)
     parser.optionxform = str
     parser.read_string(re.sub(r"^SystemCallFilter=.*\n", "", UNIT.read_text(), flags=re.M))
     return parser["Service"]

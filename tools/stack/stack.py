@@ -106,7 +106,7 @@ def run(argv, timeout=CMD_TIMEOUT, env=None, cwd=None, input=None):
         done = subprocess.run(argv, env=env, cwd=cwd, input=input, capture_output=True,
                               text=True, timeout=timeout)
     except subprocess.TimeoutExpired:
-        raise StackError("%s timed out after %ss" % (argv[0], timeout))
+        raise StackError("%s timed out after %ss" % (argv[0], timeout)) from None
     if done.returncode != 0:
         raise StackError("%s failed (%s): %s" % (" ".join(map(str, argv[:3])), done.returncode,
                                                  (done.stderr or done.stdout).strip()[-2000:]))
