@@ -1,4 +1,4 @@
-# cacheraw: every command a developer or CI needs. See README.md.
+# cacheraw: every command a developer or CI needs. See docs/development.md.
 VENV ?= .venv
 PY := $(VENV)/bin/python
 STACK := tools/stack/stack.py
@@ -41,8 +41,10 @@ test-faults: setup
 test-hostile: setup
 	@tools/run-tests.sh -m hostile tests
 
+# The sample configuration and the option reference of docs/configuration.md.
 genconfig: setup
 	$(VENV)/bin/oslo-config-generator --config-file etc/oslo-config-generator/cacheraw.conf
+	$(PY) tools/gen-config-doc.py
 
 # The sdist and, built from it, the wheel that tools/install.sh installs on a controller.
 dist: setup

@@ -4,6 +4,7 @@ from pathlib import Path
 from setuptools import find_packages, setup
 
 HERE = Path(__file__).parent
+DOCS = sorted(str(path.relative_to(HERE)) for path in HERE.glob("docs/*.md"))
 
 
 def requirements():
@@ -18,6 +19,7 @@ setup(
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
+    # The front door; the rest of the documentation is in docs/ (installed as data_files below).
     python_requires=">=3.9",
     packages=find_packages(include=["cacheraw", "cacheraw.*"]),
     install_requires=requirements(),
@@ -28,7 +30,8 @@ setup(
     data_files=[
         ("share/cacheraw", ["systemd/cacheraw-worker.service", "systemd/cacheraw.sysusers.conf",
                             "etc/cacheraw/cacheraw.conf.sample"]),
-        ("share/doc/cacheraw", ["README.md"]),
+        ("share/doc/cacheraw", ["README.md", "CHANGELOG.md", "LICENSE"]),
+        ("share/doc/cacheraw/docs", DOCS),
     ],
     entry_points={
         "console_scripts": [

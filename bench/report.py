@@ -54,7 +54,7 @@ def size_results(shape, samples, object_size, speedup_target):
     stored = s["stored"][0]["stored"] if s.get("stored") else None
     stored = stored if stored and stored > 0 else None
     targets = {
-        # Data in Ceph is served to qemu-img from the pool (see README, Conversion).
+        # Data in Ceph is served to qemu-img from the pool (see docs/design.md, Conversion).
         "no local disk": peak(s["cacheraw"], "local_disk") == 0,
         "worker RSS <= 150 MiB": peak(s["cacheraw"], "worker_rss") <= MAX_WORKER_RSS,
         "clone <= 1 s": max(x["s"] for x in s["clone"]) <= MAX_CLONE_S,

@@ -19,6 +19,9 @@ bindir=/usr/local/bin
 python=${PYTHON:-/usr/bin/python3}
 unit=/etc/systemd/system/cacheraw-worker.service
 sysusers=/usr/lib/sysusers.d/cacheraw.conf
+# The documentation the wheel carries (setup.py's data_files), besides docs/*.md.
+doc=/usr/share/doc/cacheraw
+docs=(README.md CHANGELOG.md LICENSE)
 debs=(python3-rados python3-rbd qemu-utils qemu-block-extra python3-venv)
 
 usage() {
@@ -135,7 +138,9 @@ install_files() {
   mv "$unit.tmp" "$unit"
   install -d -m 0750 -o root -g cacheraw /etc/cacheraw
   install -m 0644 "$share/cacheraw.conf.sample" /etc/cacheraw/cacheraw.conf.sample
-  install -D -m 0644 "$prefix/share/doc/cacheraw/README.md" /usr/share/doc/cacheraw/README.md
+  install -d -m 0755 "$doc/docs"
+  install -m 0644 "${docs[@]/#/$prefix/share/doc/cacheraw/}" "$doc/"
+  install -m 0644 "$prefix/share/doc/cacheraw/docs/"*.md "$doc/docs/"
   for name in cacheraw-worker cacheraw-manage; do
     ln -sfn "$prefix/bin/$name" "$bindir/$name"
   done
@@ -169,8 +174,8 @@ install_cinder() {
   pip_install "$cinder_venv/bin/pip" "$wheel[cinder]"
   pip_install "$cinder_venv/bin/pip" --force-reinstall --no-deps "$wheel"
   "$cinder_venv/bin/python" -c 'import cacheraw' || fail "cacheraw does not import in $cinder_venv"
-  echo "$prog: next: set the Cinder backend's volume_driver (see README, Installing the Cinder" \
-       "driver), then restart cinder-volume"
+  echo "$prog: next: set the Cinder backend's volume_driver (see docs/install.md, Cinder" \
+       "hosts), then restart cinder-volume"
 }
 
 # Keeps /etc/cacheraw (configuration, keyrings), the journal and the cacheraw user.
@@ -180,8 +185,8 @@ uninstall_worker() {
   if systemd_runs && [ -e "$unit" ]; then
     systemctl disable --now cacheraw-worker || true
   fi
-  rm -f "$unit" "$sysusers" /usr/share/doc/cacheraw/README.md
-  rmdir /usr/share/doc/cacheraw 2>/dev/null || true
+  rm -f "$unit" "$sysusers" "${docs[@]/#/$doc/}" "$doc"/docs/*.md
+  rmdir "$doc/docs" "$doc" 2>/dev/null || true
   for name in cacheraw-worker cacheraw-manage; do
     if [ "$(readlink "$bindir/$name" 2>/dev/null)" = "$prefix/bin/$name" ]; then
       rm -f "$bindir/$name"

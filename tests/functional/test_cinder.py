@@ -94,7 +94,8 @@ def worker(stack, tmp_path_factory):
 
 @pytest.fixture(scope="module")
 def cluster(stack):
-    """The cluster as the cacheraw user, which reads the volumes pool (README: Ceph caps)."""
+    """The cluster as the cacheraw user, which reads the volumes pool (docs/install.md: Ceph
+    caps)."""
     conn = connect_as_cacheraw(stack)
     pools = {name: conn.open_ioctx(name) for name in ("images", "volumes")}
     yield pools

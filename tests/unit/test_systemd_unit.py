@@ -15,7 +15,8 @@ TOP = Path(__file__).resolve().parents[2]
 UNIT = TOP / "systemd/cacheraw-worker.service"
 SYSUSERS = TOP / "systemd/cacheraw.sysusers.conf"
 WORKER = Path(sys.executable).parent / "cacheraw-worker"
-# The score `systemd-analyze security --offline=true` gave when the unit was written (README).
+# The score `systemd-analyze security --offline=true` gave when the unit was written
+# (docs/security.md).
 MAX_EXPOSURE = 1.5
 
 

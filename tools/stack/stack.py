@@ -351,7 +351,7 @@ def pool_up(cluster, pool):
 
 
 # The caps of the Ceph documentation for Glance and Cinder. cacheraw reads the volumes pool only
-# to see the clones of its caches there (README: "Ceph caps").
+# to see the clones of its caches there (docs/install.md: "Ceph caps").
 CEPH_CAPS = {
     "glance": ["mon", "profile rbd", "osd", "profile rbd pool=%s" % POOL,
                "mgr", "profile rbd pool=%s" % POOL],
