@@ -4,7 +4,6 @@ cacheraw-worker, and probes of processes' memory and of the local disk."""
 import datetime
 import json
 import os
-import queue
 import socket
 import subprocess
 import sys
@@ -22,6 +21,7 @@ from cacheraw import store as ceph_store
 from cacheraw.conf import register_opts
 from tests import image_client
 from tests.image_client import ImageClient
+from tests.notifications import Listener
 
 TOP = Path(__file__).resolve().parents[1]
 STATE = Path(os.environ.get("CACHERAW_STACK_DIR", TOP / ".stack"))
@@ -157,52 +157,19 @@ class Stack:
                              % self.pool)
 
 
-class Events:
+class Events(Listener):
     """The image service's notifications, heard on a pool of our own, with their arrival
     times: when the worker is told of an upload, and when an image's Cached is committed."""
 
     def __init__(self, transport_url):
-        import oslo_messaging
-        self._queue = queue.Queue()
-        conf = cfg.ConfigOpts()
-        conf([], project="cacheraw-bench")
-        transport = oslo_messaging.get_notification_transport(conf, url=transport_url)
-        events = self
-
-        class Endpoint:
-            def info(self, ctxt, publisher_id, event_type, payload, metadata):
-                events._queue.put((time.monotonic(), event_type, payload))
-
-        self.listener = oslo_messaging.get_notification_listener(
-            transport, [oslo_messaging.Target(exchange="glance", topic="notifications")],
-            [Endpoint()], executor="threading", pool="bench-%s" % uuid.uuid4().hex)
-        self.seen = []
-
-    def __enter__(self):
-        self.listener.start()
-        time.sleep(0.5)  # the queue is bound once the consumer is up
-        return self
-
-    def __exit__(self, *exc_info):
-        self.listener.stop()
-        self.listener.wait()
-
-    def _drain(self, timeout):
-        try:
-            self.seen.append(self._queue.get(timeout=timeout))
-        except queue.Empty:
-            pass
+        super().__init__(transport_url, name="bench")
 
     def wait_for(self, predicate, timeout, what):
         """Arrival time of the first event (past or coming) for which predicate is true."""
-        deadline = time.monotonic() + timeout
-        while True:
-            for when, kind, payload in self.seen:
-                if isinstance(payload, dict) and predicate(kind, payload):
-                    return when
-            if time.monotonic() > deadline:
-                raise BenchError("no notification of %s in %d s" % (what, timeout))
-            self._drain(0.2)
+        try:
+            return super().wait_for(predicate, timeout, what)[0]
+        except AssertionError as exc:
+            raise BenchError(str(exc)) from None
 
     def uploaded(self, image_id, timeout=600):
         return self.wait_for(lambda k, p: k == "image.upload" and p.get("id") == image_id,
@@ -215,11 +182,6 @@ class Events:
             return (kind == "image.update" and payload.get("id") == image_id
                     and status in ("Cached", "Error"))
         return self.wait_for(done, timeout, "Cached on %s" % image_id)
-
-    def forget(self):
-        while not self._queue.empty():
-            self._drain(0)
-        self.seen = []
 
 
 class Worker:

@@ -45,6 +45,9 @@ class ImageEventEndpoint:
             return oslo_messaging.NotificationResult.REQUEUE
         except Exception:  # noqa: BLE001 - a bad message must never stop the listener
             LOG.exception("Failed to handle %s of image %s", event_type, image_id)
+            return oslo_messaging.NotificationResult.HANDLED
+        # Whatever the event led to (often nothing) is decided: what "nothing happened" waits for.
+        LOG.info("Handled %s for image %s", event_type, image_id)
         return oslo_messaging.NotificationResult.HANDLED
 
 

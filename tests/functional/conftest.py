@@ -6,7 +6,6 @@ a functional test never passes by not running.
 
 import json
 import os
-import queue
 import subprocess
 import sys
 import time
@@ -18,6 +17,7 @@ import pytest
 from tests import image_client
 from tests.conftest import in_ci
 from tests.image_client import ImageClient
+from tests.notifications import Listener
 
 TOP = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("CACHERAW_STACK_DIR", TOP / ".stack"))
@@ -93,54 +93,11 @@ def qcow2(tmp_path):
     return make_qcow2(tmp_path / "disk.qcow2")
 
 
-class NotificationCatcher:
-    """Listens on the image service's exchange with a pool of its own."""
-
-    def __init__(self, transport_url):
-        import oslo_messaging
-        from oslo_config import cfg
-
-        self.events = queue.Queue()
-        conf = cfg.ConfigOpts()
-        conf([], project="cacheraw-tests")
-        transport = oslo_messaging.get_notification_transport(conf, url=transport_url)
-        catcher = self
-
-        class Endpoint:
-            def info(self, ctxt, publisher_id, event_type, payload, metadata):
-                catcher.events.put((event_type, payload))
-
-        self.listener = oslo_messaging.get_notification_listener(
-            transport, [oslo_messaging.Target(exchange="glance", topic="notifications")],
-            [Endpoint()], executor="threading", pool="tests-%s" % uuid.uuid4().hex)
-
-    def start(self):
-        self.listener.start()
-        time.sleep(0.5)  # the queue is bound once the consumer is up
-
-    def stop(self):
-        self.listener.stop()
-        self.listener.wait()
-
-    def wait_for(self, event_type, image_id, timeout=30):
-        deadline = time.monotonic() + timeout
-        while time.monotonic() < deadline:
-            try:
-                kind, payload = self.events.get(timeout=0.5)
-            except queue.Empty:
-                continue
-            if kind == event_type and isinstance(payload, dict) and payload.get("id") == image_id:
-                return payload
-        raise AssertionError("no %s notification for image %s in %ss"
-                             % (event_type, image_id, timeout))
-
-
 @pytest.fixture
 def notifications(stack):
-    catcher = NotificationCatcher(stack["rabbitmq"]["transport_url"])
-    catcher.start()
-    yield catcher
-    catcher.stop()
+    """The image service's notifications, heard from before the test acts (its queue is bound)."""
+    with Listener(stack["rabbitmq"]["transport_url"]) as listener:
+        yield listener
 
 
 class WorkerProcess:

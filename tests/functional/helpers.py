@@ -11,6 +11,7 @@ import uuid
 
 import rbd
 
+from tests import notifications
 from tests.functional.conftest import STATE
 from tests.functional.conftest import VENV_BIN
 
@@ -35,6 +36,49 @@ def upload(images, path, headers=None, **fields):
 def wait_status(images, image_id, status, timeout=60):
     return images.wait(image_id, lambda i: i.get("cache_raw_status") == status, timeout,
                        what="cache_raw_status %s" % status)
+
+
+# -- positive markers: what a "nothing happened" assertion waits for first
+
+# The end of the worker's line at the end of each complete sweep (cacheraw/cacher.py); its line
+# once it has decided what an event leads to is "Handled EVENT for image ID" (messaging.py).
+SWEEP_ENDED = " orphaned caches removed, "
+
+
+EVENTS = ("image.upload", "image.update", "image.delete")
+
+
+def handled(log, image_id, kinds=EVENTS):
+    """How many notifications of ``kinds`` about the image the log says were handled."""
+    return sum(log.count("Handled %s for image %s\n" % (kind, image_id)) for kind in kinds)
+
+
+def wait_until_handled(listener, workers, image_ids, status=None, event="image.upload",
+                       kinds=EVENTS, timeout=60):
+    """Until ``workers`` (one notification pool: each event reaches one of them) have handled
+    every notification of ``kinds`` about the images that the test's listener (another pool,
+    the same messages) heard so far, once it heard the image.update that shows ``status`` as
+    cache_raw_status (without: the image's ``event``). ``kinds`` leaves out events sent before
+    the workers' pool had a queue."""
+    for image_id in image_ids:
+        if status:
+            listener.wait_for_status(image_id, [status])
+        else:
+            listener.wait_for_event(event, image_id)
+        heard = listener.heard(image_id, kinds)
+        wait_until("the workers handling the %d notifications of image %s" % (heard, image_id),
+                   lambda image_id=image_id, heard=heard:
+                   handled("".join(w.log() for w in workers), image_id, kinds) >= heard,
+                   timeout)
+
+
+def wait_for_sweeps(*workers, count=2, timeout=60):
+    """Until each worker has ended ``count`` more sweeps from now: with the default, a whole
+    sweep that began after this call."""
+    before = [w.log().count(SWEEP_ENDED) for w in workers]
+    wait_until("%d more sweeps of each worker" % count,
+               lambda: all(w.log().count(SWEEP_ENDED) >= n + count
+                           for w, n in zip(workers, before)), timeout)
 
 
 def read_rbd(ioctx, name, snapshot=None):
@@ -220,15 +264,7 @@ def worker_usage(process):
 
 def forged_notifier(transport_url, exchange):
     """oslo.messaging's Notifier as Glance uses it, publishing on ``exchange``."""
-    import oslo_messaging
-    from oslo_config import cfg
-    conf = cfg.ConfigOpts()
-    conf([], project="cacheraw-tests")
-    oslo_messaging.get_notification_transport(conf, url=transport_url).cleanup()  # its options
-    conf.set_override("control_exchange", exchange)
-    transport = oslo_messaging.get_notification_transport(conf, url=transport_url)
-    return oslo_messaging.Notifier(transport, publisher_id="image.localhost",
-                                   driver="messagingv2", topics=["notifications"]), transport
+    return notifications.notifier(transport_url, exchange)
 
 
 def openrc_env(user):

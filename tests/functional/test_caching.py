@@ -16,7 +16,9 @@ from tests.functional.helpers import names_in_pool
 from tests.functional.helpers import raw_of
 from tests.functional.helpers import read_rbd
 from tests.functional.helpers import upload
+from tests.functional.helpers import wait_for_sweeps
 from tests.functional.helpers import wait_status
+from tests.functional.helpers import wait_until_handled
 
 
 
@@ -61,9 +63,11 @@ def test_qcow2_is_cached_exactly_as_specified(worker, demo_images, qcow2, ceph, 
     assert conversions(worker.log(), image["id"]) == 1
 
 
-def test_setting_cache_raw_after_upload_caches(worker, demo_images, qcow2, ceph):
+def test_setting_cache_raw_after_upload_caches(worker, demo_images, qcow2, ceph, notifications):
     image = upload(demo_images, qcow2)
-    time.sleep(3)  # a sweep passes
+    # The worker has handled the upload, and swept once more since: it leaves the image alone.
+    wait_until_handled(notifications, [worker], [image["id"]])
+    wait_for_sweeps(worker)
     assert "cache_raw_status" not in demo_images.get(image["id"])
     assert image["id"] + "_raw" not in names_in_pool(ceph)
     demo_images.patch(image["id"], [{"op": "add", "path": "/cache_raw", "value": "yes"}])

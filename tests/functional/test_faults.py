@@ -38,9 +38,11 @@ from tests.functional.helpers import raw_of
 from tests.functional.helpers import read_rbd
 from tests.functional.helpers import throttled_qemu_img
 from tests.functional.helpers import upload
+from tests.functional.helpers import wait_for_sweeps
 from tests.functional.helpers import wait_for_written_data
 from tests.functional.helpers import wait_status
 from tests.functional.helpers import wait_until
+from tests.functional.helpers import wait_until_handled
 
 pytestmark = pytest.mark.faults
 
@@ -172,7 +174,7 @@ def test_rabbitmq_restart_while_idle(start_worker, demo_images, service_images, 
 # -- 4. uploads while no worker runs
 
 def test_uploads_while_no_worker_runs_are_all_cached(start_worker, demo_images, service_images,
-                                                     ceph, tmp_path):
+                                                     ceph, tmp_path, notifications):
     pool = "tests-%s" % uuid.uuid4().hex[:12]
     first = start_worker(name="first", pool=pool, extra_conf=FAST)
     first.stop()
@@ -187,7 +189,10 @@ def test_uploads_while_no_worker_runs_are_all_cached(start_worker, demo_images, 
     later = start_worker(name="later", pool=pool, extra_conf=FAST)
     for image_id in ids:
         wait_status(demo_images, image_id, "Cached", timeout=90)
-    time.sleep(3)  # a sweep passes: nothing is converted again
+    # The worker has handled every event up to each image's Cached, and swept once more since:
+    # nothing is converted again.
+    wait_until_handled(notifications, [first, later], ids, status="Cached")
+    wait_for_sweeps(later)
     assert_cached_once(demo_images, ids, all_logs(first, later))
     assert_no_garbage(ceph, service_images)
 
@@ -219,7 +224,7 @@ def test_image_api_down_when_recording_cached(start_worker, demo_images, service
 
 def test_pool_full_errors_cleanly_then_recache_succeeds(stack, start_worker, demo_images,
                                                         service_images, ceph, tmp_path,
-                                                        admin_cluster):
+                                                        admin_cluster, notifications):
     # Far more data than the pool's statistics can drift by (they lag deletes by up to ~15 s).
     qcow2 = make_qcow2(tmp_path / "big.qcow2", writes=(("0x5a", "0", "48M"),))
     image = upload(demo_images, qcow2, cache_raw="True")
@@ -236,7 +241,12 @@ def test_pool_full_errors_cleanly_then_recache_succeeds(stack, start_worker, dem
     assert done.returncode == 0, done.stdout + done.stderr
     assert demo_images.get(image["id"])["cache_raw_status"] == "Cached"
     assert "cache_raw_error" not in demo_images.get(image["id"])
-    time.sleep(3)  # the worker hears of the recache: it must not convert again
+    # The worker has handled the events of the recache, and swept once more: it must not
+    # convert again.
+    # (The worker started after the upload: its pool never had that event.)
+    wait_until_handled(notifications, [worker], [image["id"]], status="Cached",
+                       kinds=("image.update",))
+    wait_for_sweeps(worker)
     assert_cached_once(demo_images, [image["id"]], worker.log() + manage_log.read_text())
     assert_cache_matches(ceph, image["id"], qcow2, tmp_path)
     assert_no_garbage(ceph, service_images)
@@ -278,7 +288,8 @@ def recache_has_force(stack):
 
 
 def test_three_workers_thirty_uploads_and_racing_recaches(stack, start_worker, demo_images,
-                                                          service_images, ceph, tmp_path):
+                                                          service_images, ceph, tmp_path,
+                                                          notifications):
     pool = "tests-shared-%s" % uuid.uuid4().hex[:8]
     workers = [start_worker(name="w%d" % n, pool=pool, extra_conf=FAST) for n in range(3)]
     recached = set()
@@ -300,7 +311,10 @@ def test_three_workers_thirty_uploads_and_racing_recaches(stack, start_worker, d
         racer.join(240)
     for image_id in ids:
         wait_status(demo_images, image_id, "Cached", timeout=180)
-    time.sleep(3)  # a sweep of every worker passes: nothing more is converted
+    # Every event up to each image's Cached is handled, and every worker swept once more since:
+    # nothing more is converted.
+    wait_until_handled(notifications, workers, ids, status="Cached")
+    wait_for_sweeps(*workers)
     logs = all_logs(*workers) + "".join(p.read_text() for p in tmp_path.glob("manage-*.log"))
     # recache converts a valid cache again only where it always forces.
     extra = 0 if recache_has_force(stack) else 1

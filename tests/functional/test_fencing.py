@@ -32,7 +32,9 @@ from tests.functional.helpers import throttled_qemu_img
 from tests.functional.helpers import upload
 from tests.functional.helpers import wait_for_written_data
 from tests.functional.helpers import wait_status
+from tests.functional.helpers import wait_for_sweeps
 from tests.functional.helpers import wait_until
+from tests.functional.helpers import wait_until_handled
 from tests.functional.helpers import worker_usage
 
 pytestmark = pytest.mark.faults
@@ -67,7 +69,7 @@ class StatusWatch:
 
 
 def test_a_stalled_worker_wakes_up_and_touches_nothing(start_worker, demo_images, ceph,
-                                                       tmp_path):
+                                                       tmp_path, notifications):
     """A converts slowly; SIGSTOP holds it past its lease; B takes the image, converts and
     records Cached; A resumes: it finds its lease lost and removes or writes nothing."""
     qcow2 = make_qcow2(tmp_path / "big.qcow2", size="96M",
@@ -85,7 +87,11 @@ def test_a_stalled_worker_wakes_up_and_touches_nothing(start_worker, demo_images
     finally:
         stalled.proc.send_signal(signal.SIGCONT)
     stalled.wait_for_log("lost its conversion lock", timeout=60)
-    time.sleep(3)  # what A would do after it woke up
+    # What A does after it woke up: it ends the conversion, handles the events of B's writes
+    # (its pool is its own) and sweeps.
+    stalled.wait_for_log("to the lock's holder or the sweep", timeout=60)
+    wait_until_handled(notifications, [stalled], [image["id"]], status="Cached")
+    wait_for_sweeps(stalled)
     assert watch.stop()[-1] == "Cached"
     assert "Error" not in watch.seen, watch.seen
     assert demo_images.get(image["id"])["cache_raw_status"] == "Cached"
@@ -110,7 +116,8 @@ def test_a_forged_delete_of_a_live_image_removes_nothing(start_worker, demo_imag
                                                "status": "deleted"})
     finally:
         transport.cleanup()
-    worker.wait_for_log("Image %s: ignoring image.delete" % image["id"])
+    wait_until("the three forged deletes handled",
+               lambda: worker.log().count("Image %s: ignoring image.delete" % image["id"]) == 3)
     with rbd.Image(ceph, image["id"] + "_raw", read_only=True) as cache:
         assert cache.is_protected_snap("snap")
     assert demo_images.get(image["id"])["cache_raw_status"] == "Cached"
@@ -154,18 +161,25 @@ def test_a_blocklisted_worker_exits_for_its_restart(start_worker, demo_images, t
 
 def test_deletes_during_conversions_never_blocklist_the_worker(start_worker, demo_images,
                                                                service_images, ceph, tmp_path,
-                                                               admin_cluster):
+                                                               admin_cluster, notifications):
     """Deletes of images in conversion (and the sweep's orphan removal) while the same worker
     publishes others: no client of the worker is ever blocklisted; the next upload is cached."""
     worker = start_worker(extra_conf=FAST)
     address = client_address(worker)
     qcow2 = make_qcow2(tmp_path / "small.qcow2", size="16M", writes=(("0x11", "0", "2M"),))
+    deleted = []
     for _ in range(6):
         image = upload(demo_images, qcow2, headers={"X-Image-Meta-Store": "local"},
                        cache_raw="True")
         time.sleep(0.3)
         demo_images.delete(image["id"], raise_exc=False)
-    time.sleep(5)
+        deleted.append(image["id"])
+    # Every delete is handled, every conversion of those images over, and a whole sweep (its
+    # removal of orphaned caches) ended since.
+    wait_until_handled(notifications, [worker], deleted, event="image.delete")
+    wait_until("the conversions of the deleted images ending",
+               lambda: not any(qemu_img_running_for(image_id) for image_id in deleted), 60)
+    wait_for_sweeps(worker)
     assert address not in blocklisted(admin_cluster), address
     assert worker.proc.poll() is None
     image = upload(demo_images, qcow2, cache_raw="True")
@@ -226,7 +240,8 @@ BASE_PROPERTIES = {"id", "name", "status", "visibility", "protected", "os_hidden
 
 
 def test_a_refused_status_write_ends_in_error_without_a_loop(start_worker, demo_images,
-                                                            property_quota, tmp_path):
+                                                            property_quota, tmp_path,
+                                                            notifications):
     """Glance's property quota leaves room for store, Queued and Error but not for the URL and
     size of Cached: the finished cache is recorded as an Error once, never converted again."""
     qcow2 = make_qcow2(tmp_path / "quota.qcow2", size="8M", writes=(("0x33", "0", "1M"),))
@@ -237,7 +252,11 @@ def test_a_refused_status_write_ends_in_error_without_a_loop(start_worker, demo_
     demo_images.patch(image["id"], [{"op": "add", "path": "/cache_raw", "value": "True"}])
     failed = wait_status(demo_images, image["id"], "Error", timeout=90)
     assert "refused to record the finished cache" in failed["cache_raw_error"], failed
-    time.sleep(6)  # three sweeps
+    # The events of the worker's writes are handled (it started after the upload), and three
+    # sweeps ended since.
+    wait_until_handled(notifications, [worker], [image["id"]], status="Error",
+                       kinds=("image.update",))
+    wait_for_sweeps(worker, count=3)
     assert demo_images.get(image["id"])["cache_raw_status"] == "Error"
     assert conversions(worker.log(), image["id"]) == 1
     assert worker.log().count("Image %s: caching\n" % image["id"]) == 1

@@ -9,13 +9,14 @@ made is read back in full and searched for the secret.
 
 import json
 import os
+import re
 import subprocess
-import time
 import uuid
 
 import pytest
 import rbd
 
+from cacheraw import messaging
 from tests.functional.conftest import WorkerProcess
 from tests.functional.conftest import make_qcow2
 from tests.functional.conftest import set_quota
@@ -27,6 +28,7 @@ from tests.functional.helpers import manage
 from tests.functional.helpers import names_in_pool
 from tests.functional.helpers import upload
 from tests.functional.helpers import wait_status
+from tests.functional.helpers import wait_until
 from tests.functional.helpers import worker_usage
 
 pytestmark = pytest.mark.hostile
@@ -297,6 +299,18 @@ MALFORMED = [
 ]
 
 
+def reaching_the_endpoint():
+    """The forged events that pass the worker's filter (image.upload, .update, .delete)."""
+    return [event for event in MALFORMED if re.match(messaging.EVENT_TYPES, event[1])]
+
+
+def outcomes(log):
+    """The lines that end the handling of an event: ignored (no id, error priority) or
+    handled (an id the worker refuses, or no such image)."""
+    return sum(log.count(text) for text in (" without an image id\n", " at error priority from ",
+                                            "Handled image."))
+
+
 def test_forged_and_malformed_notifications_lose_no_valid_event(stack, start_worker,
                                                                 demo_images, service_images,
                                                                 ceph, corpus_dir):
@@ -313,7 +327,9 @@ def test_forged_and_malformed_notifications_lose_no_valid_event(stack, start_wor
     try:
         for priority, event_type, payload in MALFORMED:
             getattr(notifier, priority)({}, event_type, payload)
-        time.sleep(2)
+        # Each one that passes the worker's filter ends in one line: ignored, or handled.
+        wait_until("the worker handling the %d forged events" % len(reaching_the_endpoint()),
+                   lambda: outcomes(worker.log()) >= len(reaching_the_endpoint()), 60)
         assert "cache_raw_status" not in demo_images.get(image["id"])
         valid = {k: image.get(k) for k in ("id", "name", "status", "disk_format", "size")}
         valid["properties"] = {"cache_raw": "True"}

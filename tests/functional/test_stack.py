@@ -26,7 +26,7 @@ def test_demo_user_uploads_qcow2_with_cache_raw(demo_images, qcow2):
 
 def test_upload_notification_carries_cache_raw(demo_images, qcow2, notifications):
     image = upload(demo_images, qcow2, cache_raw="True")
-    payload = notifications.wait_for("image.upload", image["id"])
+    payload = notifications.wait_for_event("image.upload", image["id"])
     assert payload["properties"]["cache_raw"] == "True"
     assert payload["disk_format"] == "qcow2"
 

@@ -365,7 +365,10 @@ def test_bad_configuration_exits_2_with_one_line_and_no_restart_loop(controller)
     try:
         assert controller.systemctl("start", UNIT, check=False).returncode != 0
         state = controller.show("Result", "ExecMainStatus", "NRestarts", "ActiveState")
-        time.sleep(5 + 3)  # RestartSec=5: a restart would have come
+        # systemd has decided: a restart to come shows as SubState auto-restart for
+        # RestartSec=5; "failed" is the end (RestartPreventExitStatus=2).
+        wait_for(lambda: controller.show("ActiveState", "SubState")
+                 == {"ActiveState": "failed", "SubState": "failed"}, 30, "the unit failed")
         assert controller.show("NRestarts", "ActiveState") == {
             "NRestarts": state["NRestarts"], "ActiveState": "failed"}
         assert (state["Result"], state["ExecMainStatus"]) == ("exit-code", "2")

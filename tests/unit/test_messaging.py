@@ -53,6 +53,29 @@ def test_transient_fault_requeues():
     assert result == oslo_messaging.NotificationResult.REQUEUE
 
 
+def test_handled_is_logged_once_the_handler_returned(caplog):
+    """The line the functional tests wait for before asserting that an event changed nothing."""
+    image_id = UPLOAD["payload"]["id"]
+    order = []
+    endpoint = messaging.ImageEventEndpoint(
+        lambda e, i, p: order.append(["Handled" in r.message for r in caplog.records]))
+    with caplog.at_level("INFO", logger="cacheraw.messaging"):
+        endpoint.info({}, "p", "image.update", UPLOAD["payload"], {})
+    assert order == [[False]]
+    assert caplog.messages[-1] == "Handled image.update for image %s" % image_id
+
+
+def test_a_requeued_or_failed_event_is_not_handled(caplog):
+    def handle(event_type, image_id, payload):
+        raise (exception.ImageAPIUnavailable("glance down") if event_type == "image.upload"
+               else RuntimeError("bug"))
+    endpoint = messaging.ImageEventEndpoint(handle)
+    with caplog.at_level("INFO", logger="cacheraw.messaging"):
+        endpoint.info({}, "p", "image.upload", UPLOAD["payload"], {})
+        endpoint.info({}, "p", "image.update", UPLOAD["payload"], {})
+    assert not [m for m in caplog.messages if m.startswith("Handled")]
+
+
 def test_any_other_fault_is_acknowledged():
     def handle(event_type, image_id, payload):
         raise RuntimeError("bug")
