@@ -125,12 +125,14 @@ class Listener:
             return kind == "image.update" and payload.get("id") == image_id and status in statuses
         return self.wait_for(shows, timeout, "%s on image %s" % ("/".join(statuses), image_id))
 
-    def heard(self, image_id, event_types=("image.upload", "image.update", "image.delete")):
-        """How many notifications of ``event_types`` about the image were heard so far."""
+    def heard(self, image_id, event_types=("image.upload", "image.update", "image.delete"),
+              since=0.0):
+        """How many notifications of ``event_types`` about the image were heard so far (those
+        that arrived at ``since``, a time.monotonic(), or later)."""
         while not self._queue.empty():
             self._drain(0)
-        return sum(1 for _, kind, payload in self.seen
-                   if kind in event_types and isinstance(payload, dict)
+        return sum(1 for when, kind, payload in self.seen
+                   if when >= since and kind in event_types and isinstance(payload, dict)
                    and payload.get("id") == image_id)
 
     def forget(self):

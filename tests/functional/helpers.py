@@ -54,22 +54,30 @@ def handled(log, image_id, kinds=EVENTS):
 
 
 def wait_until_handled(listener, workers, image_ids, status=None, event="image.upload",
-                       kinds=EVENTS, timeout=60):
+                       since=0.0, timeout=60):
     """Until ``workers`` (one notification pool: each event reaches one of them) have handled
-    every notification of ``kinds`` about the images that the test's listener (another pool,
-    the same messages) heard so far, once it heard the image.update that shows ``status`` as
-    cache_raw_status (without: the image's ``event``). ``kinds`` leaves out events sent before
-    the workers' pool had a queue."""
+    every image.* notification about the images that the test's listener (another pool, the
+    same messages) heard so far, once it heard the image.update that shows ``status`` as
+    cache_raw_status (without: the image's ``event``). ``since`` (time.monotonic() before the
+    workers started) leaves out the events sent before their pool had a queue."""
+    def logs():
+        return "".join(w.log() for w in workers)
+
     for image_id in image_ids:
         if status:
             listener.wait_for_status(image_id, [status])
         else:
             listener.wait_for_event(event, image_id)
-        heard = listener.heard(image_id, kinds)
-        wait_until("the workers handling the %d notifications of image %s" % (heard, image_id),
-                   lambda image_id=image_id, heard=heard:
-                   handled("".join(w.log() for w in workers), image_id, kinds) >= heard,
-                   timeout)
+        heard = listener.heard(image_id, since=since)
+        try:
+            wait_until("the workers handling the %d notifications of image %s"
+                       % (heard, image_id),
+                       lambda image_id=image_id, heard=heard:
+                       handled(logs(), image_id) >= heard, timeout)
+        except AssertionError as exc:
+            told = [line for line in logs().splitlines() if image_id in line
+                    and ("Received" in line or "andl" in line or "Requeue" in line)]
+            raise AssertionError("%s; the workers say:\n%s" % (exc, "\n".join(told))) from None
 
 
 def wait_for_sweeps(*workers, count=2, timeout=60):
