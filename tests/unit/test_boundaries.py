@@ -88,3 +88,20 @@ def test_test_modules_never_import_one_another():
                     node.module.split(".")[-1].startswith("test_"):
                 crossing.append("%s imports %s" % (path.relative_to(tests), node.module))
     assert crossing == []
+
+
+def test_every_module_has_its_unit_tests():
+    """cacheraw/x.py has tests/unit/test_x.py; a module of a package, test_<module>.py,
+    test_<package>_<module>.py or test_<package>.py (e.g. cmd/: test_cmd.py)."""
+    unit = PACKAGE.parent / "tests" / "unit"
+    missing = []
+    for path in modules():
+        parts = path.relative_to(PACKAGE).with_suffix("").parts
+        if parts[-1] == "__init__" and not any(
+                isinstance(node, (ast.FunctionDef, ast.ClassDef))
+                for node in ast.parse(path.read_text()).body):
+            continue  # a package's name and docstring only
+        names = {parts[-1], "_".join(parts), parts[0]} - {"__init__"}
+        if not any((unit / ("test_%s.py" % name)).exists() for name in names):
+            missing.append("/".join(parts))
+    assert missing == [], "no tests/unit/test_<module>.py for %s" % missing
