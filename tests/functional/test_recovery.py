@@ -13,6 +13,7 @@ from tests.functional.helpers import names_in_pool
 from tests.functional.helpers import slow_qemu_img
 from tests.functional.helpers import upload
 from tests.functional.helpers import wait_status
+from tests.functional.helpers import wait_until_handled
 
 
 
@@ -52,11 +53,12 @@ def test_events_missed_while_no_worker_ran_are_caught_up(start_worker, demo_imag
 
 
 def test_cached_image_whose_cache_vanished_is_cached_again(start_worker, demo_images, qcow2,
-                                                          ceph):
+                                                          ceph, notifications):
     worker = start_worker(extra_conf=FAST)
     image = upload(demo_images, qcow2, cache_raw="True")
     wait_status(demo_images, image["id"], "Cached")
-    time.sleep(2)  # the notifications of the worker's own updates have passed
+    # The notifications of the worker's own updates are handled before the cache goes.
+    wait_until_handled(notifications, [worker], [image["id"]], status="Cached")
     name = image["id"] + "_raw"
     with rbd.Image(ceph, name) as cache:
         cache.unprotect_snap("snap")
