@@ -196,6 +196,10 @@ def test_install_again_changes_nothing_and_keeps_the_configuration(controller):
     assert controller.run("ls", "/etc/cacheraw").stdout.split() == [
         "cacheraw.conf", "cacheraw.conf.sample", "ceph.client.cacheraw.keyring", "ceph.conf"]
     assert controller.run("cacheraw-manage", "--version").returncode == 0
+    assert controller.run("ls", "/usr/share/doc/cacheraw", "/usr/share/doc/cacheraw/docs").stdout \
+        .split() == ["/usr/share/doc/cacheraw:", "CHANGELOG.md", "LICENSE", "README.md", "docs",
+                     "/usr/share/doc/cacheraw/docs:",
+                     *sorted(p.name for p in (TOP / "docs").glob("*.md"))]
 
 
 def test_start_returns_after_ready(controller):
@@ -386,7 +390,8 @@ def test_uninstall_keeps_configuration_and_journal(controller):
     out = controller.run("%s/tools/install.sh" % controller.sdist_dir, "--uninstall").stdout
     assert "kept" in out
     assert controller.systemctl("is-active", UNIT, check=False).stdout.strip() == "inactive"
-    for gone in ("/opt/cacheraw", "/etc/systemd/system/" + UNIT, "/usr/local/bin/cacheraw-worker"):
+    for gone in ("/opt/cacheraw", "/etc/systemd/system/" + UNIT, "/usr/local/bin/cacheraw-worker",
+                 "/usr/share/doc/cacheraw"):
         assert controller.run("test", "-e", gone, check=False).returncode == 1, gone
     assert controller.run("test", "-f", "/etc/cacheraw/cacheraw.conf").returncode == 0
     assert "started" in controller.journal()
