@@ -2,27 +2,36 @@
 
 from cacheraw import cacher
 from cacheraw import core
+from tests.unit.conftest import FakeImages
 from tests.unit.conftest import FakeStore
 
-IMAGE_API = """[image_api]
-auth_type = password
-auth_url = http://127.0.0.1:1/v3
-username = cacheraw
-password = secret
-project_name = service
-user_domain_name = Default
-project_domain_name = Default
-"""
 
-
-def test_build_wires_the_given_store_to_the_cacher_and_the_converter(conf, tmp_path):
-    path = tmp_path / "cacheraw.conf"
-    path.write_text(IMAGE_API)
-    conf(["--config-file", str(path)])
+def test_build_wires_the_given_store_to_the_cacher_and_the_converter(conf, monkeypatch):
+    # A fake image API: loading a real one's auth plugin registers its options on the option
+    # group that every ConfigOpts of this process shares.
+    apis = []
+    monkeypatch.setattr(core.image_api, "ImageAPI",
+                        lambda c: apis.append(c) or FakeImages(None))
     store = FakeStore()
-    queued = []
-    built = core.build(conf, store=store, enqueue=queued.append)
+    built = core.build(conf, store=store, enqueue=[].append)
     assert isinstance(built, cacher.Cacher)
-    assert built.store is store
+    assert apis == [conf]
+    assert built.images is not None and built.store is store
     assert built.converter.store is store
     assert built.conf is conf
+
+
+def test_build_without_a_store_connects_a_new_one(conf, monkeypatch):
+    connected = []
+
+    class Store(FakeStore):
+        def __init__(self, c):
+            self.conf = c
+
+        def connect(self):
+            connected.append(self)
+
+    monkeypatch.setattr(core.image_api, "ImageAPI", lambda c: FakeImages(None))
+    monkeypatch.setattr(core.ceph_store, "CephStore", Store)
+    built = core.build(conf)
+    assert connected == [built.store] and built.store.conf is conf
