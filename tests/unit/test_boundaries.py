@@ -1,6 +1,7 @@
 """Each outside system has one module of cacheraw that talks to it: an ast scan of cacheraw/."""
 
 import ast
+import re
 from pathlib import Path
 
 import pytest
@@ -105,3 +106,68 @@ def test_every_module_has_its_unit_tests():
         if not any((unit / ("test_%s.py" % name)).exists() for name in names):
             missing.append("/".join(parts))
     assert missing == [], "no tests/unit/test_<module>.py for %s" % missing
+
+
+DESIGN = PACKAGE.parent / "docs" / "design.md"
+
+
+def design_table():
+    """{module path relative to cacheraw/ (a package ends in '/'): the modules of cacheraw it
+    may import}, from the table under '## Modules' of docs/design.md."""
+    text = DESIGN.read_text().split("\n## Modules\n", 1)[1].split("\n## ", 1)[0]
+    table = {}
+    for row in text.splitlines():
+        cells = [cell.strip() for cell in row.strip().strip("|").split("|")]
+        if len(cells) != 3 or not cells[0].startswith("`cacheraw/"):
+            continue
+        names = re.findall(r"`([^`]+)`", cells[0])
+        where = names[0][len("cacheraw/"):].rsplit("/", 1)
+        folder = where[0] + "/" if len(where) == 2 and where[1] else ""
+        paths = [names[0][len("cacheraw/"):]] + [folder + name for name in names[1:]]
+        for path in paths:
+            table[path] = set(re.findall(r"`([a-z_]+)`", cells[2]))
+    return table
+
+
+def cacheraw_imports(tree):
+    """The modules (or packages) of cacheraw a module imports, by their first name under it."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
+            parts = node.module.split(".")
+            if parts[0] != "cacheraw":
+                continue
+            if len(parts) > 1:
+                yield parts[1]
+            else:
+                yield from (a.name for a in node.names if not a.name.startswith("__"))
+        elif isinstance(node, ast.Import):
+            for alias in node.names:
+                parts = alias.name.split(".")
+                if parts[0] == "cacheraw" and len(parts) > 1:
+                    yield parts[1]
+
+
+def test_the_design_doc_names_every_module_and_what_it_may_import():
+    """docs/design.md's table of modules is the rule: each module of cacheraw/ is in it (a
+    package's row covers its files) and imports only what its row allows, besides its own
+    package."""
+    table = design_table()
+    assert table, "no table under '## Modules' in docs/design.md"
+    wrong = []
+    for path in modules():
+        where = str(path.relative_to(PACKAGE))
+        tree = ast.parse(path.read_text(), str(path))
+        if path.name == "__init__.py" and not any(
+                isinstance(node, (ast.FunctionDef, ast.ClassDef)) for node in tree.body) \
+                and not set(cacheraw_imports(tree)):
+            continue
+        row = where if where in table else where.split("/")[0] + "/"
+        if row not in table:
+            wrong.append("%s: not in the table of docs/design.md" % where)
+            continue
+        own = {where.split("/")[0]} if "/" in where else set()
+        extra = set(cacheraw_imports(tree)) - table[row] - own
+        if extra:
+            wrong.append("%s imports %s, which docs/design.md does not allow"
+                         % (where, sorted(extra)))
+    assert wrong == []
