@@ -21,8 +21,10 @@ def files(tmp_path):
             "bad value": (bad_value, "max_concurrent_conversions")}
 
 
-@pytest.mark.parametrize("program", ["cacheraw-worker", "cacheraw-manage"])
-@pytest.mark.parametrize("case", ["missing", "directory", "unparsable", "bad value"])
+@pytest.mark.parametrize("program, case", [
+    ("cacheraw-worker", "missing"), ("cacheraw-worker", "directory"),
+    ("cacheraw-worker", "unparsable"), ("cacheraw-worker", "bad value"),
+    ("cacheraw-manage", "bad value")])
 def test_a_config_it_cannot_use_is_one_line_and_exit_2(tmp_path, program, case):
     path, message = files(tmp_path)[case]
     args = ["check"] if program == "cacheraw-manage" else []
