@@ -40,6 +40,8 @@ class Status(StrEnum):
     CACHING = "Caching"
     CACHED = "Cached"
     ERROR = "Error"
+    # The image is raw itself: Cinder and Nova clone it directly, no cache is made.
+    NOT_NEEDED = "NotNeeded"
 
 
 STORES = ("rbd", "file")
@@ -149,6 +151,11 @@ def cache_raw(image):
     return _or_default(parse_bool(image.get(CACHE_RAW)), CACHE_RAW_DEFAULT)
 
 
+def needs_no_cache(image):
+    """A raw image: consumers clone the image itself, so its cache status is NotNeeded."""
+    return image.get("disk_format") == "raw"
+
+
 def auto_recovery(image):
     return _or_default(parse_bool(image.get(AUTO_RECOVERY)), AUTO_RECOVERY_DEFAULT)
 
@@ -254,6 +261,9 @@ def _consistency_problems(image):
                   for name in (URL, SIZE) if image.get(name) is None]
     if status == Status.ERROR and image.get(ERROR) is None:
         found.append("%s is missing although %s is Error" % (ERROR, STATUS))
+    if status == Status.NOT_NEEDED:
+        found += ["%s is set although %s is NotNeeded" % (name, STATUS)
+                  for name in (URL, SIZE, ERROR) if image.get(name) is not None]
     return found
 
 
