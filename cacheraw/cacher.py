@@ -128,7 +128,12 @@ class Cacher:
                         "(status %s)", image_id, image.get("status"))
             return
         self._property_problems.warn(image)
-        self.request(image)
+        try:
+            self.request(image)
+        except exception.ImageNotFound:
+            # Deleted since it was read (a scratch image of cacheraw-manage check, an upload
+            # deleted at once): its image.delete does the rest.
+            LOG.info("Image %s is gone", image_id)
 
     def request(self, image):
         """Mark an image that wants a cache Queued and queue it; True when newly queued here.

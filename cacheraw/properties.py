@@ -59,6 +59,9 @@ CACHE_SNAP = "snap"
 # The name of the scratch image (in the image API) and RBD image (in the pool) that
 # cacheraw-manage check creates and removes again: this prefix and 12 hex digits.
 SCRATCH_PREFIX = "cacheraw-check-"
+# A property that Glance's property protections (etc/glance/property-protections.conf) refuse to
+# everyone: cacheraw-manage check sets it to see that the protections are in force.
+PROTECTION_PROBE = "cacheraw_protection_probe"
 
 _WHOLE_NUMBER = re.compile(r"^(0|[1-9][0-9]*)$")
 # Image ids name RBD images only once they match this: a lowercase UUID, nothing else.

@@ -364,7 +364,9 @@ def test_purge_orphans_trashes_a_cache_with_clones_then_purges_it(stack, admin, 
 
 # -- check
 
-CHECKS = ("config:", "converter:", "ceph:", "image API endpoint:", "image API write:", "message bus:")
+CHECKS = ("config:", "converter:", "ceph:", "image API endpoint:", "image API write:", "message bus:",
+          "Glance notifications:", "Glance direct_url:", "Glance protections:",
+          "Glance image schema:")
 
 
 def check_lines(done):

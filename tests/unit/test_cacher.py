@@ -400,3 +400,15 @@ def test_the_memory_of_warned_images_is_bounded():
     for n in range(problems.REMEMBERED + 10):
         problems.warn({"id": "image-%d" % n, "store": "swift"})
     assert len(problems._last) == problems.REMEMBERED
+
+
+def test_an_image_deleted_between_its_read_and_its_write_ends_the_event_quietly(conf, caplog):
+    class GoneOnWrite(FakeImages):
+        def update(self, image_id, wanted, only_if=None, only_if_absent=None):
+            raise exception.ImageNotFound(image_id)
+    images = GoneOnWrite({"id": ID, "status": "active", "disk_format": "raw",
+                          "direct_url": "rbd://fsid/images/%s/snap" % ID})
+    core = cacher.Cacher(conf, images, FakeStore(), None)
+    with caplog.at_level(logging.INFO):
+        core.on_event("image.upload", ID)  # store = rbd would be written: the image is gone
+    assert "Image %s is gone" % ID in caplog.text
