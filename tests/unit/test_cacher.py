@@ -412,3 +412,19 @@ def test_an_image_deleted_between_its_read_and_its_write_ends_the_event_quietly(
     with caplog.at_level(logging.INFO):
         core.on_event("image.upload", ID)  # store = rbd would be written: the image is gone
     assert "Image %s is gone" % ID in caplog.text
+
+
+def test_an_import_is_queued_at_the_update_that_shows_it_active(conf):
+    # Glance's import task sends image.upload and image.activate before it saves the image:
+    # the image API still says "importing" then.
+    images = FakeImages({"id": ID, "status": "importing", "cache_raw": "True",
+                         "disk_format": "qcow2", "direct_url": "rbd://fsid/images/%s/snap" % ID})
+    queued = []
+    core = cacher.Cacher(conf, images, FakeStore(), None, enqueue=queued.append)
+    for event in ("image.update", "image.upload"):
+        core.on_event(event, ID, {"id": ID, "status": "active"})
+    assert queued == [] and images.patches == []
+    images.image["status"] = "active"
+    core.on_event("image.update", ID, {"id": ID, "status": "active"})
+    assert queued == [ID]
+    assert images.image["cache_raw_status"] == "Queued"
