@@ -118,6 +118,16 @@ def _broker_urls(conf):
                                                 h.port or 5672, vhost) for h in where.hosts)
 
 
+def _tls_options(conf):
+    """kombu's ssl argument from the worker's [oslo_messaging_rabbit] TLS options."""
+    rabbit = getattr(conf, "oslo_messaging_rabbit", None)
+    if not getattr(rabbit, "ssl", False):
+        return False
+    files = {"ca_certs": rabbit.ssl_ca_file, "certfile": rabbit.ssl_cert_file,
+             "keyfile": rabbit.ssl_key_file}
+    return {key: path for key, path in files.items() if path} or True
+
+
 def _event_of(body):
     """(event type, image id) of a notification's body (oslo's v2 envelope or a bare v1
     message); None parts when the body says nothing usable."""
@@ -145,9 +155,8 @@ class NotificationWatch:
 
     def __enter__(self):
         conf = self._conf.notifications
-        rabbit = getattr(self._conf, "oslo_messaging_rabbit", None)
         self._conn = kombu.Connection(_broker_urls(self._conf), connect_timeout=10,
-                                      ssl=bool(getattr(rabbit, "ssl", False)))
+                                      ssl=_tls_options(self._conf))
         # The exchange is the image service's: bound to, never declared (a declaration whose
         # flags differ from its own would fail, and one that creates it would hide its absence).
         exchange = kombu.Exchange(conf.exchange, type="topic", no_declare=True)

@@ -106,3 +106,13 @@ def test_only_rabbit_can_be_watched(bus_conf):
     conf.set_override("transport_url", "fake:/")
     with pytest.raises(exception.ConfigError, match="only rabbit:// can be watched"):
         messaging._broker_urls(conf)
+
+
+def test_the_watch_uses_the_worker_s_tls_options(bus_conf):
+    conf = bus_conf
+    messaging.oslo_messaging.get_notification_transport(conf, url="rabbit://h/").cleanup()
+    assert messaging._tls_options(conf) is False
+    conf.set_override("ssl", True, group="oslo_messaging_rabbit")
+    assert messaging._tls_options(conf) is True
+    conf.set_override("ssl_ca_file", "/etc/ssl/ca.pem", group="oslo_messaging_rabbit")
+    assert messaging._tls_options(conf) == {"ca_certs": "/etc/ssl/ca.pem"}
