@@ -20,9 +20,13 @@ from cacheraw import store as ceph_store
 
 LOG = logging.getLogger(__name__)
 
-QUEUED, CACHING, CACHED, ERROR = properties.Status
+Status = properties.Status
+QUEUED, CACHING, CACHED, ERROR = Status.QUEUED, Status.CACHING, Status.CACHED, Status.ERROR
+NOT_NEEDED = Status.NOT_NEEDED
 STATUS, URL, SIZE, ERROR_PROP = properties.STATUS, properties.URL, properties.SIZE, properties.ERROR
 RAW_REASON = "image is already raw; clone it directly"
+# What a raw image that asks for a cache says: no cache, and nothing of an earlier one.
+NOT_NEEDED_PROPS = {STATUS: NOT_NEEDED, ERROR_PROP: None, URL: None, SIZE: None}
 TRANSIENT_RE = re.compile(r"^temporary failure \(attempt (\d+) of (\d+)\)")
 SHUTDOWN = exception.WorkerStopping("worker stopping")
 DELETED = exception.ImageDeleted("image deleted")
@@ -124,7 +128,12 @@ class Cacher:
                         "(status %s)", image_id, image.get("status"))
             return
         self._property_problems.warn(image)
-        self.request(image)
+        try:
+            self.request(image)
+        except exception.ImageNotFound:
+            # Deleted since it was read (a scratch image of cacheraw-manage check, an upload
+            # deleted at once): its image.delete does the rest.
+            LOG.info("Image %s is gone", image_id)
 
     def request(self, image):
         """Mark an image that wants a cache Queued and queue it; True when newly queued here.
@@ -137,7 +146,7 @@ class Cacher:
                 written = self.images.update(image_id, dict(wanted, **store),
                                              only_if_absent=only_if_absent)
             except exception.ImageUpdateRefused as exc:
-                if wanted.get(STATUS) != QUEUED:
+                if wanted.get(STATUS) not in (QUEUED, NOT_NEEDED):
                     raise
                 LOG.warning("Image %s: not cached: the image API refuses its status: %s",
                             image_id, exc)
@@ -159,6 +168,11 @@ class Cacher:
         """What an image that may want a cache needs: (properties to write or None, the
         property that must be absent for that write, whether to queue the image)."""
         if not wants_cache(image):
+            return None, None, False
+        if properties.needs_no_cache(image):
+            if any(image.get(k) != v for k, v in NOT_NEEDED_PROPS.items()):
+                LOG.info("Image %s: no cache needed: %s", image["id"], RAW_REASON)
+                return dict(NOT_NEEDED_PROPS), None, False
             return None, None, False
         refusal = self.refusal(image)
         if refusal:
@@ -182,8 +196,6 @@ class Cacher:
     def refusal(self, image):
         """Why an image that asks for a cache cannot have one, or None."""
         disk_format = image.get("disk_format")
-        if disk_format == "raw":
-            return RAW_REASON
         allowed = self.conf.converter.allowed_source_formats
         if disk_format not in allowed:
             return "disk_format %s is not converted here (allowed: %s)" % (
@@ -248,13 +260,9 @@ class Cacher:
             lease.check()
             self._remove(image_id)
             return None, Outcome.DELETED, 0
-        if not wants_cache(image):
-            return image, Outcome.SKIPPED, 0
-        refusal = self.refusal(image)
-        if refusal:
-            self._set_fenced(lease, image_id, {STATUS: ERROR, ERROR_PROP: refusal, URL: None,
-                                               SIZE: None})
-            return image, Outcome.ERROR, 0
+        outcome = self._not_converted(image, lease)
+        if outcome is not None:
+            return image, outcome, 0
         name = ceph_store.cache_name(image_id)
         if not force and self.store.has_protected_snap(name):
             if image.get(STATUS) == CACHED and image.get(URL) == self.cache_url(image_id):
@@ -277,6 +285,20 @@ class Cacher:
             return image, Outcome.ERROR, attempt
         LOG.info("Image %s: caching", image_id)
         return image, None, attempt
+
+    def _not_converted(self, image, lease):
+        """The Outcome of an image that gets no conversion (recorded on it), else None."""
+        if not wants_cache(image):
+            return Outcome.SKIPPED
+        if properties.needs_no_cache(image):
+            self._set_fenced(lease, image["id"], dict(NOT_NEEDED_PROPS))
+            return Outcome.SKIPPED
+        refusal = self.refusal(image)
+        if refusal:
+            self._set_fenced(lease, image["id"], {STATUS: ERROR, ERROR_PROP: refusal, URL: None,
+                                                  SIZE: None})
+            return Outcome.ERROR
+        return None
 
     def _failed(self, image_id, exc, attempt, lease):
         """The outcome of a conversion that raised ``exc``: nothing is touched unless the
@@ -478,7 +500,8 @@ class Sweeper:
             if image.get("status") == "active":
                 self.cacher.fix_store_property(image)
             return False
-        if image.get(STATUS) == ERROR:
+        # A raw image's Error of an earlier version becomes NotNeeded (request() writes it).
+        if image.get(STATUS) == ERROR and not properties.needs_no_cache(image):
             return self._retry_due(image)
         return self.cacher.request(image)
 

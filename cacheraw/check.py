@@ -6,7 +6,18 @@ daemon would, and leaves nothing behind.
 from cacheraw import converter as conv
 from cacheraw import exception
 from cacheraw import image_api
+from cacheraw import properties
 from cacheraw import store as ceph_store
+
+# Glance sends image.create before it answers the request that made the image.
+NOTIFICATION_TIMEOUT = 10
+# The data of the scratch image that shows where Glance stores images.
+SCRATCH_DATA = bytes(4096)
+# The properties of etc/glance/schema-image.json.
+SCHEMA_PROPERTIES = (properties.CACHE_RAW, properties.AUTO_RECOVERY,
+                     properties.MIGRATION_TIMEOUT, properties.MIGRATION_MAX_DOWNTIME,
+                     properties.STORE, properties.STATUS)
+RESTART = "in glance-api.conf on every Glance API server, and restart them"
 
 
 def run_all(conf):
@@ -16,11 +27,16 @@ def run_all(conf):
                         ("ceph", check_ceph),
                         ("image API endpoint", check_endpoint),
                         ("image API write", check_image_write),
-                        ("message bus", check_bus)):
+                        ("message bus", check_bus),
+                        ("Glance notifications", check_notifications),
+                        ("Glance direct_url", check_locations),
+                        ("Glance protections", check_protections),
+                        ("Glance image schema", check_schema)):
         try:
             results.append((name, True, check(conf)))
         except exception.CacherawError as exc:
-            results.append((name, False, exception.one_line(exc)))
+            # Room for the fix that the checks of Glance's settings name.
+            results.append((name, False, exception.one_line(exc, limit=500)))
     return results
 
 
@@ -59,3 +75,69 @@ def check_bus(conf):
     # loading oslo.messaging.
     from cacheraw import messaging
     return messaging.check_connection(conf)
+
+
+# -- the settings of Glance that cacheraw needs, each seen from outside
+
+def check_notifications(conf):
+    from cacheraw import messaging
+    exchange = conf.notifications.exchange
+    with messaging.NotificationWatch(conf) as watch:
+        with image_api.ImageAPI(conf).scratch_image() as image:
+            event = watch.wait_for(image["id"], NOTIFICATION_TIMEOUT)
+    if event is None:
+        raise exception.ConfigError(
+            "no notification on exchange %s within %d s of making scratch image %s: set "
+            "[oslo_messaging_notifications] driver = messagingv2 and transport_url (this bus) "
+            "%s" % (exchange, NOTIFICATION_TIMEOUT, image["id"], RESTART))
+    return "the image service sent %s for a scratch image on exchange %s" % (event, exchange)
+
+
+def check_locations(conf):
+    store = ceph_store.CephStore(conf)
+    try:
+        store.connect()
+        fsid = store.fsid()
+    finally:
+        store.close()
+    with image_api.ImageAPI(conf).scratch_image(SCRATCH_DATA) as image:
+        url = image.get("direct_url")
+    if not url:
+        raise exception.ConfigError(
+            "the image service shows no direct_url (scratch image %s, with data): every "
+            "image would be downloaded instead of read in pool %s; set [DEFAULT] "
+            "show_image_direct_url = True %s" % (image["id"], conf.ceph.pool, RESTART))
+    if url != properties.rbd_url(fsid, conf.ceph.pool, image["id"]):
+        return ("new images are stored at %s://..., not in pool %s of cluster %s: they are "
+                "downloaded to be converted" % (url.split(":", 1)[0], conf.ceph.pool, fsid))
+    return "new images are stored in pool %s and show their direct_url: read in place" % (
+        conf.ceph.pool)
+
+
+def check_protections(conf):
+    api = image_api.ImageAPI(conf)
+    probe = properties.PROTECTION_PROBE
+    with api.scratch_image() as image:
+        refused = api.property_refused(image["id"], probe)
+    if not refused:
+        raise exception.ConfigError(
+            "the image service let %s be set, which cacheraw's property protections refuse "
+            "to everyone: they are not in force, and any member may write %s; set "
+            "property_protection_file = <cacheraw's etc/glance/property-protections.conf> "
+            "and property_protection_rule_format = roles %s" % (probe, properties.STATUS,
+                                                                 RESTART))
+    return "cacheraw's property protections are in force (%s refused)" % probe
+
+
+def check_schema(conf):
+    schema = image_api.ImageAPI(conf).image_schema().get("properties") or {}
+    missing = [name for name in SCHEMA_PROPERTIES if name not in schema]
+    values = (schema.get(properties.STATUS) or {}).get("enum") or ()
+    missing += ["%s value %s" % (properties.STATUS, value) for value in properties.STATUSES
+                if properties.STATUS in schema and value not in values]
+    if missing:
+        raise exception.ConfigError(
+            "the image schema lacks %s: copy cacheraw's etc/glance/schema-image.json next to "
+            "glance-api.conf (e.g. /etc/glance/schema-image.json) on every Glance API server, "
+            "and restart them" % ", ".join(missing))
+    return "the image schema has the extension's properties and every %s" % properties.STATUS

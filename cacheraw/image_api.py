@@ -5,6 +5,7 @@ with the one retry policy (cacheraw.retry).
 """
 
 import collections
+import contextlib
 import functools
 import hashlib
 import logging
@@ -345,29 +346,65 @@ class ImageAPI:
                 url, source, exception.one_line(exc))) from exc
         return "%s (from %s)" % (url, source)
 
-    def check_write(self):
-        """The service user may write cache_raw_*: tried on a scratch image of its own
-        (private, no data), deleted again in every outcome."""
+    @contextlib.contextmanager
+    def scratch_image(self, data=None):
+        """A private scratch image of the service user, as the image API shows it once made
+        (with ``data``, bytes, uploaded as a raw image); deleted again in every outcome."""
         user = getattr(self._options, "username", "?")
         try:
             image = self._api.post(self._url("/images"), json={
                 "name": properties.scratch_name(), "visibility": "private",
-                "disk_format": "qcow2", "container_format": "bare"}).json()
+                "disk_format": "raw" if data else "qcow2", "container_format": "bare"}).json()
         except ks_exc.ClientException as exc:
             raise exception.ImageAPIError("user %s cannot create a scratch image: %s" % (
                 user, self._keystone_reason(exc))) from exc
-        wanted = {properties.STATUS: properties.Status.ERROR,
-                  properties.ERROR: "written by cacheraw-manage check"}
         try:
-            self._api.patch(self._url("/images/%s" % image["id"]), json=patch_ops({}, wanted),
-                            headers={"Content-Type": PATCH_TYPE})
+            if data:
+                self._api.put(self._url("/images/%s/file" % image["id"]), data=data,
+                              headers={"Content-Type": "application/octet-stream"})
+                image = self._api.get(self._url("/images/%s" % image["id"])).json()
+            yield image
         except ks_exc.ClientException as exc:
-            raise exception.ImageAPIError("user %s may not write %s: %s" % (
-                user, properties.STATUS, exception.one_line(exc))) from exc
+            raise exception.ImageAPIError("scratch image %s: %s" % (
+                image["id"], exception.one_line(exc))) from exc
         finally:
             try:
                 self._api.delete(self._url("/images/%s" % image["id"]))
             except ks_exc.ClientException:
                 pass
+
+    def check_write(self):
+        """The service user may write cache_raw_*: tried on a scratch image of its own
+        (private, no data), deleted again in every outcome."""
+        user = getattr(self._options, "username", "?")
+        wanted = {properties.STATUS: properties.Status.ERROR,
+                  properties.ERROR: "written by cacheraw-manage check"}
+        with self.scratch_image() as image:
+            try:
+                self._api.patch(self._url("/images/%s" % image["id"]),
+                                json=patch_ops({}, wanted), headers={"Content-Type": PATCH_TYPE})
+            except ks_exc.ClientException as exc:
+                raise exception.ImageAPIError("user %s may not write %s: %s" % (
+                    user, properties.STATUS, exception.one_line(exc))) from exc
         return "user %s may write %s (on a scratch image, deleted again)" % (
             user, properties.STATUS)
+
+    def property_refused(self, image_id, name):
+        """Whether the image API refuses (403) to set the property ``name`` on the image."""
+        try:
+            self._api.patch(self._url("/images/%s" % image_id),
+                            json=patch_ops({}, {name: "1"}), headers={"Content-Type": PATCH_TYPE})
+        except ks_exc.Forbidden:
+            return True
+        except ks_exc.ClientException as exc:
+            raise exception.ImageAPIError("setting %s on scratch image %s: %s" % (
+                name, image_id, exception.one_line(exc))) from exc
+        return False
+
+    def image_schema(self):
+        """The image API's schema of an image (GET /v2/schemas/image)."""
+        try:
+            return self._api.get(self._url("/schemas/image")).json()
+        except (ks_exc.ClientException, ValueError) as exc:
+            raise exception.ImageAPIError("cannot read the image schema: %s"
+                                          % exception.one_line(exc)) from exc

@@ -56,7 +56,7 @@ def recache(conf, args):
     image = (cacher_.images.own_write(image_id) if outcome == "cached" else None) \
         or cacher_.images.get(image_id)
     print(final_line(image))
-    return 0 if image.get(properties.STATUS) == Status.CACHED else 1
+    return 0 if image.get(properties.STATUS) in (Status.CACHED, Status.NOT_NEEDED) else 1
 
 
 def follow_other_worker(cacher_, image_id, view):
@@ -124,6 +124,8 @@ def final_line(image):
         detail = "%s, %s bytes used" % (image.get(properties.URL), image.get(properties.SIZE))
     elif status == Status.ERROR:
         detail = image.get(properties.ERROR)
+    elif status == Status.NOT_NEEDED:
+        detail = cacher.RAW_REASON
     else:
         detail = None
     return "%s: %s%s" % (image["id"], status, ": %s" % detail if detail else "")

@@ -1,8 +1,14 @@
 """The image service's notifications, received with oslo.messaging."""
 
+import functools
+import json
 import logging
+import socket
+import time
+import urllib.parse
 import uuid
 
+import kombu
 import oslo_messaging
 
 from cacheraw import exception
@@ -95,3 +101,105 @@ def check_connection(conf):
         quiet.setLevel(level)
         transport.cleanup()
     return "connected to %s" % about
+
+
+def _broker_urls(conf):
+    """kombu's URL of each host of the notification transport_url (rabbit:// only)."""
+    try:
+        oslo_messaging.get_notification_transport(conf).cleanup()  # registers the options
+        url = conf.oslo_messaging_notifications.transport_url or conf.transport_url
+        where = oslo_messaging.TransportURL.parse(conf, url)
+    except (oslo_messaging.MessagingException, ValueError) as exc:
+        raise exception.ConfigError("transport_url: %s" % exc) from exc
+    if where.transport not in ("rabbit", "kombu"):
+        raise exception.ConfigError("transport_url: only rabbit:// can be watched, not %s://"
+                                    % where.transport)
+    quote = functools.partial(urllib.parse.quote, safe="")
+    vhost = quote(where.virtual_host or "/")
+    return ";".join("amqp://%s:%s@%s:%s/%s" % (quote(h.username or "guest"),
+                                                quote(h.password or "guest"), h.hostname,
+                                                h.port or 5672, vhost) for h in where.hosts)
+
+
+def _tls_options(conf):
+    """kombu's ssl argument from the worker's [oslo_messaging_rabbit] TLS options."""
+    rabbit = getattr(conf, "oslo_messaging_rabbit", None)
+    if not getattr(rabbit, "ssl", False):
+        return False
+    files = {"ca_certs": rabbit.ssl_ca_file, "certfile": rabbit.ssl_cert_file,
+             "keyfile": rabbit.ssl_key_file}
+    return {key: path for key, path in files.items() if path} or True
+
+
+def _event_of(body):
+    """(event type, image id) of a notification's body (oslo's v2 envelope or a bare v1
+    message); None parts when the body says nothing usable."""
+    if isinstance(body, dict) and isinstance(body.get("oslo.message"), str):
+        try:
+            body = json.loads(body["oslo.message"])
+        except ValueError:
+            return None, None
+    if not isinstance(body, dict):
+        return None, None
+    payload = body.get("payload")
+    return body.get("event_type"), payload.get("id") if isinstance(payload, dict) else None
+
+
+class NotificationWatch:
+    """The image service's notifications, seen by a queue of this process alone: exclusive and
+    removed by the broker when the connection closes (a listener's queue would stay bound and
+    keep collecting). For cacheraw-manage check."""
+
+    def __init__(self, conf):
+        self._conf = conf
+        self._conn = None
+        self._image_id = None
+        self._found = None
+
+    def __enter__(self):
+        conf = self._conf.notifications
+        self._conn = kombu.Connection(_broker_urls(self._conf), connect_timeout=10,
+                                      ssl=_tls_options(self._conf))
+        # The exchange is the image service's: bound to, never declared (a declaration whose
+        # flags differ from its own would fail, and one that creates it would hide its absence).
+        exchange = kombu.Exchange(conf.exchange, type="topic", no_declare=True)
+        queue = kombu.Queue("cacheraw-check-%s" % uuid.uuid4().hex, exchange,
+                            routing_key="%s.info" % conf.topic, exclusive=True,
+                            auto_delete=True, durable=False)
+        try:
+            consumer = kombu.Consumer(self._conn.channel(), [queue], no_ack=True,
+                                      callbacks=[self._on_message], accept=["json"])
+            consumer.consume()
+        except Exception as exc:  # noqa: BLE001 - any failure is the answer
+            self._conn.release()
+            if "NOT_FOUND" in str(exc):
+                raise exception.MessagingUnavailable(
+                    "exchange %s does not exist: nothing was ever published there"
+                    % conf.exchange) from exc
+            raise exception.MessagingUnavailable("cannot watch exchange %s: %s" % (
+                conf.exchange, exception.one_line(exc))) from exc
+        return self
+
+    def __exit__(self, *exc_info):
+        self._conn.release()
+
+    def _on_message(self, body, message):
+        event_type, image_id = _event_of(body)
+        if self._found is None and image_id == self._image_id:
+            self._found = event_type or "?"
+
+    def wait_for(self, image_id, timeout):
+        """The first event type seen about ``image_id`` within ``timeout`` seconds, or None;
+        messages about other images are dropped as they come."""
+        self._image_id, self._found = image_id, None
+        deadline = time.monotonic() + timeout
+        while True:
+            if self._found is not None:
+                return self._found
+            left = deadline - time.monotonic()
+            if left <= 0:
+                return None
+            try:
+                self._conn.drain_events(timeout=min(left, 1.0))
+            except socket.timeout:
+                pass

@@ -40,6 +40,8 @@ class Status(StrEnum):
     CACHING = "Caching"
     CACHED = "Cached"
     ERROR = "Error"
+    # The image is raw itself: Cinder and Nova clone it directly, no cache is made.
+    NOT_NEEDED = "NotNeeded"
 
 
 STORES = ("rbd", "file")
@@ -57,6 +59,9 @@ CACHE_SNAP = "snap"
 # The name of the scratch image (in the image API) and RBD image (in the pool) that
 # cacheraw-manage check creates and removes again: this prefix and 12 hex digits.
 SCRATCH_PREFIX = "cacheraw-check-"
+# A property that Glance's property protections (etc/glance/property-protections.conf) refuse to
+# everyone: cacheraw-manage check sets it to see that the protections are in force.
+PROTECTION_PROBE = "cacheraw_protection_probe"
 
 _WHOLE_NUMBER = re.compile(r"^(0|[1-9][0-9]*)$")
 # Image ids name RBD images only once they match this: a lowercase UUID, nothing else.
@@ -147,6 +152,11 @@ def parse_migration_max_downtime(value):
 
 def cache_raw(image):
     return _or_default(parse_bool(image.get(CACHE_RAW)), CACHE_RAW_DEFAULT)
+
+
+def needs_no_cache(image):
+    """A raw image: consumers clone the image itself, so its cache status is NotNeeded."""
+    return image.get("disk_format") == "raw"
 
 
 def auto_recovery(image):
@@ -254,6 +264,9 @@ def _consistency_problems(image):
                   for name in (URL, SIZE) if image.get(name) is None]
     if status == Status.ERROR and image.get(ERROR) is None:
         found.append("%s is missing although %s is Error" % (ERROR, STATUS))
+    if status == Status.NOT_NEEDED:
+        found += ["%s is set although %s is NotNeeded" % (name, STATUS)
+                  for name in (URL, SIZE, ERROR) if image.get(name) is not None]
     return found
 
 

@@ -74,13 +74,15 @@ def test_setting_cache_raw_after_upload_caches(worker, demo_images, qcow2, ceph,
     wait_status(demo_images, image["id"], "Cached")
 
 
-def test_raw_image_gets_the_stated_error(worker, demo_images, tmp_path, ceph):
+def test_a_raw_image_needs_no_cache_and_its_owner_sees_no_error(worker, demo_images, tmp_path,
+                                                                ceph):
     path = tmp_path / "disk.raw"
     path.write_bytes(os.urandom(1 << 20))
     image = upload(demo_images, path, disk_format="raw", cache_raw="True")
-    failed = wait_status(demo_images, image["id"], "Error")
-    assert failed["cache_raw_error"] == "image is already raw; clone it directly"
+    done = wait_status(demo_images, image["id"], "NotNeeded")
+    assert not {"cache_raw_error", "cache_raw_url", "cache_raw_size"} & set(done)
     assert image["id"] + "_raw" not in names_in_pool(ceph)
+    worker.wait_for_log("Image %s: no cache needed" % image["id"])
 
 
 def test_data_outside_ceph_is_downloaded_verified_and_removed(worker, demo_images, qcow2, ceph,

@@ -299,3 +299,23 @@ def test_a_member_uploads_a_cloned_volume_to_an_image_that_gets_its_own_cache(
         assert cache.size() == 1 << 30
         assert cache.read(0, len(disk[1])) == disk[1]
     cinder.wait(volume["id"])
+
+
+def test_a_volume_uploaded_as_a_raw_image_inherits_cache_raw_and_needs_no_cache(
+        cinder, cached, demo_images, cluster):
+    volume = cinder.available(cached["id"])
+    done = openstack("image", "create", "--volume", volume["id"], "--disk-format", "raw",
+                     "uploaded-raw-%s" % uuid.uuid4().hex[:8], "-f", "json")
+    image_id = json.loads(done.stdout)["image_id"]
+    image = demo_images.wait(image_id, lambda i: i["status"] in ("active", "killed"),
+                             timeout=180, what="active")
+    assert image["status"] == "active" and image["disk_format"] == "raw"
+    assert image["cache_raw"] == "True"
+    # What its owner sees: no failure, and nothing that claims a cache.
+    seen = wait_status(demo_images, image_id, "NotNeeded", timeout=120)
+    assert not {"cache_raw_error", "cache_raw_url", "cache_raw_size"} & set(seen)
+    assert image_id + "_raw" not in set(rbd.RBD().list(cluster["images"]))
+    # Cinder clones the raw image itself, as upstream does.
+    again = cinder.available(image_id)
+    assert parent_of(cluster, again["id"]) == "images/%s@snap" % image_id
+    cinder.wait(volume["id"])

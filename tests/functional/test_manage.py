@@ -178,6 +178,19 @@ def test_recache_of_an_image_without_cache_raw_fails(stack, demo_images, qcow2):
     no_traceback(done)
 
 
+def test_recache_of_a_raw_image_says_it_needs_none_and_succeeds(stack, demo_images, tmp_path,
+                                                                 ceph):
+    path = tmp_path / "disk.raw"
+    path.write_bytes(bytes(1 << 20))
+    image = upload(demo_images, path, disk_format="raw", cache_raw="True")  # no worker runs
+    done = manage(stack, "recache", image["id"])
+    assert done.returncode == 0, done.stdout + done.stderr
+    assert done.stdout.strip().splitlines()[-1] == (
+        "%s: NotNeeded: image is already raw; clone it directly" % image["id"])
+    assert demo_images.get(image["id"])["cache_raw_status"] == "NotNeeded"
+    assert image["id"] + "_raw" not in names_in_pool(ceph)
+
+
 # -- status and list
 
 def test_status_and_list_show_the_image_api_next_to_ceph(stack, demo_images, qcow2, ceph,
@@ -365,7 +378,8 @@ def test_purge_orphans_trashes_a_cache_with_clones_then_purges_it(stack, admin, 
 # -- check
 
 CHECKS = ("config:", "converter:", "ceph:", "image API endpoint:", "image API write:",
-          "message bus:")
+          "message bus:", "Glance notifications:", "Glance direct_url:", "Glance protections:",
+          "Glance image schema:")
 
 
 def check_lines(done):

@@ -46,6 +46,7 @@ CASES = [
     ("store", "rbd", "demo", FORBIDDEN, True),
     ("cache_raw_status", "Queued", "cacheraw", OK, True),
     ("cache_raw_status", "Caching", "cacheraw", OK, True),
+    ("cache_raw_status", "NotNeeded", "cacheraw", OK, True),
     ("cache_raw_status", "Done", "cacheraw", BAD, False),
     ("cache_raw_status", "cached", "cacheraw", BAD, False),
     ("cache_raw_status", "Queued", "demo", FORBIDDEN, True),

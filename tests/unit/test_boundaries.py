@@ -13,6 +13,7 @@ PACKAGE = Path(cacheraw.__file__).parent
 # library (top-level package) -> the only module that may import it
 BOUNDARIES = {
     "oslo_messaging": "messaging.py",
+    "kombu": "messaging.py",
     "keystoneauth1": "image_api.py",
     "rados": "store.py",
     "rbd": "store.py",

@@ -27,15 +27,48 @@ def test_only_active_images_want_a_cache():
     assert not cacher.wants_cache({"status": "queued", "cache_raw": "True"})
 
 
-def test_raw_image_gets_the_known_reason(conf):
+def test_a_raw_image_needs_no_cache_and_is_no_failure(conf):
     images = FakeImages({"id": ID, "status": "active", "cache_raw": "True",
                          "disk_format": "raw"})
     queued = []
     core = cacher.Cacher(conf, images, FakeStore(), None, enqueue=queued.append)
     assert core.request(images.get(ID)) is False
-    assert images.image["cache_raw_status"] == "Error"
-    assert images.image["cache_raw_error"] == "image is already raw; clone it directly"
+    assert images.image["cache_raw_status"] == "NotNeeded"
+    assert "cache_raw_error" not in images.image
     assert queued == []
+    core.on_event("image.update", ID)  # written once: the next event finds nothing to do
+    assert images.patches == [{"cache_raw_status": "NotNeeded", "cache_raw_error": None,
+                               "cache_raw_url": None, "cache_raw_size": None}]
+
+
+def test_the_sweep_turns_the_error_of_a_raw_image_into_not_needed(conf):
+    images = FakeImages({"id": ID, "status": "active", "cache_raw": "True",
+                         "disk_format": "raw", "cache_raw_status": "Error",
+                         "cache_raw_error": "image is already raw; clone it directly"})
+    core = cacher.Cacher(conf, images, FakeStore(), None)
+    cacher.Sweeper(core)._sweep_image(images.get(ID))
+    assert images.image["cache_raw_status"] == "NotNeeded"
+    assert "cache_raw_error" not in images.image
+
+
+def test_a_refused_not_needed_leaves_the_image_alone(conf):
+    class RefusingImages(FakeImages):
+        def update(self, image_id, wanted, only_if=None, only_if_absent=None):
+            raise exception.ImageUpdateRefused("400: 'NotNeeded' is not one of the enum")
+    images = RefusingImages({"id": ID, "status": "active", "cache_raw": "True",
+                             "disk_format": "raw"})
+    core = cacher.Cacher(conf, images, FakeStore(), None)
+    assert core.request(images.get(ID)) is False
+
+
+def test_converting_a_raw_image_records_not_needed_and_converts_nothing(conf):
+    image = {"id": ID, "status": "active", "cache_raw": "True", "disk_format": "raw",
+             "cache_raw_status": "Queued"}
+    store = LockingStore()
+    core = cacher.Cacher(conf, FakeImages(image), store, None)
+    assert core.cache(ID) == "skipped"
+    assert core.images.image["cache_raw_status"] == "NotNeeded"
+    assert store.created == [] and store.locked == set()
 
 
 def test_new_request_is_queued_before_it_is_acknowledged(conf):
@@ -367,3 +400,31 @@ def test_the_memory_of_warned_images_is_bounded():
     for n in range(problems.REMEMBERED + 10):
         problems.warn({"id": "image-%d" % n, "store": "swift"})
     assert len(problems._last) == problems.REMEMBERED
+
+
+def test_an_image_deleted_between_its_read_and_its_write_ends_the_event_quietly(conf, caplog):
+    class GoneOnWrite(FakeImages):
+        def update(self, image_id, wanted, only_if=None, only_if_absent=None):
+            raise exception.ImageNotFound(image_id)
+    images = GoneOnWrite({"id": ID, "status": "active", "disk_format": "raw",
+                          "direct_url": "rbd://fsid/images/%s/snap" % ID})
+    core = cacher.Cacher(conf, images, FakeStore(), None)
+    with caplog.at_level(logging.INFO):
+        core.on_event("image.upload", ID)  # store = rbd would be written: the image is gone
+    assert "Image %s is gone" % ID in caplog.text
+
+
+def test_an_import_is_queued_at_the_update_that_shows_it_active(conf):
+    # Glance's import task sends image.upload and image.activate before it saves the image:
+    # the image API still says "importing" then.
+    images = FakeImages({"id": ID, "status": "importing", "cache_raw": "True",
+                         "disk_format": "qcow2", "direct_url": "rbd://fsid/images/%s/snap" % ID})
+    queued = []
+    core = cacher.Cacher(conf, images, FakeStore(), None, enqueue=queued.append)
+    for event in ("image.update", "image.upload"):
+        core.on_event(event, ID, {"id": ID, "status": "active"})
+    assert queued == [] and images.patches == []
+    images.image["status"] = "active"
+    core.on_event("image.update", ID, {"id": ID, "status": "active"})
+    assert queued == [ID]
+    assert images.image["cache_raw_status"] == "Queued"

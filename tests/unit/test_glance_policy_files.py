@@ -79,3 +79,8 @@ def test_only_the_service_writes_cacheraws_properties(name):
 def test_everything_else_is_open(name):
     section = first_matching_section(name)
     assert all(section[action] == "@" for action in ("create", "read", "update", "delete"))
+
+
+def test_nobody_may_touch_the_probe_of_cacheraw_manage_check():
+    section = first_matching_section(properties.PROTECTION_PROBE)
+    assert all(section[action] == "!" for action in ("create", "read", "update", "delete"))

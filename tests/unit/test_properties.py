@@ -214,3 +214,17 @@ def test_only_uuid_caches_are_ever_removed_unasked():
     assert properties.is_cache_name(ID + "_raw")
     for name in (ID, "volume-1_raw", ID.upper() + "_raw", ID + "_raw2", "x" + ID + "_raw"):
         assert not properties.is_cache_name(name)
+
+
+def test_not_needed_stands_alone():
+    assert properties.problems({"id": ID, "cache_raw_status": "NotNeeded"}) == []
+    assert properties.problems({"id": ID, "cache_raw_status": "NotNeeded",
+                                "cache_raw_url": URL, "cache_raw_error": "why"}) == [
+        "cache_raw_url is set although cache_raw_status is NotNeeded.",
+        "cache_raw_error is set although cache_raw_status is NotNeeded."]
+
+
+def test_only_a_raw_image_needs_no_cache():
+    assert properties.needs_no_cache({"disk_format": "raw"})
+    assert not properties.needs_no_cache({"disk_format": "qcow2"})
+    assert not properties.needs_no_cache({})

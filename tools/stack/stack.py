@@ -11,6 +11,8 @@ all bound to 127.0.0.1 on non-default ports, with every file they write under on
     stack.py status   say what runs
     stack.py stop-service glance|rabbitmq|ceph-osd, start-service glance|rabbitmq|ceph-osd
                       an outage of one service, for the tests (ceph-osd: bluestore only)
+    stack.py glance-variant [--set SECTION.OPTION=VALUE ...]
+                      restart Glance with these settings over its own (none: its own again)
 
 Everything the stack made is described in ``<state>/stack.json`` for the tests and tools.
 """
@@ -49,6 +51,9 @@ PORTS = {name: port + PORT_OFFSET for name, port in {
     "cinder": 18776,
 }.items()}
 CEPH_PORT_RANGE = (16800 + PORT_OFFSET, 16899 + PORT_OFFSET)
+# The port of the tests' own web server on 127.0.0.1, the one source Glance's web-download
+# accepts here (its [import_filtering_opts] below).
+WEB_DOWNLOAD_PORT = 18090 + PORT_OFFSET
 MEMSTORE_BYTES = int(os.environ.get("CACHERAW_STACK_MEMSTORE_MIB", "3072")) * 1024 * 1024
 # bluestore keeps the OSD's data in a sparse file, so that the OSD can be stopped and started
 # again (an outage); memstore loses everything when its OSD stops.
@@ -717,7 +722,7 @@ log_file = {STATE}/log/glance.log
 show_image_direct_url = true
 show_multiple_locations = false
 enabled_backends = ceph:rbd, local:file
-enabled_import_methods = [glance-direct,web-download]
+enabled_import_methods = [glance-direct,web-download,copy-image]
 node_staging_uri = file://{d}/staging
 property_protection_file = {GLANCE_POLICY_DIR}/property-protections.conf
 property_protection_rule_format = roles
@@ -737,6 +742,13 @@ filesystem_store_datadir = {d}/images
 filesystem_store_datadir = {d}/staging
 [os_glance_tasks_store]
 filesystem_store_datadir = {d}/tasks
+[import_filtering_opts]
+# For this stack only: web-download from the tests' server on 127.0.0.1 and nowhere else.
+# Glance refuses loopback addresses unless allowed_hosts names them; a cloud must never do so
+# (any user who may import could make Glance read the controller's own services).
+allowed_schemes = [http]
+allowed_hosts = [{HOST}]
+allowed_ports = [{WEB_DOWNLOAD_PORT}]
 [image_format]
 # The stack lets mislabelled and unsafe images through so that the tests can prove that cacheraw
 # defends itself whatever the image service in front of it checks.
@@ -763,8 +775,47 @@ def glance_up(facts):
           # Several API workers on one database, as in production.
           gunicorn_conf("glance", "glance.wsgi.api:application", PORTS["glance"], env,
                         workers=2, threads=1))
-    facts["glance"] = {"url": glance_url()}
+    facts["glance"] = {"url": glance_url(), "web_download_port": WEB_DOWNLOAD_PORT}
     return glance_launch()
+
+
+def with_settings(text, settings):
+    """An ini file's ``text`` with each (section, option, value) of ``settings`` set: the
+    option's line replaced, or added at the top of its section (the section at the end)."""
+    lines = text.splitlines()
+    for section, option, value in settings:
+        header = "[%s]" % section
+        if header not in lines:
+            lines += [header]
+        start = lines.index(header) + 1
+        end = next((i for i in range(start, len(lines)) if lines[i].startswith("[")),
+                   len(lines))
+        line = "%s = %s" % (option, value)
+        found = [i for i in range(start, end)
+                 if lines[i].split("=", 1)[0].strip() == option]
+        if found:
+            lines[found[0]] = line
+        else:
+            lines.insert(start, line)
+    return "\n".join(lines) + "\n"
+
+
+def glance_variant(settings):
+    """Glance restarted with its configuration as ``up`` wrote it plus ``settings``
+    ("section.option=value" each); with none, the stack's own configuration again."""
+    parsed = []
+    for setting in settings:
+        name, sep, value = setting.partition("=")
+        section, dot, option = name.partition(".")
+        if not (sep and dot and section and option):
+            raise StackError("not section.option=value: %r" % setting)
+        parsed.append((section, option, value))
+    facts = json.loads((STATE / "stack.json").read_text())
+    stop_service("glance")
+    write(STATE / "glance" / "glance-api.conf",
+          with_settings(glance_conf_text(facts), parsed), 0o600)
+    start_service("glance")
+    log("glance runs with %s" % (", ".join(settings) or "the stack's own configuration"))
 
 
 def glance_start():
@@ -1155,14 +1206,18 @@ def main():
     parser = argparse.ArgumentParser(description=__doc__,
                                      formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("command", choices=["up", "down", "status", "schemas", "stop-service",
-                                            "start-service"])
+                                            "start-service", "glance-variant"])
     parser.add_argument("service", nargs="?", choices=sorted(RESTARTABLE),
                         help="for stop-service and start-service")
+    parser.add_argument("--set", action="append", default=[], metavar="SECTION.OPTION=VALUE",
+                        help="for glance-variant: a setting of glance-api.conf")
     args = parser.parse_args()
     if args.command.endswith("-service") and not args.service:
         parser.error("%s needs a service: %s" % (args.command, ", ".join(sorted(RESTARTABLE))))
     try:
-        if args.command == "stop-service":
+        if args.command == "glance-variant":
+            glance_variant(args.set)
+        elif args.command == "stop-service":
             stop_service(args.service)
         elif args.command == "start-service":
             start_service(args.service)
