@@ -6,7 +6,7 @@ daemon would, and leaves nothing behind.
 from cacheraw import converter as conv
 from cacheraw import exception
 from cacheraw import image_api
-from cacheraw import store as ceph_store
+from cacheraw.ceph import store as ceph_store
 
 
 def run_all(conf):

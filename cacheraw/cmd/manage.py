@@ -85,7 +85,7 @@ def main(argv=None):
     except exception.ConfigError as exc:
         cmd.fail(PROG, str(exc))
     except exception.CacherawError as exc:
-        cmd.fail(PROG, cacher.one_line(exc), code=1)
+        cmd.fail(PROG, exception.one_line(exc), code=1)
     except KeyboardInterrupt:
         cmd.fail(PROG, "interrupted", code=130)
 

@@ -1,4 +1,4 @@
-"""The conversion lease (cacheraw.lease) over a fake lock table with cls_lock's semantics, and
+"""The conversion lease (cacheraw.ceph.lease) over a fake lock table with cls_lock's semantics, and
 the conversion's fencing: a worker that cannot prove it holds the lease touches nothing."""
 
 import threading
@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from cacheraw import exception
-from cacheraw import lease
+from cacheraw.ceph import lease
 from tests.unit.conftest import Clock
 from tests.unit.conftest import FakeLocks
 
