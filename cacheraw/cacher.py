@@ -222,6 +222,10 @@ class Cacher:
         except exception.LockBusy:
             LOG.debug("Image %s: another worker is caching it", image_id)
             return Outcome.BUSY
+        except exception.CephBlocklisted as exc:
+            # Another worker took the lease over and fenced this one: it restarts.
+            LOG.error("Image %s: stopped: %s", image_id, exc)
+            return Outcome.ABORTED
 
     def _cache_leased(self, image_id, job, force, lease):
         image, outcome, attempt = self._begin(image_id, force, lease)

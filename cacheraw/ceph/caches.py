@@ -11,6 +11,7 @@ import rbd
 
 from cacheraw import exception
 from cacheraw import properties
+from cacheraw import stall
 from cacheraw.ceph import connection
 from cacheraw.ceph.connection import translate_errors
 
@@ -97,6 +98,7 @@ class Caches:
             elif metadata(image, PUBLISHED_BY) != lease.cookie:
                 raise exception.CephError("cache %s has a snapshot %s that this conversion did "
                                           "not make" % (name, SNAP))
+            stall.point("in-publish")
             if not image.is_protected_snap(SNAP):
                 image.protect_snap(SNAP)
 

@@ -77,8 +77,6 @@ class Lease:
         self.cookie = new_cookie()
         self.duration = duration
         self.renewal_timeout = renewal_timeout or default_renewal_timeout(duration)
-        # Bytes of pool space reserved for the conversion under this lease (cacheraw.ceph.space).
-        self.reserved = 0
         self._clock = clock
         self._deadline = None
         self._lost = threading.Event()

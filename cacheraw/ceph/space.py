@@ -20,7 +20,7 @@ from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Dict, Tuple
+from typing import Any, Dict, Optional, Tuple
 
 import rados
 
@@ -121,10 +121,12 @@ class PoolSpace:
             total += int(entry.get("bytes", 0) * (1 - min(100, max(0, percent)) / 100.0))
         return total
 
-    def release(self, image_id: str, cookie: str) -> None:
-        """Remove the reservation of the lease ``cookie`` (a later holder's stays)."""
+    def release(self, image_id: str, cookie: Optional[str]) -> None:
+        """Remove the image's reservation if it is that of the lease ``cookie`` (a later
+        holder's stays), or whoever's it is when ``cookie`` is None."""
         try:
-            if self.entries().get(image_id, {}).get("cookie") == cookie:
+            entry = self.entries().get(image_id)
+            if entry is not None and cookie in (None, entry.get("cookie")):
                 self._remove(image_id)
         except exception.CacherawError as exc:
             LOG.warning("Image %s: could not remove its space reservation: %s", image_id, exc)

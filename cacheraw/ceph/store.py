@@ -87,8 +87,8 @@ class CephStore:
             try:
                 yield lease
             finally:
-                if lease.reserved:
-                    self.space.release(image_id, lease.cookie)
+                # While the lease holds, a reservation of another lease is one that ran out.
+                self.space.release(image_id, None if lease.held() else lease.cookie)
 
     def is_locked(self, image_id: str) -> bool:
         return self.locks.is_locked(image_id)
@@ -119,7 +119,6 @@ class CephStore:
         """Reserve ``need`` bytes for the conversion under ``lease`` until it ends, or raise
         NotEnoughSpace."""
         self.space.reserve(lease, need)
-        lease.reserved = need
 
     # -- caches
 

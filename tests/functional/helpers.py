@@ -90,7 +90,20 @@ def garbage(ceph, images):
                     found.append("trashed cache %s without clones" % entry["name"])
     found += ["lock object %s" % o.key for o in ceph.list_objects()
               if o.key.startswith(LOCK_PREFIX)]
+    found += ["space reservation of %s" % key for key in reservations(ceph)]
     return found
+
+
+def reservations(ceph):
+    """The image ids with a space reservation (cacheraw.ceph.space) in the pool."""
+    import rados
+    with rados.ReadOpCtx() as op:
+        found, _ = ceph.get_omap_vals(op, "", "", 1000)
+        try:
+            ceph.operate_read_op(op, "cacheraw.reservations")
+        except rados.ObjectNotFound:
+            return []
+        return [key for key, _ in found]
 
 
 def assert_no_garbage(ceph, images, timeout=30):
@@ -101,7 +114,7 @@ def assert_no_garbage(ceph, images, timeout=30):
         if not found or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert found == []
+    assert found == [], found
 
 
 def assert_cached_once(images, ids, logs):
