@@ -37,6 +37,48 @@ def test_renewal_extends_the_lease():
     assert held.held()
 
 
+def test_two_failed_renewals_in_a_row_keep_the_lease():
+    """Renewals start every D/6 and each fails after at most its timeout: the third one is
+    sent while the lease still holds (lease.check_timing() guarantees it)."""
+    locks = FakeLocks()
+    duration, timeout = 60, lease.default_renewal_timeout(60)
+    lease.check_timing(duration, timeout)
+    held = lease.Lease(locks, ID, duration, locks.clock, renewal_timeout=timeout)
+    held.take()
+    locks.fail_renewals = exception.CephUnavailable("timed out")
+    for _ in range(lease.TOLERATED_FAILURES):
+        locks.clock.now += duration / lease.RENEWALS_PER_DURATION
+        with pytest.raises(exception.CephUnavailable):
+            held.renew()
+        locks.clock.now += timeout
+    locks.clock.now += duration / lease.RENEWALS_PER_DURATION
+    locks.fail_renewals = None
+    held.renew()
+    assert held.held()
+
+
+@pytest.mark.parametrize("duration, timeout", [(60, 10), (60, 30), (10, 1.7), (20, 3.4)])
+def test_timings_that_cannot_tolerate_two_failed_renewals_are_refused(duration, timeout):
+    with pytest.raises(exception.ConfigError, match="lock_renewal_timeout = .* is too long"):
+        lease.check_timing(duration, timeout)
+
+
+@pytest.mark.parametrize("duration", [10, 30, 60, 600])
+def test_the_default_renewal_timeout_fits_every_duration(duration):
+    lease.check_timing(duration, lease.default_renewal_timeout(duration))
+
+
+def test_a_worker_with_timings_that_cannot_work_does_not_start(conf, tmp_path):
+    from cacheraw.ceph import store as ceph_store
+    ceph_conf = tmp_path / "ceph.conf"
+    ceph_conf.write_text("[global]\n")
+    conf.set_override("conf", str(ceph_conf), group="ceph")
+    conf.set_override("lock_duration", 60, group="ceph")
+    conf.set_override("lock_renewal_timeout", 12, group="ceph")
+    with pytest.raises(exception.ConfigError, match="lower lock_renewal_timeout below 10.0 s"):
+        ceph_store.CephStore(conf).check_config()
+
+
 def test_renewal_of_a_lost_lock_fails_and_never_takes_it_again():
     locks = FakeLocks()
     lost = []
