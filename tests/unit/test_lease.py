@@ -73,10 +73,14 @@ def test_a_worker_with_timings_that_cannot_work_does_not_start(conf, tmp_path):
     ceph_conf = tmp_path / "ceph.conf"
     ceph_conf.write_text("[global]\n")
     conf.set_override("conf", str(ceph_conf), group="ceph")
-    conf.set_override("lock_duration", 60, group="ceph")
     conf.set_override("lock_renewal_timeout", 12, group="ceph")
-    with pytest.raises(exception.ConfigError, match="lower lock_renewal_timeout below 10.0 s"):
-        ceph_store.CephStore(conf).check_config()
+    try:
+        with pytest.raises(exception.ConfigError,
+                           match="lower lock_renewal_timeout below 10.0 s"):
+            ceph_store.CephStore(conf).check_config()
+    finally:
+        # The option groups' options are shared by every ConfigOpts: leave no override behind.
+        conf.clear_override("lock_renewal_timeout", group="ceph")
 
 
 def test_renewal_of_a_lost_lock_fails_and_never_takes_it_again():
