@@ -14,7 +14,6 @@ import sys
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from cacheraw import cacher
 from cacheraw import cmd
 from cacheraw import exception
 from cacheraw import manage
