@@ -89,6 +89,8 @@ class Connection:
         self.retry = retry.policy(conf, exception.Transient)
         self.cluster = None
         self.client = None
+        self._shared = None
+        self._shared_lock = threading.Lock()
         # Set once the cluster refused this client: the process must start again.
         self.blocklisted = threading.Event()
 
@@ -142,9 +144,21 @@ class Connection:
             self.blocklisted.set()
 
     def close(self) -> None:
+        with self._shared_lock:
+            if self._shared is not None:
+                self._shared.close()
+                self._shared = None
         if self.cluster is not None:
             self.cluster.shutdown()
             self.cluster = None
+
+    def shared_ioctx(self) -> Any:
+        """A handle on the pool that lives as long as the connection, for requests whose answer
+        may come after their caller stopped waiting (the lease's renewals)."""
+        with self._shared_lock:
+            if self._shared is None:
+                self._shared = self.connected().open_ioctx(self.pool)
+            return self._shared
 
     def connected(self) -> Any:
         """The cluster handle, connected now if it is not yet."""

@@ -95,7 +95,8 @@ class Lease:
         self.check()
         sent = self._clock()
         try:
-            self.locks.renew(self.image_id, self.cookie, self.duration, self.renewal_timeout)
+            self.locks.renew(self.image_id, self.cookie, self.duration, self.renewal_timeout,
+                             late=lambda: self._late(sent))
         except exception.LockLost as exc:
             self.lose(str(exc))
             raise
@@ -103,7 +104,16 @@ class Lease:
 
     def _extend(self, sent):
         with self._mutex:
-            self._deadline = sent + self.duration - margin(self.duration)
+            deadline = sent + self.duration - margin(self.duration)
+            if self._deadline is None or deadline > self._deadline:
+                self._deadline = deadline
+
+    def _late(self, sent):
+        """A renewal that timed out succeeded after all (an OSD came back): the cluster renewed
+        the lock from no earlier than ``sent``. A lease already lost stays lost."""
+        if self.held():
+            LOG.info("Image %s: a renewal that timed out was applied after all", self.image_id)
+            self._extend(sent)
 
     def held(self):
         """True while this worker can prove it holds the lock."""

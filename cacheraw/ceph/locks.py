@@ -19,7 +19,7 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Optional
+from typing import Any, Callable, Optional
 
 import rados
 
@@ -179,25 +179,33 @@ class RadosLocks:
                 op.set_xattr(PROGRESS_XATTR, b"")
                 ioctx.operate_write_op(op, self._object(image_id))
 
-    def renew(self, image_id: str, cookie: str, duration: float, timeout: float) -> None:
+    def renew(self, image_id: str, cookie: str, duration: float, timeout: float,
+              late: Optional[Callable[[], None]] = None) -> None:
         """Once, never retried (the lease's renewer is the retry), waiting at most ``timeout``
-        seconds (CephUnavailable after it). LockLost when the lock is not held with ``cookie``
-        any more: MUST_RENEW never takes a lost lock again."""
+        seconds (CephUnavailable after it; the request stays queued in librados, and ``late()``
+        is called if it succeeds after all, e.g. once an OSD is back). LockLost when the lock
+        is not held with ``cookie`` any more: MUST_RENEW never takes a lost lock again."""
         done = threading.Event()
         result = []
+        waiting = [True]
 
         def complete(completion, _):
             result.append(completion.get_return_value())
             done.set()
+            if not waiting[0] and result[0] >= 0 and late is not None:
+                late()
 
-        with self.conn.ioctx() as ioctx:
-            try:
-                ioctx.aio_execute(self._object(image_id), "lock", "lock",
-                                  lock_op(cookie, duration, LOCK_FLAG_MUST_RENEW), length=64,
-                                  oncomplete=complete)
-            except rados.Error as exc:
-                raise connection.translated_error(exc, self.conn.shut_out) from exc
-            if not done.wait(timeout):
+        try:
+            # The connection's long-lived handle: a renewal that timed out may still be in
+            # flight, and a handle closed under it could not take its answer.
+            self.conn.shared_ioctx().aio_execute(
+                self._object(image_id), "lock", "lock",
+                lock_op(cookie, duration, LOCK_FLAG_MUST_RENEW), length=64, oncomplete=complete)
+        except rados.Error as exc:
+            raise connection.translated_error(exc, self.conn.shut_out) from exc
+        if not done.wait(timeout):
+            waiting[0] = False
+            if not done.is_set():
                 raise exception.CephUnavailable("image %s: renewing the lock took more than "
                                                 "%.1f s" % (image_id, timeout))
         self._renewed(image_id, result[0])

@@ -97,7 +97,7 @@ class FakeLocks:
             raise exception.LockBusy(image_id)
         self.holders[image_id] = (cookie, self.clock() + duration)
 
-    def renew(self, image_id, cookie, duration, timeout=None):
+    def renew(self, image_id, cookie, duration, timeout=None, late=None):
         if self.fail_renewals is not None:
             raise self.fail_renewals
         if self._holder(image_id) != cookie:

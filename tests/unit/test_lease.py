@@ -57,6 +57,28 @@ def test_two_failed_renewals_in_a_row_keep_the_lease():
     assert held.held()
 
 
+def test_a_renewal_that_timed_out_but_was_applied_later_extends_the_lease():
+    """An OSD that was down answers the queued renewal once it is back: the lock was renewed
+    from no earlier than when that renewal was sent."""
+    locks = FakeLocks()
+    held = lease.Lease(locks, ID, 60, locks.clock)
+    held.take()
+    pending = []
+
+    def timed_out(image_id, cookie, duration, timeout=None, late=None):
+        pending.append(late)
+        raise exception.CephUnavailable("timed out")
+
+    locks.renew = timed_out
+    locks.clock.now += 40
+    with pytest.raises(exception.CephUnavailable):
+        held.renew()
+    locks.clock.now += 9
+    pending[0]()  # applied after all
+    locks.clock.now += 30
+    assert held.held()  # 79 s after the take, 39 s after the renewal was sent
+
+
 @pytest.mark.parametrize("duration, timeout", [(60, 10), (60, 30), (10, 1.7), (20, 3.4)])
 def test_timings_that_cannot_tolerate_two_failed_renewals_are_refused(duration, timeout):
     with pytest.raises(exception.ConfigError, match="lock_renewal_timeout = .* is too long"):
