@@ -19,6 +19,10 @@ from cacheraw.ceph.removals import drop_snaps
 
 LOG = logging.getLogger(__name__)
 
+# What the caps check blocklists for a minute, as a worker fences one whose lease ran out: an
+# address of TEST-NET-1 (RFC 5737), which no client has.
+CHECK_ADDRESS = "192.0.2.1:0/1"
+
 
 class OperatorViews:
     """Questions about the pool, on the connection ``conn`` and its ``locks``."""
@@ -56,7 +60,10 @@ class OperatorViews:
                 ioctx.lock_exclusive(name, locks_mod.LOCK_NAME, cookie, duration=10)
                 ioctx.unlock(name, locks_mod.LOCK_NAME, cookie)
                 ioctx.remove_object(name)
-        except (rados.Error, rbd.Error) as exc:
+                step = "blocklist a client (osd blocklist add)"
+                self.conn.mon_json({"prefix": "osd blocklist", "blocklistop": "add",
+                                    "addr": CHECK_ADDRESS, "expire": 60.0})
+        except (rados.Error, rbd.Error, exception.CephError) as exc:
             self._remove_scratch(name)
             raise exception.CephError("client.%s cannot %s in pool %s: %s" % (
                 self.conn.user, step, self.conn.pool, exc or type(exc).__name__)) from exc
