@@ -17,7 +17,7 @@ import rbd
 from oslo_config import cfg
 
 from cacheraw import converter as conv
-from cacheraw import store as ceph_store
+from cacheraw.ceph import store as ceph_store
 from cacheraw.conf import register_opts
 from tests import image_client
 from tests.image_client import ImageClient

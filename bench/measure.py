@@ -10,7 +10,7 @@ import subprocess
 import time
 import uuid
 
-from cacheraw import store as ceph_store
+from cacheraw import properties
 
 from bench.env import BenchError, Probe, VENV_BIN, run_measured, timed
 
@@ -29,7 +29,8 @@ def original(stack, image_id, tmp):
     target = _scratch("orig")
     began = time.monotonic()
     try:
-        stack.rbd_cli("export", "--no-progress", stack.spec(image_id, ceph_store.SNAP), local_qcow2)
+        stack.rbd_cli("export", "--no-progress", stack.spec(image_id, properties.CACHE_SNAP),
+                      local_qcow2)
         _, qemu_rss = run_measured(["qemu-img", "convert", "-f", "qcow2", "-O", "raw",
                                     local_qcow2, local_raw])
         stack.rbd_cli("import", "--no-progress", local_raw, stack.spec(target))
@@ -49,7 +50,7 @@ def read_floor(stack, image_id):
     """``rbd export`` of the source to /dev/null: reading it is all any conversion must do."""
     took, _ = run_measured(["rbd", "--conf", stack.conf.ceph.conf, "--id", stack.conf.ceph.user,
                             "--keyring", stack.conf.ceph.keyring, "--no-progress", "export",
-                            stack.spec(image_id, ceph_store.SNAP), "-"])
+                            stack.spec(image_id, properties.CACHE_SNAP), "-"])
     return {"s": took}
 
 
@@ -64,7 +65,7 @@ def direct(stack, image_id, virtual_size):
         _, qemu_rss = run_measured(
             [options.qemu_img, "convert", "-n", "--target-is-zero", "-W",
              "-m", str(options.coroutines),
-             "--image-opts", stack.qemu_opts("qcow2", image_id, ceph_store.SNAP),
+             "--image-opts", stack.qemu_opts("qcow2", image_id, properties.CACHE_SNAP),
              "--target-image-opts", stack.qemu_opts("raw", target)])
         stack.store.publish(target)
         took = time.monotonic() - began
@@ -98,12 +99,12 @@ def end_to_end(stack, events, worker, path):
     if image.get("cache_raw_status") != "Cached":
         raise BenchError("image %s ended %s: %s" % (image["id"], image.get("cache_raw_status"),
                                                     image.get("cache_raw_error")))
-    layout = stack.layout(ceph_store.cache_name(image["id"]))
+    layout = stack.layout(properties.cache_name(image["id"]))
     if not layout["object_map_valid"]:
         raise BenchError("cache of image %s has an invalid object map" % image["id"])
     return image, {"s": cached - uploaded, "worker_rss": probe.rss,
                    "qemu_img_rss": probe.children_hwm, "local_disk": probe.disk,
-                   "du": stack.du(ceph_store.cache_name(image["id"])),
+                   "du": stack.du(properties.cache_name(image["id"])),
                    "cache_raw_size": int(image["cache_raw_size"]), **layout,
                    "worker_steps": worker.steps(image["id"]), "calls": calls}
 
@@ -132,7 +133,7 @@ def stored(stack, image_id):
     """What the cache adds to the pool's STORED bytes (the mgr's ``df``): read with the cache,
     then again once it is removed."""
     with_cache = stack.pool_stored()
-    stack.store.remove(ceph_store.cache_name(image_id))
+    stack.store.remove(properties.cache_name(image_id))
     without = stack.pool_stored(changed_from=with_cache)
     return {"stored": with_cache - without}
 
@@ -141,7 +142,7 @@ def clone(stack, image_id):
     """A volume from the cache: ``rbd clone`` of its snapshot, opened and read."""
     name = _scratch("volume")
     try:
-        took, _ = timed(stack.clone_and_open, ceph_store.cache_name(image_id), name)
+        took, _ = timed(stack.clone_and_open, properties.cache_name(image_id), name)
     finally:
         stack.remove_image(name)
     return {"s": took}
@@ -159,7 +160,7 @@ def wait_removed(stack, name, timeout=120):
 
 def delete_image(stack, image_id):
     stack.demo.delete(image_id, raise_exc=False)
-    wait_removed(stack, ceph_store.cache_name(image_id))
+    wait_removed(stack, properties.cache_name(image_id))
 
 
 def together(stack, events, worker, image_ids):
@@ -168,7 +169,7 @@ def together(stack, events, worker, image_ids):
     worker (through image.update) to cache them again. Seconds until the last is Cached."""
     worker.wait_idle()
     for image_id in image_ids:
-        stack.store.remove(ceph_store.cache_name(image_id))
+        stack.store.remove(properties.cache_name(image_id))
         if set(CACHE_PROPERTIES) - set(stack.service.get(image_id)):
             raise BenchError("image %s is not Cached before the measurement" % image_id)
     events.forget()

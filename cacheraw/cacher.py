@@ -16,7 +16,7 @@ from cacheraw import converter as conv
 from cacheraw import exception
 from cacheraw import metrics
 from cacheraw import properties
-from cacheraw import store as ceph_store
+from cacheraw import stall
 
 LOG = logging.getLogger(__name__)
 
@@ -28,6 +28,9 @@ RAW_REASON = "image is already raw; clone it directly"
 # What a raw image that asks for a cache says: no cache, and nothing of an earlier one.
 NOT_NEEDED_PROPS = {STATUS: NOT_NEEDED, ERROR_PROP: None, URL: None, SIZE: None}
 TRANSIENT_RE = re.compile(r"^temporary failure \(attempt (\d+) of (\d+)\)")
+# The Error of a cache refused for want of pool space (cacheraw.ceph.space), retried by the sweep
+# once the pool has room for it.
+NO_SPACE_RE = re.compile(r"^not enough space in pool \S+: need (\d+)")
 SHUTDOWN = exception.WorkerStopping("worker stopping")
 DELETED = exception.ImageDeleted("image deleted")
 LOST_LOCK = exception.LockLost("lost the conversion lock")
@@ -48,12 +51,6 @@ def wants_cache(image):
     """An active image whose cache_raw is true (a value that is not a boolean string, such as
     " True", counts as not set, and is warned about as invalid)."""
     return image.get("status") == "active" and properties.cache_raw(image)
-
-
-valid_id = properties.valid_id
-
-
-one_line = exception.one_line
 
 
 def transient_attempt(image):
@@ -93,7 +90,7 @@ class Cacher:
 
     def cache_valid(self, image):
         return (image.get(STATUS) == CACHED and image.get(URL) == self.cache_url(image["id"])
-                and self.store.has_protected_snap(ceph_store.cache_name(image["id"])))
+                and self.store.has_protected_snap(properties.cache_name(image["id"])))
 
     # -- what the image asks for
 
@@ -101,7 +98,7 @@ class Cacher:
         """A notification: decide from the image's current state, never the event alone. An
         image.update that shows the image exactly as this worker last wrote it tells nothing
         new: the image is not read again for it."""
-        if not valid_id(image_id):
+        if not properties.valid_id(image_id):
             LOG.warning("Ignoring %s for an image id that is not a UUID: %r", event_type, image_id)
             return
         with self._event_locks[hash(image_id) % len(self._event_locks)]:
@@ -237,6 +234,10 @@ class Cacher:
         except exception.LockBusy:
             LOG.debug("Image %s: another worker is caching it", image_id)
             return Outcome.BUSY
+        except exception.CephBlocklisted as exc:
+            # Another worker took the lease over and fenced this one: it restarts.
+            LOG.error("Image %s: stopped: %s", image_id, exc)
+            return Outcome.ABORTED
 
     def _cache_leased(self, image_id, job, force, lease):
         image, outcome, attempt = self._begin(image_id, force, lease)
@@ -257,29 +258,26 @@ class Cacher:
         try:
             image = self.images.get(image_id)
         except exception.ImageNotFound:
-            lease.check()
-            self._remove(image_id)
+            self._remove(image_id, lease)
             return None, Outcome.DELETED, 0
         outcome = self._not_converted(image, lease)
         if outcome is not None:
             return image, outcome, 0
-        name = ceph_store.cache_name(image_id)
+        name = properties.cache_name(image_id)
         if not force and self.store.has_protected_snap(name):
             if image.get(STATUS) == CACHED and image.get(URL) == self.cache_url(image_id):
                 return image, Outcome.SKIPPED, 0
             # Only a finished conversion is snapshotted: the cache is complete, record it.
             LOG.info("Image %s: found a finished cache: recording it", image_id)
             return image, self._finish(image_id, lease), 0
-        lease.check()
         if force:
-            self._remove(image_id)
-        elif self.store.remove_partial(name) == "removed":
+            self._remove(image_id, lease)
+        elif self.store.remove_partial(name, lease=lease) == "removed":
             LOG.info("Image %s: removed a partial cache", image_id)
         attempt = transient_attempt(image) or 0
-        lease.check()
         try:
             image = self.images.update(image_id, {STATUS: CACHING, ERROR_PROP: None, URL: None,
-                                                  SIZE: None})
+                                                  SIZE: None}, lease=lease)
         except exception.ImageUpdateRefused as exc:
             self._record_error(image_id, exc, lease=lease)
             return image, Outcome.ERROR, attempt
@@ -309,11 +307,11 @@ class Cacher:
             return Outcome.ABORTED
         if isinstance(exc, (exception.ImageDeleted, exception.ImageNotFound)):
             LOG.info("Image %s was deleted while it was converted", image_id)
-            self._remove(image_id)
+            self._remove(image_id, lease)
             return Outcome.DELETED
         if isinstance(exc, exception.ConversionAborted):
             LOG.info("Image %s: conversion aborted: %s", image_id, exc)
-            self.store.remove_partial(ceph_store.cache_name(image_id))
+            self.store.remove_partial(properties.cache_name(image_id), lease=lease)
             if isinstance(exc, exception.WorkerStopping):
                 self._set_fenced(lease, image_id, {STATUS: QUEUED})
             return Outcome.ABORTED
@@ -325,22 +323,22 @@ class Cacher:
             LOG.error("Image %s: unexpected error while converting", image_id, exc_info=exc)
             exc = "internal error: %s: %s" % (type(exc).__name__, exc)
             attempt = 0
-        lease.check()
-        self.store.remove_partial(ceph_store.cache_name(image_id))
+        self.store.remove_partial(properties.cache_name(image_id), lease=lease)
         self._record_error(image_id, exc, attempt + 1, lease)
         return Outcome.ERROR
 
     def _finish(self, image_id, lease, used=None):
         """Record the finished (protected) cache on the image."""
-        name = ceph_store.cache_name(image_id)
+        name = properties.cache_name(image_id)
         used = self.store.used_bytes(name) if used is None else used
         lease.check()
+        stall.point("before-cached")
         try:
             self.images.update(image_id, {STATUS: CACHED, URL: self.cache_url(image_id),
-                                          SIZE: str(used), ERROR_PROP: None})
+                                          SIZE: str(used), ERROR_PROP: None}, lease=lease)
         except exception.ImageNotFound:
             LOG.info("Image %s was deleted while it was cached", image_id)
-            self._remove(image_id)
+            self._remove(image_id, lease)
             return Outcome.DELETED
         except exception.ImageUpdateRefused as exc:
             # The cache stays (a protected snap is finished): recording it failed for a reason
@@ -354,7 +352,7 @@ class Cacher:
     @metrics.running
     def _convert(self, image, job, lease):
         fmt = image["disk_format"]
-        name = ceph_store.cache_name(image["id"])
+        name = properties.cache_name(image["id"])
         with conv.SourcePreparer(self.conf, self.images, self.store, image, job,
                                  self.locate(image)) as (source, secret):
             job.check()
@@ -369,42 +367,44 @@ class Cacher:
                 self.store.check_reachable()
                 source.check()
                 raise
-            self._check_space(image["id"], need)
+            self._check_space(image, need, lease)
             job.check()
-            lease.check()
             job.on_progress = ProgressPublisher(self.store, lease, need)
-            self.store.create(name, info["virtual-size"])
+            rbd_id = self.store.create(name, info["virtual-size"], lease)
             try:
                 self.converter.convert(source, fmt, name, job, secret)
             finally:
                 source.check()  # an image deleted while it was read is no cache
             job.check()
             lease.check()
-            self.store.publish(name)
+            stall.point("before-publish")
+            self.store.publish(name, rbd_id, lease)
             return self.store.used_bytes(name)
 
     def locate(self, image):
         """Where qemu-img reads the image in place in our pool, or None when it must be
         downloaded."""
         if image.get("direct_url") == properties.rbd_url(self.fsid, self.store.pool, image["id"]):
-            return conv.RBDSource(self.store, image["id"], ceph_store.SNAP)
+            return conv.RBDSource(self.store, image["id"], properties.CACHE_SNAP)
         return None
 
-    def _check_space(self, image_id, need):
-        have, limit = self.store.pool_space()
-        if need > have:
-            LOG.info("Image %s: pool %s has %d bytes available, limited by its %s", image_id,
-                     self.store.pool, have, limit)
-            raise exception.NotEnoughSpace("not enough space in pool %s: need %d, have %d"
-                                           % (self.store.pool, need, have))
+    def _check_space(self, image, need, lease):
+        """Reserve the pool space that the cache will take (NotEnoughSpace when it does not
+        fit), after the operator's limit on how much an upload may expand."""
+        ratio = self.conf.converter.max_expansion
+        if ratio and need > ratio * (image.get("size") or 0):
+            raise exception.ExpandsTooMuch(
+                "image data of %d bytes once converted is more than [converter] max_expansion "
+                "= %g times its upload of %d bytes" % (need, ratio, image.get("size") or 0))
+        self.store.reserve(lease, need)
 
     def _record_error(self, image_id, exc, attempt=1, lease=None):
         metrics.error(exc)
         if isinstance(exc, exception.Transient):
             message = "temporary failure (attempt %d of %d): %s" % (
-                attempt, self.conf.worker.error_retries, one_line(exc))
+                attempt, self.conf.worker.error_retries, exception.one_line(exc))
         else:
-            message = one_line(exc)
+            message = exception.one_line(exc)
         LOG.warning("Image %s: caching failed: %s", image_id, message)
         self._set_fenced(lease, image_id, {STATUS: ERROR, ERROR_PROP: message, URL: None,
                                            SIZE: None},
@@ -417,7 +417,7 @@ class Cacher:
         try:
             if lease is not None:
                 lease.check()
-            self.images.update(image_id, wanted, only_if=only_if)
+            self.images.update(image_id, wanted, only_if=only_if, lease=lease)
         except exception.ImageNotFound:
             pass
         except exception.CacherawError as exc:
@@ -431,14 +431,13 @@ class Cacher:
         self.cancel(image_id, DELETED)
         try:
             with self.store.conversion_lock(image_id) as lease:
-                lease.check()
-                self._remove(image_id)
+                self._remove(image_id, lease)
         except exception.LockBusy:
             # Its converter finds the image gone when it publishes, and removes the cache.
             LOG.info("Image %s deleted while another worker converts it", image_id)
 
-    def _remove(self, image_id):
-        outcome = self.store.remove(ceph_store.cache_name(image_id))
+    def _remove(self, image_id, lease):
+        outcome = self.store.remove(properties.cache_name(image_id), lease=lease)
         if outcome == "trashed":
             LOG.info("Image %s: cache has clones; moved to the trash until they are gone",
                      image_id)
@@ -464,6 +463,7 @@ class Sweeper:
         self.conf = cacher.conf
         self.images = cacher.images
         self.store = cacher.store
+        self._available = None  # the pool's room for new caches, asked once per sweep
 
     def purge_orphans(self):
         """Remove the caches of images that no longer exist and the trashed caches whose
@@ -496,14 +496,29 @@ class Sweeper:
         return queued
 
     def _sweep_image(self, image):
-        if not wants_cache(image) or not valid_id(image["id"]):
+        if not wants_cache(image) or not properties.valid_id(image["id"]):
             if image.get("status") == "active":
                 self.cacher.fix_store_property(image)
             return False
         # A raw image's Error of an earlier version becomes NotNeeded (request() writes it).
         if image.get(STATUS) == ERROR and not properties.needs_no_cache(image):
-            return self._retry_due(image)
+            return self._retry_due(image) or self._space_back(image)
         return self.cacher.request(image)
+
+    def _space_back(self, image):
+        """Queue an image refused for want of space once the pool has room for it (and count
+        that room as taken for the rest of this sweep)."""
+        match = NO_SPACE_RE.match(image.get(ERROR_PROP) or "")
+        if not match:
+            return False
+        if self._available is None:
+            self._available = self.store.available_space()
+        need = int(match.group(1))
+        if need > self._available:
+            return False
+        self._available -= need
+        LOG.info("Image %s: the pool has room for its cache again: retrying", image["id"])
+        return bool(self.cacher.enqueue(image["id"]))
 
     def _retry_due(self, image):
         attempt = transient_attempt(image)
@@ -522,8 +537,8 @@ class Sweeper:
     def _remove_orphans(self, seen):
         removed = 0
         for name in self.store.list_caches():
-            image_id = name[:-len(ceph_store.CACHE_SUFFIX)]
-            if image_id in seen or not valid_id(image_id):
+            image_id = name[:-len(properties.CACHE_SUFFIX)]
+            if image_id in seen or not properties.valid_id(image_id):
                 continue
             try:
                 removed += self._remove_if_orphan(image_id)

@@ -7,7 +7,7 @@ from cacheraw import converter as conv
 from cacheraw import exception
 from cacheraw import image_api
 from cacheraw import properties
-from cacheraw import store as ceph_store
+from cacheraw.ceph import store as ceph_store
 
 # Glance sends image.create before it answers the request that made the image.
 NOTIFICATION_TIMEOUT = 10
@@ -53,13 +53,14 @@ def check_ceph(conf):
     try:
         store.connect()
         store.check_rbd_caps()
-        space, _ = store.pool_space()
+        space, limit = store.pool_space()
         fsid = store.fsid()
     finally:
         store.close()
-    return ("client.%s may create, snapshot, protect, unprotect and remove images and lock "
-            "objects in pool %s (cluster %s, %d MiB free)"
-            % (conf.ceph.user, conf.ceph.pool, fsid, space // (1024 * 1024)))
+    return ("client.%s may create, snapshot, protect, unprotect and remove images, lock "
+            "objects and blocklist a client in pool %s (cluster %s; room for %d MiB of caches, "
+            "limited by %s)" % (conf.ceph.user, conf.ceph.pool, fsid, space // (1024 * 1024),
+                                limit))
 
 
 def check_endpoint(conf):

@@ -4,7 +4,7 @@ and the converter to the cacher."""
 from cacheraw import cacher
 from cacheraw import converter
 from cacheraw import image_api
-from cacheraw import store as ceph_store
+from cacheraw.ceph import store as ceph_store
 
 
 def build(conf, store=None, enqueue=None, cancel=None):

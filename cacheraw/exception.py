@@ -41,7 +41,12 @@ class LockBusy(CacherawError):
 
 
 class NotEnoughSpace(Permanent):
-    """The cache would not fit in the pool."""
+    """The cache would not fit in the pool (the sweep retries it once it fits)."""
+
+
+class ExpandsTooMuch(Permanent):
+    """The image's data once converted is more than [converter] max_expansion times its
+    upload."""
 
 
 # -- image API

@@ -6,7 +6,6 @@ with the one retry policy (cacheraw.retry).
 
 import collections
 import contextlib
-import functools
 import hashlib
 import logging
 import os
@@ -50,19 +49,9 @@ def _translate(exc, image_id=None):
     return exception.ImageAPIError("image API refused a request%s: %s" % (about, exc))
 
 
-def calls_api(func):
-    """Translate keystoneauth errors, then retry the transient ones."""
-    @functools.wraps(func)
-    def translated(self, *args, **kwargs):
-        try:
-            return func(self, *args, **kwargs)
-        except ks_exc.ClientException as exc:
-            raise _translate(exc, args[0] if args else None) from exc
-
-    @functools.wraps(func)
-    def wrapper(self, *args, **kwargs):
-        return self._retry(translated, self, *args, **kwargs)
-    return wrapper
+# Keystone's errors become ours, and the transient ones are retried (cacheraw.retry).
+calls_api = retry.boundary(
+    ks_exc.ClientException, lambda self, exc, args: _translate(exc, args[0] if args else None))
 
 
 def patch_ops(image, wanted):
@@ -226,7 +215,7 @@ class ImageAPI:
                 return
 
     @calls_api
-    def update(self, image_id, wanted, only_if=None, only_if_absent=None):
+    def update(self, image_id, wanted, only_if=None, only_if_absent=None, lease=None):
         """Set (or, for None, remove) the properties in ``wanted``. Returns the new image.
 
         The patch is computed from the image as this process last read or wrote it, without
@@ -236,7 +225,8 @@ class ImageAPI:
         on a fresh read. With ``only_if``, the image is read first and patched only when
         ``only_if(image)`` holds for it. With ``only_if_absent`` (a property that ``wanted``
         sets), the patch is made only while the image lacks that property: its add operation
-        fails when the property is there, so that no read is needed before it.
+        fails when the property is there, so that no read is needed before it. With ``lease``,
+        every attempt and every patch asks it first (LockLost once it is lost).
         """
         if only_if_absent is not None and wanted.get(only_if_absent) is None:
             raise ValueError("only_if_absent must name a property that the patch sets")
@@ -254,6 +244,8 @@ class ImageAPI:
                 continue
             if self.before_patch is not None and self.before_patch(image_id, ops) is False:
                 return apply_ops(image, ops)
+            if lease is not None:
+                lease.check()
             patched = self._patch(image_id, ops)
             if patched is not None:
                 return patched

@@ -6,7 +6,6 @@ import time
 
 from cacheraw import cacher
 from cacheraw import properties
-from cacheraw import store as ceph_store
 
 IMAGE_KEYS = ("status", "disk_format", "cache_raw", properties.STATUS, properties.URL,
               properties.SIZE, properties.ERROR, "store")
@@ -22,13 +21,13 @@ def is_followed(image):
 def image_view(core, image):
     """One image, side by side: its properties in the image API and its cache in Ceph."""
     image_id = image["id"]
-    name = ceph_store.cache_name(image_id)
+    name = properties.cache_name(image_id)
     facts = core.store.cache_facts(name)
     view = {
         "id": image_id,
         "name": image.get("name"),
         "image": {key: image.get(key) for key in IMAGE_KEYS},
-        "ceph": {"cache": "%s/%s@%s" % (core.store.pool, name, ceph_store.SNAP),
+        "ceph": {"cache": "%s/%s@%s" % (core.store.pool, name, properties.CACHE_SNAP),
                  "exists": facts["exists"], "protected": facts["protected"],
                  "used_bytes": facts["used"], "clones": facts["clones"],
                  "lock_holder": core.store.lock_holder(image_id)},

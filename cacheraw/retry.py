@@ -1,6 +1,8 @@
 """The one retry policy of cacheraw: exponential backoff on transient faults, numbers from
-[worker] retry_*."""
+[worker] retry_*; and the one decorator of a boundary's public methods, which translates the
+library's errors into ours and retries the transient ones."""
 
+import functools
 import logging
 
 import tenacity
@@ -18,6 +20,29 @@ def policy(conf, retry_on):
         before_sleep=_log_retry,
         reraise=True,
     )
+
+
+def boundary(library_errors, translate):
+    """A decorator of a boundary class's public methods (the class has ``_retry``, a policy):
+    ``library_errors`` raised by the method become ``translate(self, exc, args)``, and the
+    transient ones are retried. A ``lease`` keyword argument is asked before every attempt, so
+    that no attempt starts once the lease is lost (cacheraw.ceph.lease)."""
+    def decorate(func):
+        @functools.wraps(func)
+        def attempt(self, *args, **kwargs):
+            lease = kwargs.get("lease")
+            if lease is not None:
+                lease.check()
+            try:
+                return func(self, *args, **kwargs)
+            except library_errors as exc:
+                raise translate(self, exc, args) from exc
+
+        @functools.wraps(func)
+        def wrapper(self, *args, **kwargs):
+            return self._retry(attempt, self, *args, **kwargs)
+        return wrapper
+    return decorate
 
 
 def _log_retry(retry_state):

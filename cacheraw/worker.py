@@ -20,7 +20,7 @@ from cacheraw import exception
 from cacheraw import messaging
 from cacheraw import metrics
 from cacheraw import sdnotify
-from cacheraw import store as ceph_store
+from cacheraw.ceph import store as ceph_store
 
 LOG = logging.getLogger(__name__)
 

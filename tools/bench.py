@@ -23,7 +23,7 @@ warnings.filterwarnings("ignore", message=r"\s*Eventlet is deprecated")
 TOP = Path(__file__).resolve().parents[1]
 sys.path.insert(0, str(TOP))
 
-from cacheraw import store as ceph_store  # noqa: E402
+from cacheraw import properties  # noqa: E402
 from cacheraw.exception import CacherawError  # noqa: E402
 
 from bench import images, measure, report, volumes  # noqa: E402
@@ -148,7 +148,7 @@ def one_round(stack, events, worker, path, shape, tmp, recache_args, samples, fi
         # The pool holds the image and one copy at a time.
         if first:
             samples["stored"].append(measure.stored(stack, image_id))
-        stack.store.remove(ceph_store.cache_name(image_id))
+        stack.store.remove(properties.cache_name(image_id))
         samples["original"].append(measure.original(stack, image_id, tmp))
         samples["read_floor"].append(measure.read_floor(stack, image_id))
         samples["direct"].append(measure.direct(stack, image_id, shape.virtual))

@@ -14,7 +14,6 @@ import sys
 from oslo_config import cfg
 from oslo_log import log as logging
 
-from cacheraw import cacher
 from cacheraw import cmd
 from cacheraw import exception
 from cacheraw import manage
@@ -85,7 +84,7 @@ def main(argv=None):
     except exception.ConfigError as exc:
         cmd.fail(PROG, str(exc))
     except exception.CacherawError as exc:
-        cmd.fail(PROG, cacher.one_line(exc), code=1)
+        cmd.fail(PROG, exception.one_line(exc), code=1)
     except KeyboardInterrupt:
         cmd.fail(PROG, "interrupted", code=130)
 

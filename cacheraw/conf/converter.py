@@ -34,6 +34,16 @@ OPTS = [
                help="Most extents of 'qemu-img map' read to count an image's data (the output "
                     "is read one extent at a time, never whole). An image with more is counted "
                     "as its whole virtual size in the space check."),
+    cfg.FloatOpt("max_pool_usage", min=0.05, max=1.0,
+                 help="Highest fraction of the cluster's raw capacity that the pool's fullest "
+                      "OSD may reach once a cache and every running conversion are written. "
+                      "Default: the cluster's nearfull ratio (used as well when this is "
+                      "higher). A cache that would not fit is refused with an error, and "
+                      "retried by the sweep once there is room."),
+    cfg.FloatOpt("max_expansion", default=0, min=0,
+                 help="Largest ratio between an image's data once converted and the size of "
+                      "its upload (a compressed qcow2 can describe far more data than it "
+                      "holds). An image that expands more gets an error. 0: no limit."),
     cfg.IntOpt("max_virtual_size_gib", default=1024, min=1,
                help="Largest virtual disk size accepted, in GiB. Larger images get an error."),
 ]

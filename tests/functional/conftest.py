@@ -103,12 +103,13 @@ def notifications(stack):
 class WorkerProcess:
     """cacheraw-worker run as a subprocess against the stack, its log collected."""
 
-    def __init__(self, config_file, log_path, extra_args=()):
+    def __init__(self, config_file, log_path, extra_args=(), env=None):
         self.log_path = log_path
         self._log = open(log_path, "wb")
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "cacheraw-worker"), "--config-file", str(config_file), *extra_args],
-            stdout=self._log, stderr=subprocess.STDOUT)
+            stdout=self._log, stderr=subprocess.STDOUT,
+            env=dict(os.environ, **env) if env else None)
 
     def log(self):
         return Path(self.log_path).read_text(errors="replace")
@@ -142,13 +143,14 @@ def start_worker(stack, tmp_path):
 
     default_pool = "tests-%s" % uuid.uuid4().hex[:12]
 
-    def start(name="worker", pool=None, extra_conf="", extra_args=()):
-        """Start a worker with a notification pool of this test's own (unless named)."""
+    def start(name="worker", pool=None, extra_conf="", extra_args=(), env=None):
+        """Start a worker with a notification pool of this test's own (unless named), with
+        ``env`` added to its environment."""
         override = tmp_path / ("%s-%d.conf" % (name, len(workers)))
         override.write_text("[notifications]\npool = %s\n%s" % (pool or default_pool, extra_conf))
         worker = WorkerProcess(stack["cacheraw_conf"],
                                tmp_path / ("%s-%d.log" % (name, len(workers))),
-                               ("--config-file", str(override), *extra_args))
+                               ("--config-file", str(override), *extra_args), env)
         workers.append(worker)
         worker.wait_for_log("started", timeout=30)
         return worker

@@ -142,7 +142,20 @@ def garbage(ceph, images):
                     found.append("trashed cache %s without clones" % entry["name"])
     found += ["lock object %s" % o.key for o in ceph.list_objects()
               if o.key.startswith(LOCK_PREFIX)]
+    found += ["space reservation of %s" % key for key in reservations(ceph)]
     return found
+
+
+def reservations(ceph):
+    """The image ids with a space reservation (cacheraw.ceph.space) in the pool."""
+    import rados
+    with rados.ReadOpCtx() as op:
+        found, _ = ceph.get_omap_vals(op, "", "", 1000)
+        try:
+            ceph.operate_read_op(op, "cacheraw.reservations")
+        except rados.ObjectNotFound:
+            return []
+        return [key for key, _ in found]
 
 
 def assert_no_garbage(ceph, images, timeout=30):
@@ -153,7 +166,7 @@ def assert_no_garbage(ceph, images, timeout=30):
         if not found or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert found == []
+    assert found == [], found
 
 
 def assert_cached_once(images, ids, logs):
@@ -291,3 +304,45 @@ def openstack(*args, user="demo", check=True, timeout=300):
     if check:
         assert done.returncode == 0, "openstack %s: %s" % (" ".join(args), done.stderr)
     return done
+
+
+def compressed_qcow2(path, data_bytes, pattern=0x5A, cluster_bits=16):
+    """A consistent qcow2 whose every cluster up to ``data_bytes`` holds ``pattern``, each one
+    compressed (deflate) to about 100 bytes: gigabytes of data in a few megabytes. Written
+    directly: qemu-io's compressed writes of gigabytes take minutes."""
+    import zlib
+    cluster = 1 << cluster_bits
+    compressor = zlib.compressobj(9, zlib.DEFLATED, -12)
+    blob = compressor.compress(bytes([pattern]) * cluster) + compressor.flush()
+    slot = 128  # four blobs per 512-byte sector, none crossing a sector's end
+    assert len(blob) <= slot, len(blob)
+    count = data_bytes // cluster
+    entries = cluster // 8
+    l2_tables = -(-count // entries)
+    per_cluster = cluster // slot
+    data_clusters = -(-count // per_cluster)
+    l1_offset, refcount_table_offset, refcount_block_offset = cluster, 2 * cluster, 3 * cluster
+    first_l2, first_data = 4, 4 + l2_tables
+    assert first_data + data_clusters <= cluster // 2  # one refcount block
+    header = struct.pack(">4sIQIIQIIQQIIQQQQII", b"QFI\xfb", 3, 0, 0, cluster_bits,
+                         count * cluster, 0, l2_tables, l1_offset, refcount_table_offset, 1, 0, 0,
+                         0, 0, 0, 4, 104)
+    copied, compressed = 1 << 63, 1 << 62
+    with open(path, "wb") as f:
+        f.write(header + struct.pack(">II", 0, 0))
+        f.seek(l1_offset)
+        f.write(b"".join(struct.pack(">Q", copied | (first_l2 + i) * cluster)
+                         for i in range(l2_tables)))
+        f.seek(refcount_table_offset)
+        f.write(struct.pack(">Q", refcount_block_offset))
+        f.seek(refcount_block_offset)
+        refcounts = [1] * first_data + [min(per_cluster, count - i * per_cluster)
+                                        for i in range(data_clusters)]
+        f.write(b"".join(struct.pack(">H", n) for n in refcounts))
+        f.seek(first_l2 * cluster)
+        f.write(b"".join(struct.pack(">Q", compressed | (first_data * cluster + i * slot))
+                         for i in range(count)))
+        f.seek(first_data * cluster)
+        f.write(b"".join(blob.ljust(slot, b"\0") for _ in range(count)))
+        f.truncate((first_data + data_clusters) * cluster)
+    return path

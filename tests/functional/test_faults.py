@@ -138,8 +138,10 @@ def test_osd_stopped_mid_conversion(stack, start_worker, demo_images, service_im
                                     qcow2, tmp_path, outage):
     assert stack["ceph"].get("objectstore") == "bluestore", (
         "the OSD outage needs the stack on bluestore (CACHERAW_STACK_OSD=bluestore)")
+    # The default lock duration: its lease outlives an outage of 20 s and the OSD's restart
+    # (renewals every 10 s, each waiting at most 5 s; two may fail in a row).
     worker = start_worker(extra_conf=converter_conf(
-        "[worker]\nsweep_interval = 2\n[ceph]\nlock_duration = 30\n",
+        "[worker]\nsweep_interval = 2\n[ceph]\nlock_duration = 60\n",
         throttled_qemu_img(tmp_path, 512 * 1024)))
     image = upload(demo_images, qcow2, cache_raw="True")
     wait_for_written_data(ceph, image["id"] + "_raw")

@@ -40,7 +40,9 @@ class FakeImages:
     def shows_own_write(self, image_id, payload):
         return False
 
-    def update(self, image_id, wanted, only_if=None, only_if_absent=None):
+    def update(self, image_id, wanted, only_if=None, only_if_absent=None, lease=None):
+        if lease is not None:
+            lease.check()
         if (only_if is not None and not only_if(self.image)) or \
                 (only_if_absent is not None and only_if_absent in self.image):
             return dict(self.image)
@@ -95,7 +97,7 @@ class FakeLocks:
             raise exception.LockBusy(image_id)
         self.holders[image_id] = (cookie, self.clock() + duration)
 
-    def renew(self, image_id, cookie, duration):
+    def renew(self, image_id, cookie, duration, timeout=None, late=None):
         if self.fail_renewals is not None:
             raise self.fail_renewals
         if self._holder(image_id) != cookie:
@@ -134,7 +136,8 @@ class FakePool:
 
     def add(self, name, snaps=None, clones=0, lockers=()):
         self.images[name] = {"snaps": dict(snaps or {}), "clones": clones,
-                             "lockers": list(lockers), "features": 0}
+                             "lockers": list(lockers), "features": 0, "size": 0,
+                             "id": "i%d" % next(self._ids), "metadata": {}}
 
     def to_trash(self, name):
         trash_id = "t%d" % next(self._ids)
@@ -191,6 +194,7 @@ class FakeRBD:
         if name in self.pool.images:
             raise rbd.ImageExists("image %s exists" % name)
         self.pool.add(name)
+        self.pool.images[name]["size"] = size
 
     def remove(self, ioctx, name):
         self.pool.fault("remove")
@@ -214,6 +218,9 @@ class FakeImage:
     def __init__(self, pool, name=None, snapshot=None, read_only=False, image_id=None):
         self.pool = pool
         pool.fault("open")
+        by_id = {data["id"]: n for n, data in pool.images.items()}
+        if image_id in by_id:
+            name = by_id[image_id]
         found = pool.trash[image_id][1] if image_id in pool.trash else pool.images.get(name)
         if found is None:
             raise rbd.ImageNotFound("no image %s" % (name or image_id))
@@ -267,6 +274,20 @@ class FakeImage:
 
     def features(self):
         return self.data["features"]
+
+    def id(self):
+        return self.data["id"]
+
+    def size(self):
+        return self.data["size"]
+
+    def metadata_get(self, key):
+        if key not in self.data["metadata"]:
+            raise KeyError(key)
+        return self.data["metadata"][key]
+
+    def metadata_set(self, key, value):
+        self.data["metadata"][key] = value
 
 
 @pytest.fixture

@@ -10,14 +10,31 @@ import cacheraw
 
 PACKAGE = Path(cacheraw.__file__).parent
 
-# library (top-level package) -> the only module that may import it
+# library (top-level package) -> the only modules that may import it (a folder: its package)
 BOUNDARIES = {
-    "oslo_messaging": "messaging.py",
-    "kombu": "messaging.py",
-    "keystoneauth1": "image_api.py",
-    "rados": "store.py",
-    "rbd": "store.py",
+    "oslo_messaging": ("messaging.py",),
+    "kombu": ("messaging.py",),
+    "keystoneauth1": ("image_api.py",),
+    "rados": ("ceph/", "store.py"),
+    "rbd": ("ceph/", "store.py"),
 }
+# The Ceph package: who may import which of its modules. The wiring (the daemon, cacheraw-manage's
+# core and checks) builds a CephStore; everything else asks the store it is given. Inside the
+# package, each module imports only those below it.
+CEPH_FACADE = "cacheraw.ceph.store"
+CEPH_WIRING = {"core.py", "worker.py", "check.py"}
+CEPH_LAYERS = {
+    "ceph/lease.py": set(),
+    "ceph/connection.py": {"lease"},
+    "ceph/locks.py": {"connection"},
+    "ceph/caches.py": {"connection"},
+    "ceph/removals.py": {"connection", "caches"},
+    "ceph/space.py": {"connection", "locks"},
+    "ceph/views.py": {"connection", "lease", "locks", "caches", "removals"},
+    "ceph/store.py": {"connection", "lease", "locks", "caches", "removals", "space", "views"},
+}
+# What the package may import of the rest of cacheraw: the shared vocabulary, never the core.
+CEPH_MAY_IMPORT = {"exception", "metrics", "retry", "properties", "stall", "nbd", "store"}
 # The config package registers keystoneauth1's session, adapter and auth options (as nova/conf
 # does): it declares options and never talks to Keystone.
 OPTIONS_ONLY = {("keystoneauth1", "conf/image_api.py")}
@@ -44,7 +61,10 @@ def strings(tree):
 def test_each_library_is_imported_by_its_one_module(path):
     tree = ast.parse(path.read_text(), str(path))
     where = str(path.relative_to(PACKAGE))
-    crossing = [lib for lib in imported(tree) if lib in BOUNDARIES and BOUNDARIES[lib] != where
+    crossing = [lib for lib in imported(tree) if lib in BOUNDARIES
+                and not any(where == allowed or (allowed.endswith("/") and
+                                                 where.startswith(allowed))
+                            for allowed in BOUNDARIES[lib])
                 and (lib, where) not in OPTIONS_ONLY]
     assert crossing == [], "%s imports %s" % (where, crossing)
 
@@ -76,7 +96,46 @@ def imported_names(tree):
 
 
 def test_the_boundary_modules_exist():
-    assert {p.name for p in modules()} >= set(BOUNDARIES.values()) | {"converter.py"}
+    where = {str(p.relative_to(PACKAGE)) for p in modules()}
+    assert where >= {"messaging.py", "image_api.py", "converter.py", "store.py"} | set(CEPH_LAYERS)
+
+
+def cacheraw_imports(tree):
+    """The cacheraw modules a module imports, as dotted names."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.ImportFrom) and node.module and node.module.startswith("cacheraw"):
+            if node.module in ("cacheraw", "cacheraw.ceph"):  # from a package: its modules
+                yield from ("%s.%s" % (node.module, alias.name) for alias in node.names)
+            else:
+                yield node.module
+        elif isinstance(node, ast.Import):
+            yield from (a.name for a in node.names if a.name.startswith("cacheraw"))
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_the_ceph_package_is_reached_through_its_store(path):
+    where = str(path.relative_to(PACKAGE))
+    if where.startswith("ceph/") or where == "store.py":
+        return
+    reached = {name for name in cacheraw_imports(ast.parse(path.read_text(), str(path)))
+               if name.startswith("cacheraw.ceph") or name == "cacheraw.store"}
+    allowed = {CEPH_FACADE} if where in CEPH_WIRING else set()
+    assert reached <= allowed, "%s imports %s" % (where, sorted(reached - allowed))
+
+
+@pytest.mark.parametrize("where", sorted(CEPH_LAYERS))
+def test_each_module_of_the_ceph_package_imports_only_those_below_it(where):
+    path = PACKAGE / where
+    names = set(cacheraw_imports(ast.parse(path.read_text(), str(path))))
+    inside = {n.rsplit(".", 1)[1] for n in names if n.startswith("cacheraw.ceph.")}
+    outside = {n.rsplit(".", 1)[1] for n in names if not n.startswith("cacheraw.ceph")}
+    assert inside <= CEPH_LAYERS[where], "%s imports %s" % (where, inside - CEPH_LAYERS[where])
+    assert outside <= CEPH_MAY_IMPORT, "%s imports %s" % (where, outside - CEPH_MAY_IMPORT)
+
+
+def test_the_ceph_modules_stay_small():
+    sizes = {where: len((PACKAGE / where).read_text().splitlines()) for where in CEPH_LAYERS}
+    assert {where: n for where, n in sizes.items() if n > 300} == {}
 
 
 def test_test_modules_never_import_one_another():
@@ -130,7 +189,7 @@ def design_table():
     return table
 
 
-def cacheraw_imports(tree):
+def first_names_imported(tree):
     """The modules (or packages) of cacheraw a module imports, by their first name under it."""
     for node in ast.walk(tree):
         if isinstance(node, ast.ImportFrom) and node.module and node.level == 0:
@@ -160,14 +219,14 @@ def test_the_design_doc_names_every_module_and_what_it_may_import():
         tree = ast.parse(path.read_text(), str(path))
         if path.name == "__init__.py" and not any(
                 isinstance(node, (ast.FunctionDef, ast.ClassDef)) for node in tree.body) \
-                and not set(cacheraw_imports(tree)):
+                and not set(first_names_imported(tree)):
             continue
         row = where if where in table else where.split("/")[0] + "/"
         if row not in table:
             wrong.append("%s: not in the table of docs/design.md" % where)
             continue
         own = {where.split("/")[0]} if "/" in where else set()
-        extra = set(cacheraw_imports(tree)) - table[row] - own
+        extra = set(first_names_imported(tree)) - table[row] - own
         if extra:
             wrong.append("%s imports %s, which docs/design.md does not allow"
                          % (where, sorted(extra)))

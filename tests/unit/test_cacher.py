@@ -7,7 +7,7 @@ import pytest
 
 from cacheraw import cacher
 from cacheraw import exception
-from cacheraw import lease
+from cacheraw.ceph import lease
 from tests.unit.conftest import FakeImages
 from tests.unit.conftest import FakeLocks
 from tests.unit.conftest import FakeStore
@@ -148,12 +148,14 @@ class LockingStore(FakeStore):
     def conversion_lock(self, image_id, on_lost=None):
         return lease.hold(self.locks, image_id, 60, on_lost, clock=self.locks.clock)
 
-    def remove(self, name):
+    def remove(self, name, lease=None):
+        if lease is not None:
+            lease.check()
         self.removed.append(name)
         return "absent"
 
-    def remove_partial(self, name):
-        return self.remove(name)
+    def remove_partial(self, name, lease=None):
+        return self.remove(name, lease)
 
     def secret_key(self):
         return None
@@ -161,8 +163,16 @@ class LockingStore(FakeStore):
     def pool_space(self):
         return 1 << 40, "free space"
 
-    def create(self, name, size):
+    def reserve(self, lease, need):
+        lease.check()
+
+    def create(self, name, size, lease):
+        lease.check()
         self.created.append((name, size))
+        return "rbd-id"
+
+    def publish(self, name, rbd_id, lease):
+        lease.check()
 
 
 class FailingConverter:
@@ -254,7 +264,7 @@ class OrphanStore(LockingStore):
     def list_caches(self):
         return [image_id + "_raw" for image_id in self.ids]
 
-    def remove(self, name):
+    def remove(self, name, lease=None):
         if name.startswith(self.ids[0]):
             raise exception.CephError("PermissionError: error listing children")
         self.removed.append(name)
@@ -295,12 +305,12 @@ def stalled_core(conf, outcome_of_convert):
             if outcome_of_convert is not None:
                 raise outcome_of_convert
 
-    def forbidden(image_id, wanted, only_if=None):
+    def forbidden(image_id, wanted, only_if=None, lease=None):
         raise AssertionError("wrote %s without the lock" % wanted)
 
     core, store = failing_core(conf, None)
     core.converter = StallingConverter(None)
-    store.publish = lambda name: pytest.fail("published without the lock")
+    store.publish = lambda name, rbd_id, lease: pytest.fail("published without the lock")
     return core, store
 
 
@@ -317,8 +327,9 @@ def test_a_worker_that_lost_its_lease_touches_nothing(conf, error):
 def test_only_a_partial_cache_is_removed_on_failure(conf):
     core, store = failing_core(conf, exception.ConversionFailed("qemu-img failed"))
     calls = []
-    store.remove = lambda name: calls.append(("remove", name)) or "absent"
-    store.remove_partial = lambda name: calls.append(("remove_partial", name)) or "absent"
+    store.remove = lambda name, lease=None: calls.append(("remove", name)) or "absent"
+    store.remove_partial = lambda name, lease=None: calls.append(("remove_partial", name)) or \
+        "absent"
     assert core.cache(ID) == "error"
     assert calls and all(kind == "remove_partial" for kind, _ in calls)
 
@@ -329,7 +340,7 @@ def test_a_refused_status_write_ends_in_error_and_keeps_the_finished_cache(conf)
     store.used_bytes = lambda name: 1 << 20
     update = core.images.update
 
-    def refuse_cached(image_id, wanted, only_if=None):
+    def refuse_cached(image_id, wanted, only_if=None, lease=None):
         if wanted.get("cache_raw_status") == "Cached":
             raise exception.ImageUpdateRefused("413 Request Entity Too Large")
         return update(image_id, wanted, only_if)

@@ -1,4 +1,4 @@
-"""The conversion lease (cacheraw.lease) over a fake lock table with cls_lock's semantics, and
+"""The conversion lease (cacheraw.ceph.lease) over a fake lock table with cls_lock's semantics, and
 the conversion's fencing: a worker that cannot prove it holds the lease touches nothing."""
 
 import threading
@@ -6,7 +6,7 @@ import threading
 import pytest
 
 from cacheraw import exception
-from cacheraw import lease
+from cacheraw.ceph import lease
 from tests.unit.conftest import Clock
 from tests.unit.conftest import FakeLocks
 
@@ -35,6 +35,74 @@ def test_renewal_extends_the_lease():
     held.renew()
     locks.clock.now += 40
     assert held.held()
+
+
+def test_two_failed_renewals_in_a_row_keep_the_lease():
+    """Renewals start every D/6 and each fails after at most its timeout: the third one is
+    sent while the lease still holds (lease.check_timing() guarantees it)."""
+    locks = FakeLocks()
+    duration, timeout = 60, lease.default_renewal_timeout(60)
+    lease.check_timing(duration, timeout)
+    held = lease.Lease(locks, ID, duration, locks.clock, renewal_timeout=timeout)
+    held.take()
+    locks.fail_renewals = exception.CephUnavailable("timed out")
+    for _ in range(lease.TOLERATED_FAILURES):
+        locks.clock.now += duration / lease.RENEWALS_PER_DURATION
+        with pytest.raises(exception.CephUnavailable):
+            held.renew()
+        locks.clock.now += timeout
+    locks.clock.now += duration / lease.RENEWALS_PER_DURATION
+    locks.fail_renewals = None
+    held.renew()
+    assert held.held()
+
+
+def test_a_renewal_that_timed_out_but_was_applied_later_extends_the_lease():
+    """An OSD that was down answers the queued renewal once it is back: the lock was renewed
+    from no earlier than when that renewal was sent."""
+    locks = FakeLocks()
+    held = lease.Lease(locks, ID, 60, locks.clock)
+    held.take()
+    pending = []
+
+    def timed_out(image_id, cookie, duration, timeout=None, late=None):
+        pending.append(late)
+        raise exception.CephUnavailable("timed out")
+
+    locks.renew = timed_out
+    locks.clock.now += 40
+    with pytest.raises(exception.CephUnavailable):
+        held.renew()
+    locks.clock.now += 9
+    pending[0]()  # applied after all
+    locks.clock.now += 30
+    assert held.held()  # 79 s after the take, 39 s after the renewal was sent
+
+
+@pytest.mark.parametrize("duration, timeout", [(60, 10), (60, 30), (10, 1.7), (20, 3.4)])
+def test_timings_that_cannot_tolerate_two_failed_renewals_are_refused(duration, timeout):
+    with pytest.raises(exception.ConfigError, match="lock_renewal_timeout = .* is too long"):
+        lease.check_timing(duration, timeout)
+
+
+@pytest.mark.parametrize("duration", [10, 30, 60, 600])
+def test_the_default_renewal_timeout_fits_every_duration(duration):
+    lease.check_timing(duration, lease.default_renewal_timeout(duration))
+
+
+def test_a_worker_with_timings_that_cannot_work_does_not_start(conf, tmp_path):
+    from cacheraw.ceph import store as ceph_store
+    ceph_conf = tmp_path / "ceph.conf"
+    ceph_conf.write_text("[global]\n")
+    conf.set_override("conf", str(ceph_conf), group="ceph")
+    conf.set_override("lock_renewal_timeout", 12, group="ceph")
+    try:
+        with pytest.raises(exception.ConfigError,
+                           match="lower lock_renewal_timeout below 10.0 s"):
+            ceph_store.CephStore(conf).check_config()
+    finally:
+        # The option groups' options are shared by every ConfigOpts: leave no override behind.
+        conf.clear_override("lock_renewal_timeout", group="ceph")
 
 
 def test_renewal_of_a_lost_lock_fails_and_never_takes_it_again():

@@ -15,6 +15,7 @@ from oslo_config import cfg
 
 from cacheraw import cacher
 from cacheraw import messaging
+from cacheraw import properties
 
 pytestmark = pytest.mark.hostile
 
@@ -47,7 +48,7 @@ def test_endpoint_acknowledges_anything_and_passes_on_only_string_ids(event_type
 @settings(max_examples=300, deadline=None, suppress_health_check=[HealthCheck.too_slow])
 @given(event_type=EVENT_TYPES, image_id=st.text() | st.uuids().map(lambda u: str(u).upper()))
 def test_core_touches_nothing_for_an_id_that_is_not_a_uuid(event_type, image_id):
-    if cacher.valid_id(image_id):
+    if properties.valid_id(image_id):
         return
     images, store = mock.Mock(), mock.Mock()
     core = cacher.Cacher(mock.Mock(), images, store, mock.Mock())

@@ -8,10 +8,29 @@ import rados
 import rbd
 
 from cacheraw import exception
-from cacheraw import store as ceph_store
+from cacheraw import store as served_mod
+from cacheraw.ceph import store as ceph_store
 
 ID = "0dc0185d-550c-461a-bdc5-25b9e20586d5"
 CACHE = ID + "_raw"
+
+
+class Lease:
+    """A lease that holds (or, once ``lost``, raises LockLost)."""
+
+    def __init__(self, cookie="cookie-1"):
+        self.cookie = cookie
+        self.image_id = ID
+        self.lost = False
+        self.checks = 0
+
+    def check(self):
+        self.checks += 1
+        if self.lost:
+            raise exception.LockLost("lost")
+
+    def held(self):
+        return not self.lost
 
 
 @pytest.fixture
@@ -38,7 +57,7 @@ def store(conf, ceph, tmp_path):
 def test_each_library_error_is_translated(store, ceph, error, ours):
     ceph.faults["create"] = error
     with pytest.raises(ours) as raised:
-        store.create(CACHE, 1024)
+        store.create(CACHE, 1024, Lease())
     assert raised.value.__cause__ is error
 
 
@@ -54,21 +73,22 @@ def test_a_transient_error_is_retried(store, ceph):
             return rados.TimedOut("slow")
 
     ceph.faults = Once()
-    store.create(CACHE, 1024)
-    assert CACHE in ceph.images and len(calls) == 2
+    store.create(CACHE, 1024, Lease())
+    assert CACHE in ceph.images and calls.count("create") == 2
 
 
 def test_a_permanent_error_is_not_retried(store, ceph):
     ceph.faults["create"] = rbd.InvalidArgument("odd")
     with pytest.raises(exception.CephError):
-        store.create(CACHE, 1024)
+        store.create(CACHE, 1024, Lease())
     assert CACHE not in ceph.images
 
 
 def test_publish_snapshots_and_protects_once(store, ceph):
-    ceph.add(CACHE)
-    store.publish(CACHE)
-    store.publish(CACHE)
+    lease = Lease()
+    rbd_id = store.create(CACHE, 1024, lease)
+    store.publish(CACHE, rbd_id, lease)
+    store.publish(CACHE, rbd_id, lease)
     assert ceph.images[CACHE]["snaps"] == {"snap": True}
     assert store.has_protected_snap(CACHE)
     assert not store.has_protected_snap(ID + "x_raw")
@@ -155,9 +175,9 @@ class HeaderIoctx:
 
 
 def test_a_served_snapshot_reads_and_notices_its_image_removed(monkeypatch):
-    monkeypatch.setattr(ceph_store.ServedSnapshot, "CHECK_EVERY", 4096)
+    monkeypatch.setattr(served_mod.ServedSnapshot, "CHECK_EVERY", 4096)
     ioctx, image, done = HeaderIoctx(), ReadOnlyImage(), []
-    served = ceph_store.ServedSnapshot(ioctx, image)
+    served = served_mod.ServedSnapshot(ioctx, image)
     served.read(0, 1024, lambda data, error: done.append((data, error)))
     assert done == [(b"x" * 1024, 0)]
     served.check()
@@ -174,6 +194,78 @@ def test_a_served_snapshot_reads_and_notices_its_image_removed(monkeypatch):
 
 def test_a_failed_read_of_a_served_snapshot_is_its_errno():
     done = []
-    served = ceph_store.ServedSnapshot(HeaderIoctx(), ReadOnlyImage(result=-61))
+    served = served_mod.ServedSnapshot(HeaderIoctx(), ReadOnlyImage(result=-61))
     served.read(0, 512, lambda data, error: done.append((data, error)))
     assert done == [(None, 61)]
+
+
+def test_a_create_whose_answer_was_lost_is_recognised_on_its_retry(store, ceph):
+    """The first attempt creates the image but times out; the retry meets ImageExists and finds
+    the image its own (no snapshot, its size, no other lease's mark)."""
+    real_create = FakeRBDCreate(ceph)
+    ceph.faults = real_create
+    lease = Lease()
+    rbd_id = store.create(CACHE, 1024, lease)
+    assert rbd_id == ceph.images[CACHE]["id"]
+    assert ceph.images[CACHE]["metadata"] == {"cacheraw.created_by": lease.cookie}
+    assert real_create.calls == 2
+
+
+class FakeRBDCreate(dict):
+    """Faults: the first create is applied, then its answer is lost (a timeout)."""
+
+    def __init__(self, pool):
+        super().__init__()
+        self.pool = pool
+        self.calls = 0
+
+    def __contains__(self, method):
+        if method != "create":
+            return False
+        self.calls += 1
+        if self.calls == 1:
+            self.pool.add(CACHE)
+            self.pool.images[CACHE]["size"] = 1024
+            return True
+        return False
+
+    def __getitem__(self, method):
+        return rados.TimedOut("answer lost")
+
+
+def test_a_cache_made_by_another_lease_is_not_taken_for_ours(store, ceph):
+    other = Lease("cookie-other")
+    store.create(CACHE, 1024, other)
+    with pytest.raises(exception.CephError, match="not made by this conversion"):
+        store.create(CACHE, 1024, Lease())
+
+
+def test_publish_works_on_the_image_its_lease_created_only(store, ceph):
+    lease = Lease()
+    rbd_id = store.create(CACHE, 1024, lease)
+    with pytest.raises(exception.CephError, match="not created by this conversion"):
+        store.publish(CACHE, rbd_id, Lease("cookie-stale"))
+    assert ceph.images[CACHE]["snaps"] == {}
+
+
+def test_publish_refuses_a_snap_it_did_not_make(store, ceph):
+    lease = Lease()
+    rbd_id = store.create(CACHE, 1024, lease)
+    ceph.images[CACHE]["snaps"]["snap"] = False  # made by someone else
+    with pytest.raises(exception.CephError, match="did not make"):
+        store.publish(CACHE, rbd_id, lease)
+    assert ceph.images[CACHE]["snaps"] == {"snap": False}
+
+
+def test_every_attempt_asks_the_lease_first(store, ceph):
+    lease = Lease()
+    ceph.faults["remove"] = rados.TimedOut("slow")
+    ceph.add(CACHE)
+    with pytest.raises(exception.CephUnavailable):
+        store.remove(CACHE, lease=lease)
+    assert lease.checks == 2  # retry_attempts
+    lease.lost = True
+    ceph.faults.clear()
+    with pytest.raises(exception.LockLost):
+        store.remove(CACHE, lease=lease)
+    assert CACHE in ceph.images

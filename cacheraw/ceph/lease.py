@@ -1,13 +1,20 @@
 """The conversion lease: a worker acts on an image only while it can prove it holds its lock.
 
-The lock itself is a RADOS object lock (cacheraw.store.RadosLocks): taken for a duration, renewed
+The lock itself is a RADOS object lock (cacheraw.ceph.locks): taken for a duration, renewed
 with cls_lock's MUST_RENEW flag, so that a renewal fails when the lock was lost in between instead
 of silently taking it again. A lease is held while its last successful take or renewal is younger
 than the lock's duration (less a margin, measured from before the request was sent, so that the
 cluster's expiry always comes after ours) and no renewal said the lock is gone. Every destructive
 step asks ``lease.check()`` first: a worker that stalled (a paused VM, a long GC, a slow cluster)
-wakes up, finds its lease expired and touches nothing, as Ceph's own rbd exclusive lock fences a
-client that lost it.
+wakes up, finds its lease expired and touches nothing. A check cannot stop a step already past
+it, so Ceph fences too: whoever takes a lock that expired under another holder blocklists that
+holder's client first (cacheraw.ceph.locks), as Ceph's own rbd exclusive lock does.
+
+Timing, for a lock of duration D: the lease counts as held for D - margin(D) (5D/6 from 60 s on)
+after the last successful take or renewal was sent; renewals start every D/6 and each waits at
+most ``renewal_timeout``. Two renewals in a row may fail (time out or be refused by a slow
+cluster): the third one is sent by 3D/6 + 2 * renewal_timeout, which check_timing() requires to
+be before the lease runs out.
 """
 
 import contextlib
@@ -22,14 +29,38 @@ from cacheraw import exception
 
 LOG = logging.getLogger(__name__)
 
-# Renewals per lock duration: two may fail (a slow cluster) before the lease runs out.
-RENEWALS_PER_DURATION = 3
+# Renewals started per lock duration; with check_timing(), two in a row may fail before the
+# lease runs out.
+RENEWALS_PER_DURATION = 6
+TOLERATED_FAILURES = 2
 
 
 def margin(duration):
     """How long before the lock's own expiry the lease counts as expired: the clock drift and
     request delays it must cover."""
     return max(1.0, duration / 6.0)
+
+
+def default_renewal_timeout(duration):
+    """Half of what check_timing() allows for the lock's ``duration``."""
+    return duration / 12.0
+
+
+def check_timing(duration, renewal_timeout):
+    """Raise ConfigError unless TOLERATED_FAILURES renewals in a row may fail (each after
+    ``renewal_timeout``) and the next one is still sent while the lease holds."""
+    interval = duration / RENEWALS_PER_DURATION
+    last_sent = (TOLERATED_FAILURES + 1) * interval + TOLERATED_FAILURES * renewal_timeout
+    validity = duration - margin(duration)
+    if last_sent >= validity:
+        raise exception.ConfigError(
+            "[ceph] lock_renewal_timeout = %s is too long for lock_duration = %s: %d renewals "
+            "in a row may fail only if 3 * lock_duration / %d + %d * lock_renewal_timeout "
+            "(%.1f s) is less than the lease's validity (%.1f s); lower lock_renewal_timeout "
+            "below %.1f s or raise lock_duration"
+            % (renewal_timeout, duration, TOLERATED_FAILURES, RENEWALS_PER_DURATION,
+               TOLERATED_FAILURES, last_sent, validity,
+               (validity - (TOLERATED_FAILURES + 1) * interval) / TOLERATED_FAILURES))
 
 
 def new_cookie():
@@ -40,11 +71,12 @@ def new_cookie():
 class Lease:
     """One holding of an image's conversion lock."""
 
-    def __init__(self, locks, image_id, duration, clock=time.monotonic):
+    def __init__(self, locks, image_id, duration, clock=time.monotonic, renewal_timeout=None):
         self.locks = locks
         self.image_id = image_id
         self.cookie = new_cookie()
         self.duration = duration
+        self.renewal_timeout = renewal_timeout or default_renewal_timeout(duration)
         self._clock = clock
         self._deadline = None
         self._lost = threading.Event()
@@ -63,7 +95,8 @@ class Lease:
         self.check()
         sent = self._clock()
         try:
-            self.locks.renew(self.image_id, self.cookie, self.duration)
+            self.locks.renew(self.image_id, self.cookie, self.duration, self.renewal_timeout,
+                             late=lambda: self._late(sent))
         except exception.LockLost as exc:
             self.lose(str(exc))
             raise
@@ -71,7 +104,16 @@ class Lease:
 
     def _extend(self, sent):
         with self._mutex:
-            self._deadline = sent + self.duration - margin(self.duration)
+            deadline = sent + self.duration - margin(self.duration)
+            if self._deadline is None or deadline > self._deadline:
+                self._deadline = deadline
+
+    def _late(self, sent):
+        """A renewal that timed out succeeded after all (an OSD came back): the cluster renewed
+        the lock from no earlier than ``sent``. A lease already lost stays lost."""
+        if self.held():
+            LOG.info("Image %s: a renewal that timed out was applied after all", self.image_id)
+            self._extend(sent)
 
     def held(self):
         """True while this worker can prove it holds the lock."""
@@ -116,7 +158,8 @@ class Lease:
 
 
 class Renewer(threading.Thread):
-    """Renews a lease every third of its duration until stopped or the lease is lost."""
+    """Renews a lease every RENEWALS_PER_DURATION-th of its duration until stopped or the lease
+    is lost."""
 
     def __init__(self, lease):
         super().__init__(name="lease-%s" % lease.image_id, daemon=True)
@@ -146,10 +189,10 @@ class Renewer(threading.Thread):
 
 
 @contextlib.contextmanager
-def hold(locks, image_id, duration, on_lost=None, clock=time.monotonic):
+def hold(locks, image_id, duration, on_lost=None, clock=time.monotonic, renewal_timeout=None):
     """``with hold(...) as lease:`` takes the lock (LockBusy when another holds it), renews it
     while the block runs, calls ``on_lost`` at once if it is lost, and releases it at the end."""
-    lease = Lease(locks, image_id, duration, clock)
+    lease = Lease(locks, image_id, duration, clock, renewal_timeout)
     lease.take()
     if on_lost is not None:
         lease.on_lost(on_lost)

@@ -1,0 +1,158 @@
+"""The RAW caches: created empty for qemu-img, published (object map, ``snap``, protected) by
+the lease that created them, and the facts the rest of cacheraw reads of them."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any, List, Optional
+
+import rados
+import rbd
+
+from cacheraw import exception
+from cacheraw import properties
+from cacheraw import stall
+from cacheraw.ceph import connection
+from cacheraw.ceph.connection import translate_errors
+
+LOG = logging.getLogger(__name__)
+
+SNAP = properties.CACHE_SNAP
+# A cache is written without its object map, which is built once when the cache is published:
+# updating the map at each first write of an object made conversions ~10% slower (make bench).
+DEFERRED_FEATURES = rbd.RBD_FEATURE_OBJECT_MAP | rbd.RBD_FEATURE_FAST_DIFF
+# Image metadata: the lease (its cookie) that created the cache, and the one that snapshots it.
+CREATED_BY = "cacheraw.created_by"
+PUBLISHED_BY = "cacheraw.published_by"
+
+
+def snapshots(image: Any) -> List[str]:
+    return [s["name"] for s in image.list_snaps()]
+
+
+def metadata(image: Any, key: str) -> Optional[str]:
+    try:
+        return image.metadata_get(key)
+    except KeyError:
+        return None
+
+
+class Caches:
+    """The caches of the pool, on the connection ``conn``."""
+
+    def __init__(self, conn: connection.Connection) -> None:
+        self.conn = conn
+        self._retry = conn.retry
+
+    def _default_features(self):
+        """The features the cluster gives new images (None unless it says them as a number)."""
+        try:
+            return int(self.conn.connected().conf_get("rbd_default_features"))
+        except (TypeError, ValueError, rados.Error):
+            return None
+
+    @translate_errors
+    def create(self, name: str, size: int, lease: Any) -> str:
+        """Create the empty cache ``name`` for the conversion under ``lease`` (asked before
+        each attempt); returns its RBD id. A retry whose earlier attempt created the image but
+        lost the answer finds it and recognises it as its own."""
+        features = self._default_features()
+        with self.conn.ioctx() as ioctx:
+            try:
+                rbd.RBD().create(ioctx, name, size, old_format=False, features=None
+                                 if features is None else features & ~DEFERRED_FEATURES)
+            except rbd.ImageExists:
+                LOG.info("Cache %s exists already: checking that an earlier attempt of this "
+                         "conversion made it", name)
+            with rbd.Image(ioctx, name) as image:
+                self._claim(image, name, size, lease.cookie)
+                return image.id()
+
+    @staticmethod
+    def _claim(image, name, size, cookie):
+        """Mark ``image`` as this lease's: it must be new (no snapshot, the size asked, made by
+        no other lease); the caller removed any partial cache under this lease before."""
+        owner = metadata(image, CREATED_BY)
+        if owner not in (None, cookie) or snapshots(image) or image.size() != size:
+            raise exception.CephError("cache %s exists and was not made by this conversion"
+                                      % name)
+        if owner is None:
+            image.metadata_set(CREATED_BY, cookie)
+
+    @translate_errors
+    def publish(self, name: str, rbd_id: str, lease: Any) -> None:
+        """Build the object map that create() left out, snapshot the cache as ``snap`` and
+        protect it, on the image that ``lease`` created (by its RBD id, not its name); what this
+        lease did already is skipped, a ``snap`` that it did not make is refused."""
+        with self.conn.image(image_id=rbd_id) as image:
+            if image.get_name() != name or metadata(image, CREATED_BY) != lease.cookie:
+                raise exception.CephError("cache %s (id %s) was not created by this conversion"
+                                          % (name, rbd_id))
+            if SNAP not in snapshots(image):
+                missing = (self._default_features() or 0) & DEFERRED_FEATURES & ~image.features()
+                if missing:
+                    image.update_features(missing, True)
+                    image.rebuild_object_map()
+                image.metadata_set(PUBLISHED_BY, lease.cookie)
+                image.create_snap(SNAP)
+            elif metadata(image, PUBLISHED_BY) != lease.cookie:
+                raise exception.CephError("cache %s has a snapshot %s that this conversion did "
+                                          "not make" % (name, SNAP))
+            stall.point("in-publish")
+            if not image.is_protected_snap(SNAP):
+                image.protect_snap(SNAP)
+
+    @translate_errors
+    def has_protected_snap(self, name: str) -> bool:
+        """True when ``name@snap`` exists and is protected: a finished cache or Glance image."""
+        try:
+            with self.conn.image(name, read_only=True) as image:
+                return SNAP in snapshots(image) and image.is_protected_snap(SNAP)
+        except rbd.ImageNotFound:
+            return False
+
+    @translate_errors
+    def read(self, name: str, offset: int, length: int, snapshot: str = SNAP) -> bytes:
+        with self.conn.image(name, snapshot=snapshot, read_only=True) as image:
+            length = max(0, min(length, image.size() - offset))
+            return image.read(offset, length) if length else b""
+
+    @translate_errors
+    def used_bytes(self, name: str, snapshot: str = SNAP) -> int:
+        """Bytes allocated to ``name@snapshot``, as ``rbd du`` counts them (whole objects)."""
+        return self.count_used(name, snapshot)
+
+    def count_used(self, name: str, snapshot: str) -> int:
+        used = 0
+
+        def count(offset, length, exists):
+            nonlocal used
+            if exists:
+                used += length
+
+        with self.conn.image(name, snapshot=snapshot, read_only=True) as image:
+            image.diff_iterate(0, image.size(), None, count, include_parent=False,
+                               whole_object=True)
+        return used
+
+    @translate_errors
+    def cache_facts(self, name: str) -> dict:
+        """What Ceph holds for the cache ``name``: exists, protected, used bytes, clones."""
+        facts = {"exists": False, "protected": False, "used": None, "clones": None}
+        try:
+            with self.conn.image(name, read_only=True) as image:
+                facts["exists"] = True
+                if SNAP not in snapshots(image):
+                    return facts
+                facts["protected"] = image.is_protected_snap(SNAP)
+                image.set_snap(SNAP)
+                facts["clones"] = len(list(image.list_children2()))
+        except rbd.ImageNotFound:
+            return facts
+        facts["used"] = self.count_used(name, SNAP)
+        return facts
+
+    @translate_errors
+    def list_caches(self) -> List[str]:
+        with self.conn.ioctx() as ioctx:
+            return [n for n in rbd.RBD().list(ioctx) if properties.is_cache_name(n)]

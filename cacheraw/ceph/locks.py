@@ -1,0 +1,286 @@
+"""The conversion locks: one RADOS object ``cacheraw.lock.<id>`` per image in the pool, locked
+exclusively with cls_lock (its requests encoded here), and the record its holder keeps on it.
+cacheraw.ceph.lease drives them; every worker on every controller shares them.
+
+Fencing: the holder records its client's address on the lock object. Whoever takes a lock that
+expired under another holder blocklists that address (``osd blocklist add``, for
+``[ceph] blocklist_expiry``) before it touches anything of the image, so that a holder that
+stalled past its lease (a paused VM, SIGSTOP, a slow cluster) cannot write or remove anything
+once it wakes up: its next Ceph request fails, and the worker restarts with a new client.
+"""
+
+from __future__ import annotations
+
+import errno
+import json
+import logging
+import os
+import socket
+import struct
+import threading
+import time
+from typing import Any, Callable, Optional
+
+import rados
+
+from cacheraw import exception
+from cacheraw.ceph import connection
+
+LOG = logging.getLogger(__name__)
+
+LOCK_PREFIX = "cacheraw.lock."
+LOCK_NAME = "cacheraw"
+LOCK_DESCRIPTION = "cacheraw conversion"
+# cls_lock: renew the lock only when this cookie still holds it (ENOENT otherwise), never
+# take it anew as MAY_RENEW (0x1) would after it was lost.
+LOCK_FLAG_MUST_RENEW = 0x2
+LOCK_TYPE_EXCLUSIVE = 1
+# Extended attributes of a lock object: who holds it, and how far its conversion is.
+HOLDER_XATTR = "cacheraw.holder"
+PROGRESS_XATTR = "cacheraw.progress"
+
+
+# -- cls_lock's requests and replies (Ceph's encoding, src/cls/lock/cls_lock_ops.h)
+
+def encode_string(text: str) -> bytes:
+    data = text.encode()
+    return struct.pack("<I", len(data)) + data
+
+
+def encoded(*fields: bytes) -> bytes:
+    """Ceph's versioned encoding (ENCODE_START(1, 1)) of the fields, already encoded."""
+    body = b"".join(fields)
+    return struct.pack("<BBI", 1, 1, len(body)) + body
+
+
+def lock_op(cookie: str, duration: float, flags: int = 0) -> bytes:
+    """cls_lock's lock input (cls_lock_lock_op): the exclusive lock LOCK_NAME for ``cookie``,
+    for ``duration`` seconds (utime_t: seconds, nanoseconds)."""
+    seconds = int(duration)
+    return encoded(encode_string(LOCK_NAME), struct.pack("<B", LOCK_TYPE_EXCLUSIVE),
+                   encode_string(cookie), encode_string(""), encode_string(LOCK_DESCRIPTION),
+                   struct.pack("<IIB", seconds, int((duration - seconds) * 1e9), flags))
+
+
+def assert_locked_op(cookie: str) -> bytes:
+    """cls_lock's assert_locked input: the exclusive lock LOCK_NAME held with ``cookie``."""
+    return encoded(encode_string(LOCK_NAME), struct.pack("<B", LOCK_TYPE_EXCLUSIVE),
+                   encode_string(cookie), encode_string(""))
+
+
+def get_info_op() -> bytes:
+    return encoded(encode_string(LOCK_NAME))
+
+
+def lockers_in_info(reply: bytes) -> int:
+    """The number of live lockers in cls_lock's get_info reply (the OSD drops the expired)."""
+    if len(reply) < 10:
+        raise exception.CephError("short reply from cls_lock get_info")
+    return struct.unpack_from("<I", reply, 6)[0]
+
+
+class _LiveCookies:
+    """The cookies of the leases this process holds (their ``with`` block has not ended): a
+    lock that expired under one of them is not fenced by blocklisting this very process."""
+
+    def __init__(self):
+        self._cookies = set()
+        self._lock = threading.Lock()
+
+    def add(self, cookie):
+        with self._lock:
+            self._cookies.add(cookie)
+
+    def discard(self, cookie):
+        with self._lock:
+            self._cookies.discard(cookie)
+
+    def __contains__(self, cookie):
+        with self._lock:
+            return cookie in self._cookies
+
+
+class RadosLocks:
+    """The conversion locks on the connection ``conn``."""
+
+    def __init__(self, conn: connection.Connection, blocklist_expiry: int) -> None:
+        self.conn = conn
+        self.blocklist_expiry = blocklist_expiry
+        self._retry = conn.retry
+        self._live = _LiveCookies()
+
+    def _object(self, image_id):
+        return LOCK_PREFIX + image_id
+
+    def take(self, image_id: str, cookie: str, duration: float) -> None:
+        """Take the lock (LockBusy when another holds it), fence its previous holder if its
+        lease ran out, and record this holder. A retry after a lost reply finds the lock held
+        with ``cookie`` already (EEXIST): that is its own earlier success."""
+        self._take(image_id, cookie, duration)
+        self._fence_previous(image_id, cookie)
+        self._live.add(cookie)
+
+    @connection.translate_errors
+    def _take(self, image_id, cookie, duration):
+        with self.conn.ioctx() as ioctx:
+            try:
+                ioctx.lock_exclusive(self._object(image_id), LOCK_NAME, cookie,
+                                     desc=LOCK_DESCRIPTION, duration=duration)
+            except rados.ObjectExists:
+                LOG.info("Image %s: the lock was taken by an earlier attempt whose answer was "
+                         "lost", image_id)
+            except rados.ObjectBusy as exc:
+                raise exception.LockBusy("image %s is being cached by another worker"
+                                         % image_id) from exc
+
+    def _fence_previous(self, image_id, cookie):
+        """A holder record left on the lock object is that of a lease that ran out (a released
+        lock object is removed): blocklist its client, then record ours. When blocklisting
+        fails, the lock is given back with the old record in place, for the next taker."""
+        try:
+            previous = self.holder_record(image_id)
+            if previous and previous.get("cookie") != cookie:
+                self._blocklist(image_id, previous)
+            self._record_holder(image_id, cookie)
+        except exception.CacherawError:
+            self.release(image_id, cookie, remove=False)
+            raise
+
+    def _blocklist(self, image_id, previous):
+        address = previous.get("addr")
+        if previous.get("cookie") in self._live:
+            raise exception.LockBusy("image %s: an earlier lease of this worker still runs"
+                                     % image_id)
+        if not address or address == self.conn.address():
+            LOG.info("Image %s: the lease of %s ran out; nothing of it runs any more", image_id,
+                     address or "an unknown client")
+            return
+        LOG.warning("Image %s: the lease of %s (host %s, pid %s) ran out: blocklisting that "
+                    "client for %d s before touching the image", image_id, address,
+                    previous.get("host"), previous.get("pid"), self.blocklist_expiry)
+        self._blocklist_address(address)
+
+    @connection.translate_errors
+    def _blocklist_address(self, address):
+        self.conn.mon_json({"prefix": "osd blocklist", "blocklistop": "add", "addr": address,
+                            "expire": float(self.blocklist_expiry)})
+
+    @connection.translate_errors
+    def _record_holder(self, image_id, cookie):
+        """The binding cannot list lockers: the holder says who it is on the lock object, with
+        its client's address, in one operation with the check that it holds the lock (and
+        clears an earlier holder's progress)."""
+        record = {"host": socket.gethostname(), "pid": os.getpid(), "since": int(time.time()),
+                  "cookie": cookie, "addr": self.conn.address()}
+        with self.conn.ioctx() as ioctx:
+            with rados.WriteOpCtx() as op:
+                op.execute("lock", "assert_locked", assert_locked_op(cookie))
+                op.set_xattr(HOLDER_XATTR, json.dumps(record).encode())
+                op.set_xattr(PROGRESS_XATTR, b"")
+                ioctx.operate_write_op(op, self._object(image_id))
+
+    def renew(self, image_id: str, cookie: str, duration: float, timeout: float,
+              late: Optional[Callable[[], None]] = None) -> None:
+        """Once, never retried (the lease's renewer is the retry), waiting at most ``timeout``
+        seconds (CephUnavailable after it; the request stays queued in librados, and ``late()``
+        is called if it succeeds after all, e.g. once an OSD is back). LockLost when the lock
+        is not held with ``cookie`` any more: MUST_RENEW never takes a lost lock again."""
+        done = threading.Event()
+        result = []
+        waiting = [True]
+
+        def complete(completion, _):
+            result.append(completion.get_return_value())
+            done.set()
+            if not waiting[0] and result[0] >= 0 and late is not None:
+                late()
+
+        try:
+            # The connection's long-lived handle: a renewal that timed out may still be in
+            # flight, and a handle closed under it could not take its answer.
+            self.conn.shared_ioctx().aio_execute(
+                self._object(image_id), "lock", "lock",
+                lock_op(cookie, duration, LOCK_FLAG_MUST_RENEW), length=64, oncomplete=complete)
+        except rados.Error as exc:
+            raise connection.translated_error(exc, self.conn.shut_out) from exc
+        if not done.wait(timeout):
+            waiting[0] = False
+            if not done.is_set():
+                raise exception.CephUnavailable("image %s: renewing the lock took more than "
+                                                "%.1f s" % (image_id, timeout))
+        self._renewed(image_id, result[0])
+
+    def _renewed(self, image_id, ret):
+        if ret >= 0:
+            return
+        if -ret in (errno.ENOENT, errno.EBUSY, errno.EEXIST):
+            raise exception.LockLost("image %s: the conversion lock is not ours any more"
+                                     % image_id)
+        if -ret == errno.ESHUTDOWN:
+            self.conn.shut_out()
+            raise exception.CephBlocklisted("the cluster refuses this client (blocklisted)")
+        raise exception.CephUnavailable("image %s: renewing the lock failed: %s"
+                                        % (image_id, os.strerror(-ret)))
+
+    def release(self, image_id: str, cookie: str, remove: bool = True) -> None:
+        """Remove the lock object (or, without ``remove``, only the lock) in one operation with
+        the check that ``cookie`` holds it: a lock that another worker took meanwhile is never
+        removed."""
+        self._live.discard(cookie)
+        self._retry(self._fenced, image_id, cookie, lambda op: op.remove() if remove else
+                    op.execute("lock", "unlock", encoded(encode_string(LOCK_NAME),
+                                                         encode_string(cookie))))
+
+    def _fenced(self, image_id, cookie, add):
+        with self.conn.ioctx() as ioctx:
+            with rados.WriteOpCtx() as op:
+                op.execute("lock", "assert_locked", assert_locked_op(cookie))
+                add(op)
+                try:
+                    ioctx.operate_write_op(op, self._object(image_id))
+                except (rados.ObjectNotFound, rados.ObjectBusy) as exc:
+                    raise exception.LockLost("image %s: the conversion lock is not ours any "
+                                             "more" % image_id) from exc
+                except rados.Error as exc:
+                    raise connection.translated_error(exc, self.conn.shut_out) from exc
+
+    @connection.translate_errors
+    def is_locked(self, image_id: str) -> bool:
+        """True when some worker holds a live conversion lock on the image (cls_lock's
+        get_info: a question, the lock is never taken to find out)."""
+        with self.conn.ioctx() as ioctx:
+            try:
+                _, reply = ioctx.execute(self._object(image_id), "lock", "get_info",
+                                         get_info_op(), length=1 << 16)
+            except rados.ObjectNotFound:
+                return False
+        return lockers_in_info(reply) > 0
+
+    @connection.translate_errors
+    def holder_record(self, image_id: str) -> Optional[dict]:
+        """The record of the lock's last holder ({"host", "pid", "since", "cookie", "addr"}),
+        live or not, or None."""
+        return self._xattr(image_id, HOLDER_XATTR)
+
+    @connection.translate_errors
+    def progress(self, image_id: str) -> Optional[dict]:
+        return self._xattr(image_id, PROGRESS_XATTR)
+
+    def _xattr(self, image_id, key):
+        with self.conn.ioctx() as ioctx:
+            try:
+                value = ioctx.get_xattr(self._object(image_id), key)
+            except (rados.ObjectNotFound, rados.NoData):
+                return None
+        try:
+            record = json.loads(value.decode())
+        except (UnicodeDecodeError, ValueError):
+            return None
+        return record if isinstance(record, dict) else None
+
+    def set_progress(self, lease: Any, progress: dict) -> None:
+        """Publish progress on the lock object, only while ``lease`` holds it."""
+        if not lease.held():
+            return
+        value = json.dumps(progress).encode()
+        self._fenced(lease.image_id, lease.cookie, lambda op: op.set_xattr(PROGRESS_XATTR, value))

@@ -1,0 +1,149 @@
+"""Pool space: what a new cache may still take, and the reservations of the conversions that
+run, on every worker.
+
+The room of the pool is what it can take before its fullest OSD reaches the ceiling: the
+cluster's nearfull ratio, or ``[converter] max_pool_usage`` when lower. ``ceph df``'s MAX AVAIL
+is the pool's room up to the full ratio (it counts the replicas, the OSDs' imbalance and the
+full ratio); the part between the ceiling and the full ratio is taken off it. A quota of the pool
+limits it further.
+
+A conversion reserves the bytes it will write before it creates its cache: one omap entry per
+image on the object ``cacheraw.reservations`` ({"bytes", "cookie"}). The room counts, of every
+other entry whose image is locked now, what its conversion has still to write (its progress on
+the lock object tells how far it is). A conversion writes its entry first and counts the others
+after, so that two workers deciding at the same moment each see the other (at worst both wait).
+An entry is removed when its lease ends; one left by a worker that died counts no more once its
+lock expired, and the next holder of that image overwrites it.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from typing import Any, Dict, Optional, Tuple
+
+import rados
+
+from cacheraw import exception
+from cacheraw.ceph import connection
+from cacheraw.ceph import locks as locks_mod
+from cacheraw.ceph.connection import translate_errors
+
+LOG = logging.getLogger(__name__)
+
+RESERVATIONS = "cacheraw.reservations"
+MAX_ENTRIES = 10000
+
+
+class PoolSpace:
+    """The room of the pool and the reservations, on the connection ``conn``."""
+
+    def __init__(self, conn: connection.Connection, locks: locks_mod.RadosLocks,
+                 max_pool_usage: float = None) -> None:
+        self.conn = conn
+        self.locks = locks
+        self.max_pool_usage = max_pool_usage
+        self._retry = conn.retry
+
+    @translate_errors
+    def room(self) -> Tuple[int, str]:
+        """(bytes the pool can still take before its ceiling, what limits it)."""
+        osd_map = self.conn.mon_json({"prefix": "osd dump"})
+        df = self.conn.mon_json({"prefix": "df", "detail": "detail"})
+        pool = next((p for p in osd_map["pools"] if p["pool_name"] == self.conn.pool), None)
+        stats = next((p["stats"] for p in df["pools"] if p["name"] == self.conn.pool), None)
+        if pool is None or stats is None:
+            raise exception.CephError("pool %s is not in the cluster's maps" % self.conn.pool)
+        nearfull, full = osd_map["nearfull_ratio"], osd_map["full_ratio"]
+        ceiling, why = nearfull, "the nearfull ratio %.2f" % nearfull
+        if self.max_pool_usage is not None and self.max_pool_usage < nearfull:
+            ceiling, why = self.max_pool_usage, "[converter] max_pool_usage %.2f" % ceiling
+        above = max(0.0, full - ceiling) * df["stats"]["total_bytes"] / max(1, pool["size"])
+        room = max(0, int(stats["max_avail"] - above))
+        quota = self.conn.mon_json({"prefix": "osd pool get-quota", "pool": self.conn.pool})
+        if quota.get("quota_max_bytes"):
+            left = max(0, quota["quota_max_bytes"] - quota.get("current_num_bytes", 0))
+            if left < room:
+                return left, "its quota"
+        return room, why
+
+    def reserve(self, lease: Any, need: int) -> None:
+        """Reserve ``need`` bytes for the conversion under ``lease``, or raise NotEnoughSpace
+        (the reservation is not kept) when they do not fit beside the other conversions."""
+        self._write(lease.image_id, {"bytes": int(need), "cookie": lease.cookie}, lease=lease)
+        try:
+            room, why = self.room()
+            others = self.reserved(but=lease.image_id)
+        except exception.CacherawError:
+            self.release(lease.image_id, lease.cookie)
+            raise
+        if need + others > room:
+            self.release(lease.image_id, lease.cookie)
+            LOG.info("Image %s: pool %s can take %d bytes (limited by %s), %d of them reserved "
+                     "by running conversions", lease.image_id, self.conn.pool, room, why, others)
+            raise exception.NotEnoughSpace(
+                "not enough space in pool %s: need %d, have %d (limited by %s; %d reserved by "
+                "running conversions)" % (self.conn.pool, need, max(0, room - others), why,
+                                          others))
+
+    def available(self) -> int:
+        """The bytes a new cache may take now: the room less the reservations."""
+        room, _ = self.room()
+        return max(0, room - self.reserved())
+
+    @translate_errors
+    def _write(self, image_id, entry, lease=None):
+        with self.conn.ioctx() as ioctx:
+            with rados.WriteOpCtx() as op:
+                ioctx.set_omap(op, (image_id,), (json.dumps(entry).encode(),))
+                ioctx.operate_write_op(op, RESERVATIONS)
+
+    @translate_errors
+    def entries(self) -> Dict[str, dict]:
+        with self.conn.ioctx() as ioctx:
+            with rados.ReadOpCtx() as op:
+                found, _ = ioctx.get_omap_vals(op, "", "", MAX_ENTRIES)
+                try:
+                    ioctx.operate_read_op(op, RESERVATIONS)
+                except rados.ObjectNotFound:
+                    return {}
+                return {key: _entry(value) for key, value in found}
+
+    def reserved(self, but: str = None) -> int:
+        """What the running conversions (of images other than ``but``) have still to write."""
+        total = 0
+        for image_id, entry in self.entries().items():
+            if image_id == but or not self.locks.is_locked(image_id):
+                continue
+            progress = self.locks.progress(image_id) or {}
+            percent = progress.get("percent") if isinstance(progress.get("percent"),
+                                                            (int, float)) else 0
+            total += int(entry.get("bytes", 0) * (1 - min(100, max(0, percent)) / 100.0))
+        return total
+
+    def release(self, image_id: str, cookie: Optional[str]) -> None:
+        """Remove the image's reservation if it is that of the lease ``cookie`` (a later
+        holder's stays), or whoever's it is when ``cookie`` is None."""
+        try:
+            entry = self.entries().get(image_id)
+            if entry is not None and cookie in (None, entry.get("cookie")):
+                self._remove(image_id)
+        except exception.CacherawError as exc:
+            LOG.warning("Image %s: could not remove its space reservation: %s", image_id, exc)
+
+    @translate_errors
+    def _remove(self, image_id):
+        with self.conn.ioctx() as ioctx:
+            with rados.WriteOpCtx() as op:
+                ioctx.remove_omap_keys(op, (image_id,))
+                ioctx.operate_write_op(op, RESERVATIONS)
+
+
+def _entry(value):
+    try:
+        entry = json.loads(value.decode())
+    except (UnicodeDecodeError, ValueError):
+        return {}
+    if not isinstance(entry, dict) or type(entry.get("bytes")) is not int:
+        return {}
+    return entry

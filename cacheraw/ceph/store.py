@@ -1,0 +1,181 @@
+"""CephStore: what the rest of cacheraw asks of the cluster, each question answered by the
+module of this package that holds it (the connection, the locks and leases, the caches, the
+removals, the pool's space, the operator's views, the snapshots served to qemu-img)."""
+
+from __future__ import annotations
+
+import contextlib
+from typing import Any, Callable, Iterator, List, Optional, Tuple
+
+import rados
+
+from cacheraw import properties
+from cacheraw import store as served_mod
+from cacheraw.ceph import caches as caches_mod
+from cacheraw.ceph import connection
+from cacheraw.ceph import lease as lease_mod
+from cacheraw.ceph import locks as locks_mod
+from cacheraw.ceph import removals as removals_mod
+from cacheraw.ceph import space as space_mod
+from cacheraw.ceph import views as views_mod
+
+SNAP = properties.CACHE_SNAP
+
+
+class CephStore:
+    """One connection to the cluster, shared by the threads of a worker, and the operations
+    cacheraw needs on its pool."""
+
+    def __init__(self, conf: Any) -> None:
+        self.conn = connection.Connection(conf)
+        self.pool = self.conn.pool
+        self.lock_duration = self.conn.lock_duration
+        self.locks = locks_mod.RadosLocks(self.conn, conf.ceph.blocklist_expiry)
+        self.caches = caches_mod.Caches(self.conn)
+        self.removals = removals_mod.CacheRemovals(self.conn)
+        self.space = space_mod.PoolSpace(self.conn, self.locks, conf.converter.max_pool_usage)
+        self.views = views_mod.OperatorViews(self.conn, self.locks)
+        self.served = served_mod.ServedImages(self.conn)
+        self.blocklisted = self.conn.blocklisted
+        self._retry = self.conn.retry
+
+    # -- the connection
+
+    def check_config(self) -> None:
+        self.conn.check_config()
+
+    def connect(self) -> None:
+        self.conn.connect()
+
+    def close(self) -> None:
+        self.conn.close()
+
+    def __enter__(self) -> "CephStore":
+        self.connect()
+        return self
+
+    def __exit__(self, *exc_info: Any) -> None:
+        self.close()
+
+    def shut_out(self) -> None:
+        self.conn.shut_out()
+
+    @connection.translate_errors
+    def fsid(self) -> str:
+        return self.conn.connected().get_fsid()
+
+    @connection.translate_errors
+    def check_reachable(self) -> None:
+        """Raise CephUnavailable unless the pool answers now."""
+        with self.conn.ioctx() as ioctx:
+            try:
+                ioctx.stat("rbd_directory")
+            except rados.ObjectNotFound:
+                pass
+
+    # -- conversion locks, shared by every worker on every controller
+
+    @contextlib.contextmanager
+    def conversion_lock(self, image_id: str, on_lost: Optional[Callable[[], None]] = None
+                        ) -> Iterator[lease_mod.Lease]:
+        """``with store.conversion_lock(image_id) as lease:``: the image's lock, taken (LockBusy
+        when another holds it; the previous holder fenced if its lease ran out), renewed while
+        the block runs and released after it, with the space the conversion reserved;
+        ``on_lost`` is called as soon as it is lost. See cacheraw.ceph.lease."""
+        with lease_mod.hold(self.locks, image_id, self.lock_duration, on_lost,
+                            renewal_timeout=self.conn.renewal_timeout) as lease:
+            try:
+                yield lease
+            finally:
+                # While the lease holds, a reservation of another lease is one that ran out.
+                self.space.release(image_id, None if lease.held() else lease.cookie)
+
+    def is_locked(self, image_id: str) -> bool:
+        return self.locks.is_locked(image_id)
+
+    def lock_holder(self, image_id: str) -> Optional[dict]:
+        return self.views.lock_holder(image_id)
+
+    def set_progress(self, lease: lease_mod.Lease, progress: dict) -> None:
+        """Publish how far the conversion under ``lease`` is, for any reader. Best effort, never
+        retried: the conversion must not wait for it."""
+        self.locks.set_progress(lease, progress)
+
+    def progress(self, image_id: str) -> Optional[dict]:
+        """The progress last published by the holder of the image's lock, or None."""
+        return self.locks.progress(image_id)
+
+    # -- space
+
+    def pool_space(self) -> Tuple[int, str]:
+        """(bytes the pool can still take below its ceiling, what limits it)."""
+        return self.space.room()
+
+    def available_space(self) -> int:
+        """The bytes a new cache may take now, beside the running conversions."""
+        return self.space.available()
+
+    def reserve(self, lease: lease_mod.Lease, need: int) -> None:
+        """Reserve ``need`` bytes for the conversion under ``lease`` until it ends, or raise
+        NotEnoughSpace."""
+        self.space.reserve(lease, need)
+
+    # -- caches
+
+    def create(self, name: str, size: int, lease: lease_mod.Lease) -> str:
+        """Create the empty cache ``name``; returns its RBD id (for publish())."""
+        return self.caches.create(name, size, lease=lease)
+
+    def publish(self, name: str, rbd_id: str, lease: lease_mod.Lease) -> None:
+        self.caches.publish(name, rbd_id, lease=lease)
+
+    def has_protected_snap(self, name: str) -> bool:
+        return self.caches.has_protected_snap(name)
+
+    def read(self, name: str, offset: int, length: int, snapshot: str = SNAP) -> bytes:
+        return self.caches.read(name, offset, length, snapshot)
+
+    def used_bytes(self, name: str, snapshot: str = SNAP) -> int:
+        return self.caches.used_bytes(name, snapshot)
+
+    def cache_facts(self, name: str) -> dict:
+        return self.caches.cache_facts(name)
+
+    def list_caches(self) -> List[str]:
+        return self.caches.list_caches()
+
+    def check_rbd_caps(self) -> str:
+        return self.views.check_rbd_caps()
+
+    # -- removals
+
+    @property
+    def before_remove(self) -> Optional[Callable[[str, str], Any]]:
+        return self.removals.before_remove
+
+    @before_remove.setter
+    def before_remove(self, hook: Optional[Callable[[str, str], Any]]) -> None:
+        self.removals.before_remove = hook
+
+    def remove(self, name: str, lease: Any = None) -> str:
+        return self.removals.remove(name, lease=lease)
+
+    def remove_partial(self, name: str, lease: Any = None) -> str:
+        return self.removals.remove_partial(name, lease=lease)
+
+    def purge_trash(self) -> List[str]:
+        return self.removals.purge_trash()
+
+    # -- the snapshots served to qemu-img (cacheraw.store)
+
+    def serve_snapshot(self, name: str, snapshot: str, path: str) -> Any:
+        return self.served.serve_snapshot(name, snapshot, path)
+
+    def qemu_file_options(self, name: str) -> dict:
+        return self.served.qemu_file_options(name)
+
+    def qemu_environment(self) -> dict:
+        return self.served.qemu_environment()
+
+    def secret_key(self) -> Optional[str]:
+        return self.served.secret_key()
