@@ -1,13 +1,12 @@
 """The Ceph cluster: the images' RBD data, the RAW caches and the conversion locks.
 
-Only this module imports rados and rbd. Every handle is a ``with``; every library error is
-translated into cacheraw.exception at this boundary. Snapshot work is idempotent: creating what
+Only this module and cacheraw.ceph import rados and rbd. Every handle is a ``with``; every
+library error is translated into cacheraw.exception at this boundary. Snapshot work is idempotent: creating what
 exists or removing what is gone is "already done".
 """
 
 import configparser
 import contextlib
-import errno
 import functools
 import json
 import logging
@@ -23,9 +22,9 @@ import rbd
 from cacheraw import exception
 from cacheraw import lease as lease_mod
 from cacheraw import metrics
-from cacheraw import nbd
 from cacheraw import properties
 from cacheraw import retry
+from cacheraw.ceph import served
 
 LOG = logging.getLogger(__name__)
 
@@ -127,50 +126,6 @@ def read_key(keyring_path, user):
     except (OSError, configparser.Error, KeyError, UnicodeDecodeError) as exc:
         raise exception.ConfigError("cannot read the key of client.%s from keyring %s: %s"
                                     % (user, keyring_path, exc or type(exc).__name__)) from exc
-
-
-class ServedSnapshot:
-    """A snapshot opened read-only and read for cacheraw.nbd: each read is an aio_read; every
-    CHECK_EVERY bytes (and at check()) its header object is looked up, because a read-only handle
-    reads on, as zeros, after the image is removed."""
-
-    CHECK_EVERY = 256 * 1024 * 1024
-
-    def __init__(self, ioctx, image):
-        self.ioctx = ioctx
-        self.image = image
-        self.header = "rbd_header.%s" % image.id()
-        self.export = None
-        self.gone = False
-        self._unchecked = 0
-
-    def qemu_file(self):
-        return self.export.qemu_file()
-
-    def check(self):
-        """Raise CephNotFound when the image was removed."""
-        try:
-            self.ioctx.stat(self.header)
-        except rados.ObjectNotFound as exc:
-            self.gone = True
-            raise exception.CephNotFound("image removed while it was read: %s" % exc) from exc
-        except rados.Error as exc:
-            raise translated_error(exc) from exc
-
-    def read(self, offset, length, done):
-        self._unchecked += length
-        try:
-            if self.gone:
-                raise exception.CephNotFound("image removed")
-            if self._unchecked >= self.CHECK_EVERY:
-                self._unchecked = 0
-                self.check()
-            self.image.aio_read(offset, length, lambda completion, data: done(
-                data, 0 if data is not None else -completion.get_return_value() or errno.EIO))
-        except (exception.CacherawError, rbd.Error, rados.Error) as exc:
-            LOG.warning("Read of %d bytes at %d from %s failed: %s", length, offset,
-                        self.image.get_name(), exc)
-            done(None, errno.EIO)
 
 
 class RadosLocks:
@@ -639,23 +594,19 @@ class CephStore(OperatorViews, CacheRemovals):
             length = max(0, min(length, image.size() - offset))
             return image.read(offset, length) if length else b""
 
-    @contextlib.contextmanager
     def serve_snapshot(self, name, snapshot, path):
         """``with store.serve_snapshot(name, snapshot, path) as served:`` serves
-        ``name@snapshot`` over NBD on the Unix socket ``path`` (cacheraw.nbd) from a read-only
-        handle: no watch is set on the image, so that its owner can delete it meanwhile.
-        ``served.qemu_file()`` names it to qemu-img; ``served.check()`` raises CephNotFound once
-        the image is deleted (reads of a deleted image may return zeros)."""
-        with contextlib.ExitStack() as stack:
-            try:
-                ioctx = stack.enter_context(self._ioctx())
-                image = stack.enter_context(rbd.Image(ioctx, name, snapshot=snapshot,
-                                                      read_only=True))
-                served = ServedSnapshot(ioctx, image)
-                served.export = stack.enter_context(nbd.Export(path, image.size(), served.read))
-            except (rbd.Error, rados.Error) as exc:
-                raise translated_error(exc, self.shut_out) from exc
-            yield served
+        ``name@snapshot`` read-only to qemu-img over NBD on the Unix socket ``path``
+        (cacheraw.ceph.served); ``served.check()`` raises CephNotFound once it is removed."""
+        return served.serve_snapshot(self._ioctx, self._translated, name, snapshot, path)
+
+    def serve_cache(self, name, path):
+        """``with store.serve_cache(name, path) as served:`` serves the cache ``name`` writable
+        to qemu-img over NBD on the Unix socket ``path`` (cacheraw.ceph.served)."""
+        return served.serve_cache(self._ioctx, self._translated, name, path)
+
+    def _translated(self, exc):
+        return translated_error(exc, self.shut_out)
 
     @translate_errors
     def used_bytes(self, name, snapshot=SNAP):
@@ -728,22 +679,3 @@ class CephStore(OperatorViews, CacheRemovals):
                 image.create_snap(SNAP)
             if not image.is_protected_snap(SNAP):
                 image.protect_snap(SNAP)
-
-    # -- what qemu-img needs to reach the cluster as our user
-
-    def qemu_file_options(self, name):
-        """Options of qemu's rbd block driver for the image ``name`` in our pool."""
-        return {"driver": "rbd", "pool": self.pool, "image": name, "conf": self.conffile,
-                "user": self.user}
-
-    def qemu_environment(self):
-        """Environment for qemu-img, whose own Ceph client reads CEPH_ARGS: our timeouts, so that
-        a write into a pool that filled up (or an unreachable cluster) fails the conversion
-        instead of blocking it until its wall-clock limit."""
-        return {"CEPH_ARGS": "--rados_osd_op_timeout=%d --rados_mon_op_timeout=%d "
-                             "--client_mount_timeout=%d"
-                             % (self.op_timeout, self.op_timeout, self.connect_timeout)}
-
-    def secret_key(self):
-        """The user's key when an explicit keyring is configured (qemu cannot read one)."""
-        return read_key(self.keyring, self.user) if self.keyring else None

@@ -1,0 +1,1 @@
+"""The Ceph cluster, seen from the worker's own librados client."""
