@@ -19,7 +19,7 @@ bindir=/usr/local/bin
 python=${PYTHON:-/usr/bin/python3}
 unit=/etc/systemd/system/cacheraw-worker.service
 sysusers=/usr/lib/sysusers.d/cacheraw.conf
-debs=(python3-rados python3-rbd qemu-utils qemu-block-extra python3-venv)
+debs=(python3-rados python3-rbd qemu-utils qemu-block-extra bubblewrap python3-venv)
 
 usage() {
   cat <<EOF

@@ -15,8 +15,9 @@ TOP = Path(__file__).resolve().parents[2]
 UNIT = TOP / "systemd/cacheraw-worker.service"
 SYSUSERS = TOP / "systemd/cacheraw.sysusers.conf"
 WORKER = Path(sys.executable).parent / "cacheraw-worker"
-# The score `systemd-analyze security --offline=true` gave when the unit was written (README).
-MAX_EXPOSURE = 1.5
+# The score `systemd-analyze security --offline=true` gave when the unit was written (README):
+# 1.5, and 0.5 more for the namespaces and mounts of the sandbox qemu-img runs in.
+MAX_EXPOSURE = 2.0
 
 
 def systemd_tool(name):
