@@ -261,8 +261,8 @@ class Converter:
         written. Raises ConfigError saying what is missing."""
         try:
             help_text = os.fsdecode(self.qemu_img.run(
-                ["--help"], self.qemu_img.program_info_cpu_seconds,
-                self.qemu_img.program_info_timeout, failure=exception.ConfigError))
+                ["--help"], self.conf.qemu_img_info_cpu_seconds,
+                self.conf.qemu_img_info_timeout, failure=exception.ConfigError))
         except exception.CacherawError as exc:
             raise exception.ConfigError("cannot run %s in its sandbox (bwrap): %s"
                                         % (self.qemu_img.program, exc)) from exc

@@ -261,7 +261,8 @@ def shown_as(key, value, shown):
     rewording of the same thing)."""
     if value == "true":
         return "yes"
-    if key == "RestrictAddressFamilies" and sorted(shown.split()) == sorted(value.split()):
+    if key in ("RestrictAddressFamilies", "RestrictNamespaces") and \
+            sorted(shown.split()) == sorted(value.split()):
         return shown
     if key == "SystemCallFilter" and shown:
         return shown  # the expanded list of system calls; Seccomp=2 above shows it applies

@@ -162,3 +162,14 @@ def test_data_gone_from_the_pool_while_its_image_lives_is_an_error_on_the_image(
         with preparer:
             pass
     assert list(tmp_path.iterdir()) == []
+
+
+def test_the_check_runs_qemu_img_in_its_sandbox(conf):
+    said = converter.Converter(conf).check()
+    assert said.startswith("qemu-img in its sandbox with the nbd driver")
+
+
+def test_the_check_says_when_qemu_img_cannot_run(conf):
+    conf.set_override("qemu_img", "/nonexistent/qemu-img", group="converter")
+    with pytest.raises(exception.ConfigError, match="cannot run /nonexistent/qemu-img"):
+        converter.Converter(conf).check()

@@ -80,7 +80,8 @@ def test_notify_restart_and_the_only_writable_place():
     assert service["ProtectSystem"] == "strict"
     assert service["ReadWritePaths"] == "/var/lib/cacheraw/conversions"
     assert service["StateDirectory"] == "cacheraw/conversions"
-    assert set(service["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6"}
+    assert set(service["RestrictAddressFamilies"].split()) == {"AF_UNIX", "AF_INET", "AF_INET6",
+                                                                "AF_NETLINK"}
     for flag in ("NoNewPrivileges", "ProtectHome", "PrivateTmp"):
         assert service[flag] == "true"
 
