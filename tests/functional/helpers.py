@@ -101,7 +101,7 @@ def assert_no_garbage(ceph, images, timeout=30):
         if not found or time.monotonic() > deadline:
             break
         time.sleep(0.5)
-    assert found == []
+    assert found == [], found
 
 
 def assert_cached_once(images, ids, logs):
