@@ -32,8 +32,9 @@ UNIT = "cacheraw-worker.service"
 SHIPPED_UNIT = TOP / "systemd" / UNIT
 RELEASE = "/mnt/release"
 WHEELHOUSE = "/mnt/wheelhouse"
-# A qemu-img that waits while the flag file exists, so a test can act in mid-conversion.
-SLOW_FLAG = "/run/cacheraw-test-slow"
+# A qemu-img that waits while the flag file exists, so a test can act in mid-conversion. The flag
+# is under /usr: qemu-img's sandbox shows it nothing else of the host.
+SLOW_FLAG = "/usr/local/lib/cacheraw-test-slow"
 SLOW_QEMU_IMG = "/usr/local/bin/slow-qemu-img"
 SLOW_QEMU_IMG_TEXT = ('#!/bin/sh\nif [ "$1" = convert ]; then\n'
                       '  while [ -e %s ]; do sleep 0.2; done\nfi\nexec qemu-img "$@"\n' % SLOW_FLAG)
