@@ -16,9 +16,9 @@ from pathlib import Path
 import rbd
 from oslo_config import cfg
 
-from cacheraw import converter as conv
 from cacheraw.ceph import store as ceph_store
 from cacheraw.conf import register_opts
+from cacheraw.qemu import inspection
 from tests import image_client
 from tests.image_client import ImageClient
 from tests.notifications import Listener
@@ -112,10 +112,12 @@ class Stack:
                 pass
 
     def qemu_opts(self, driver, name, snapshot=None):
-        options = self.store.qemu_file_options(name)
+        """A bare qemu-img's options for ``name`` in the pool, read with its own Ceph client."""
+        options = {"driver": "rbd", "pool": self.store.pool, "image": name,
+                   "conf": self.store.conffile, "user": self.store.user}
         if snapshot:
             options["snapshot"] = snapshot
-        return conv.Converter._layered(driver, options, None)
+        return inspection.layered(driver, options)
 
     def pool_stored(self, changed_from=None, settle=2.5, timeout=30):
         """The pool's STORED bytes as the mgr's ``df`` reports them, once the statistics have

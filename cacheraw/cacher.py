@@ -17,6 +17,7 @@ from cacheraw import exception
 from cacheraw import metrics
 from cacheraw import properties
 from cacheraw import stall
+from cacheraw.qemu.job import Job
 
 LOG = logging.getLogger(__name__)
 
@@ -220,7 +221,7 @@ class Cacher:
 
     def cache(self, image_id, job=None, force=False):
         """Convert one image under its lease. Returns what happened, an Outcome."""
-        job = job or conv.Job(image_id)
+        job = job or Job(image_id)
         try:
             lock = self.store.conversion_lock(image_id, on_lost=lambda: job.cancel(LOST_LOCK))
             with lock as lease:
@@ -353,17 +354,18 @@ class Cacher:
     def _convert(self, image, job, lease):
         fmt = image["disk_format"]
         name = properties.cache_name(image["id"])
-        with conv.SourcePreparer(self.conf, self.images, self.store, image, job,
-                                 self.locate(image)) as (source, secret):
+        preparer = conv.SourcePreparer(self.conf, self.images, self.store, image, job,
+                                       self.locate(image))
+        with preparer as source:
             job.check()
             self.converter.inspect(source, fmt)
             try:
-                info = self.converter.info(source, fmt, secret)
-                need = self.converter.data_bytes(source, fmt, secret, job=job,
+                info = self.converter.info(source, fmt, job)
+                need = self.converter.data_bytes(source, fmt, job=job,
                                                  bound=info["virtual-size"], info=info)
             except exception.UnreadableImage:
-                # qemu-img fails alike on a broken image, on an unreachable cluster and on an
-                # image deleted while it is read.
+                # qemu-img fails alike on a broken image and on an image deleted while it is
+                # read; the worker's own reads fail when the cluster is unreachable.
                 self.store.check_reachable()
                 source.check()
                 raise
@@ -372,7 +374,8 @@ class Cacher:
             job.on_progress = ProgressPublisher(self.store, lease, need)
             rbd_id = self.store.create(name, info["virtual-size"], lease)
             try:
-                self.converter.convert(source, fmt, name, job, secret)
+                with preparer.serve_cache(name) as target:
+                    self.converter.convert(source, fmt, target, job)
             finally:
                 source.check()  # an image deleted while it was read is no cache
             job.check()

@@ -45,7 +45,7 @@ def check_config(conf):
 
 
 def check_converter(conf):
-    return conv.Converter(conf, ceph_store.CephStore(conf)).check()
+    return conv.Converter(conf).check()
 
 
 def check_ceph(conf):

@@ -13,5 +13,5 @@ def build(conf, store=None, enqueue=None, cancel=None):
     if store is None:
         store = ceph_store.CephStore(conf)
         store.connect()
-    return cacher.Cacher(conf, image_api.ImageAPI(conf), store, converter.Converter(conf, store),
+    return cacher.Cacher(conf, image_api.ImageAPI(conf), store, converter.Converter(conf),
                          enqueue=enqueue, cancel=cancel)

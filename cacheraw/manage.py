@@ -8,11 +8,11 @@ import time
 
 from cacheraw import cacher
 from cacheraw import check
-from cacheraw import converter as conv
 from cacheraw import core
 from cacheraw import exception
 from cacheraw import properties
 from cacheraw import report
+from cacheraw.qemu.job import Job
 
 POLL_INTERVAL = 0.5
 Status = properties.Status
@@ -71,7 +71,7 @@ def follow_other_worker(cacher_, image_id, view):
 
 def convert_watching(cacher_, image_id, force, view):
     """cacher_.cache() in a thread while the progress it publishes is shown."""
-    job = conv.Job(image_id)
+    job = Job(image_id)
     result = {}
 
     def convert():

@@ -21,6 +21,7 @@ from cacheraw import messaging
 from cacheraw import metrics
 from cacheraw import sdnotify
 from cacheraw.ceph import store as ceph_store
+from cacheraw.qemu.job import Job
 
 LOG = logging.getLogger(__name__)
 
@@ -114,7 +115,7 @@ class Worker:
             image_id = self.queue.get()
             if image_id is None:
                 return
-            job = conv.Job(image_id)
+            job = Job(image_id)
             with self._jobs_lock:
                 self.jobs[image_id] = job
             try:

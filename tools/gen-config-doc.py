@@ -36,7 +36,6 @@ RELATED = [
     (("worker", "retry_initial_delay"), ("worker", "retry_max_delay")),
     (("worker", "error_retries"), ("worker", "error_retry_delay")),
     (("worker", "error_retries"), ("worker", "sweep_interval")),
-    (("converter", "read_source_in_place"), ("converter", "conversion_dir")),
     (("metrics", "enabled"), ("metrics", "host")),
     (("metrics", "enabled"), ("metrics", "port")),
     (("notifications", "pool"), ("notifications", "exchange")),

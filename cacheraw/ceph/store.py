@@ -10,12 +10,12 @@ from typing import Any, Callable, Iterator, List, Optional, Tuple
 import rados
 
 from cacheraw import properties
-from cacheraw import store as served_mod
 from cacheraw.ceph import caches as caches_mod
 from cacheraw.ceph import connection
 from cacheraw.ceph import lease as lease_mod
 from cacheraw.ceph import locks as locks_mod
 from cacheraw.ceph import removals as removals_mod
+from cacheraw.ceph import served
 from cacheraw.ceph import space as space_mod
 from cacheraw.ceph import views as views_mod
 
@@ -35,7 +35,6 @@ class CephStore:
         self.removals = removals_mod.CacheRemovals(self.conn)
         self.space = space_mod.PoolSpace(self.conn, self.locks, conf.converter.max_pool_usage)
         self.views = views_mod.OperatorViews(self.conn, self.locks)
-        self.served = served_mod.ServedImages(self.conn)
         self.blocklisted = self.conn.blocklisted
         self._retry = self.conn.retry
 
@@ -166,16 +165,18 @@ class CephStore:
     def purge_trash(self) -> List[str]:
         return self.removals.purge_trash()
 
-    # -- the snapshots served to qemu-img (cacheraw.store)
+    # -- the images served to qemu-img over NBD (cacheraw.ceph.served)
 
     def serve_snapshot(self, name: str, snapshot: str, path: str) -> Any:
-        return self.served.serve_snapshot(name, snapshot, path)
+        """``with store.serve_snapshot(name, snapshot, path) as served:`` serves
+        ``name@snapshot`` read-only to qemu-img over NBD on the Unix socket ``path``;
+        ``served.check()`` raises CephNotFound once it is removed."""
+        return served.serve_snapshot(self.conn.ioctx, self._translated, name, snapshot, path)
 
-    def qemu_file_options(self, name: str) -> dict:
-        return self.served.qemu_file_options(name)
+    def serve_cache(self, name: str, path: str) -> Any:
+        """``with store.serve_cache(name, path) as served:`` serves the cache ``name`` writable
+        to qemu-img over NBD on the Unix socket ``path``."""
+        return served.serve_cache(self.conn.ioctx, self._translated, name, path)
 
-    def qemu_environment(self) -> dict:
-        return self.served.qemu_environment()
-
-    def secret_key(self) -> Optional[str]:
-        return self.served.secret_key()
+    def _translated(self, exc: Exception) -> Exception:
+        return connection.translated_error(exc, self.conn.shut_out)

@@ -8,15 +8,11 @@ OPTS = [
                      "alone; a raw image asking for a cache gets an error."),
     cfg.StrOpt("conversion_dir", default="/var/lib/cacheraw/conversions",
                help="Directory where an image whose data is not in this Ceph pool is "
-                    "downloaded, converted and removed; it also holds the Unix socket on which "
-                    "the worker serves an image of this pool to its qemu-img."),
-    cfg.BoolOpt("read_source_in_place", default=False,
-                help="Let qemu-img open an image whose data is in this Ceph pool itself. "
-                     "qemu-img's rbd driver opens it read-write and watches it, so the image's "
-                     "owner cannot delete it (409) until its conversion ends. By default the "
-                     "worker serves the image to qemu-img over NBD from a read-only handle, "
-                     "which Ceph lets the owner delete at any moment."),
-    cfg.StrOpt("qemu_img", default="qemu-img", help="The qemu-img program."),
+                    "downloaded, converted and removed; it also holds the folder of the Unix "
+                    "sockets on which the worker serves the image and its new cache to "
+                    "qemu-img (which gets nothing else of the host)."),
+    cfg.StrOpt("qemu_img", default="qemu-img",
+               help="The qemu-img program, run in a bubblewrap (bwrap) sandbox."),
     cfg.IntOpt("qemu_img_address_space_mib", default=2048, min=256,
                help="Address space limit of each qemu-img process, in MiB."),
     cfg.IntOpt("qemu_img_info_cpu_seconds", default=30, min=1,

@@ -272,6 +272,55 @@ def map_bomb_qcow2(d, host=None, virtual_size=1 << 40, cluster_bits=19):
     return path, "qcow2", "not enough space"
 
 
+def check_bomb_qcow2(d, host=None, virtual_size=1 << 40, cluster_bits=16):
+    """A qcow2 of 384 KiB that passes the format inspector and ``qemu-img info``: 1 TiB virtual,
+    64 KiB clusters, all 2048 L1 entries pointing at one L2 table whose 8192 entries are
+    misaligned. ``qemu-img check`` writes a line per bad entry: some 16 million lines, hundreds
+    of MB of stderr within seconds."""
+    path = d / "check-bomb.qcow2"
+    cluster = 1 << cluster_bits
+    l1_entries = -(-virtual_size // cluster // (cluster // 8))
+    l1_offset, refcount_table_offset, refcount_block_offset, l2_offset = (
+        cluster, 2 * cluster, 3 * cluster, 4 * cluster)
+    clusters = 6
+    header = struct.pack(">4sIQIIQIIQQIIQQQQII", b"QFI\xfb", 3, 0, 0, cluster_bits, virtual_size,
+                         0, l1_entries, l1_offset, refcount_table_offset, 1, 0, 0, 0, 0, 0, 4,
+                         104)
+    copied = 1 << 63
+    with open(path, "wb") as f:
+        f.write(header + struct.pack(">II", 0, 0))  # no header extensions
+        f.seek(l1_offset)
+        f.write(struct.pack(">Q", copied | l2_offset) * l1_entries)
+        f.seek(refcount_table_offset)
+        f.write(struct.pack(">Q", refcount_block_offset))
+        f.seek(refcount_block_offset)
+        f.write(struct.pack(">H", 1) * clusters)
+        f.seek(l2_offset)  # data clusters at an offset that is not a multiple of the cluster
+        f.write(struct.pack(">Q", copied | (5 * cluster + 512)) * (cluster // 8))
+        f.truncate(clusters * cluster)
+    return path, "qcow2", "wrote more than"
+
+
+def qemu_img_processes_of(pid):
+    """The qemu-img (and bwrap sandbox) processes that descend from ``pid``."""
+    children, found = {}, []
+    for name in filter(str.isdigit, os.listdir("/proc")):
+        try:
+            with open("/proc/%s/stat" % name, "rb") as f:
+                fields = f.read().rsplit(b")", 1)
+            comm = fields[0].split(b"(", 1)[1]
+            children.setdefault(int(fields[1].split()[1]), []).append((int(name), comm))
+        except (OSError, IndexError, ValueError):
+            continue
+    todo = [pid]
+    while todo:
+        for child, comm in children.get(todo.pop(), []):
+            todo.append(child)
+            if comm in (b"qemu-img", b"bwrap"):
+                found.append(child)
+    return found
+
+
 def worker_usage(process):
     """(peak resident bytes, CPU seconds) of the worker process itself."""
     pid = process.proc.pid

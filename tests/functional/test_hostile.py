@@ -22,10 +22,12 @@ from tests.functional.conftest import make_qcow2
 from tests.functional.conftest import set_quota
 from tests.functional.conftest import settled_usage
 from tests.functional.helpers import assert_no_garbage
+from tests.functional.helpers import check_bomb_qcow2
 from tests.functional.helpers import conversions
 from tests.functional.helpers import forged_notifier
 from tests.functional.helpers import manage
 from tests.functional.helpers import names_in_pool
+from tests.functional.helpers import qemu_img_processes_of
 from tests.functional.helpers import upload
 from tests.functional.helpers import wait_status
 from tests.functional.helpers import wait_until
@@ -35,7 +37,7 @@ pytestmark = pytest.mark.hostile
 
 SECRET = b"HOST-SECRET-" + uuid.uuid4().hex.encode()
 # The worker's own bounds while it refuses the whole corpus (qemu-img has its own limits).
-WORKER_MAX_RSS = 512 * 1024 * 1024
+WORKER_MAX_RSS = 200 * 1024 * 1024
 WORKER_MAX_CPU_SECONDS = 120
 SMALL_WRITES = (("0x5a", "0", "1M"),)
 
@@ -177,7 +179,8 @@ def luks_qcow2(d, host):
 
 CORPUS = [backing_host_file, json_backing_file, external_data_file, vmdk_flat_extent,
           vmdk_sparse_naming_a_host_file, raw_bytes_as_qcow2, qcow2_as_raw, qcow2_as_vmdk,
-          truncated_qcow2, petabyte_qcow2, corrupt_l1_size, corrupt_refcount_table, luks_qcow2]
+          truncated_qcow2, petabyte_qcow2, corrupt_l1_size, corrupt_refcount_table, luks_qcow2,
+          check_bomb_qcow2]
 
 
 # -- what every case must end with
@@ -206,6 +209,7 @@ def assert_refused(images, ceph, worker, image_id, words, before):
     assert not reason.startswith(("temporary failure", "internal error")), reason
     assert "file.driver" not in reason and "conf=" not in reason, reason  # no option strings
     assert worker.proc.poll() is None
+    assert qemu_img_processes_of(worker.proc.pid) == []  # dead before the error was recorded
     peak, cpu = worker_usage(worker)
     assert peak < WORKER_MAX_RSS, peak
     assert cpu < WORKER_MAX_CPU_SECONDS, cpu

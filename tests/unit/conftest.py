@@ -15,13 +15,12 @@ ID = "0dc0185d-550c-461a-bdc5-25b9e20586d5"
 
 
 @pytest.fixture
-def conf():
+def conf(tmp_path):
     c = cfg.ConfigOpts()
     register_opts(c)
     c([])
     c.set_override("retry_initial_delay", 0, group="worker")
-    # The fakes of Ceph hold no image data to copy: qemu-img (faked) reads it in place.
-    c.set_override("read_source_in_place", True, group="converter")
+    c.set_override("conversion_dir", str(tmp_path / "conversions"), group="converter")
     return c
 
 
@@ -293,10 +292,11 @@ class FakeImage:
 @pytest.fixture
 def ceph(monkeypatch):
     """A FakePool that CephStore reaches through the real modules' names."""
-    from cacheraw import store
+    import rados
+    import rbd
     pool = FakePool()
-    monkeypatch.setattr(store.rados, "Rados", lambda **kwargs: FakeCluster(pool))
-    monkeypatch.setattr(store.rbd, "RBD", lambda: FakeRBD(pool))
-    monkeypatch.setattr(store.rbd, "Image", lambda ioctx, *args, **kwargs: FakeImage(pool, *args,
-                                                                                      **kwargs))
+    monkeypatch.setattr(rados, "Rados", lambda **kwargs: FakeCluster(pool))
+    monkeypatch.setattr(rbd, "RBD", lambda: FakeRBD(pool))
+    monkeypatch.setattr(rbd, "Image", lambda ioctx, *args, **kwargs: FakeImage(pool, *args,
+                                                                                **kwargs))
     return pool

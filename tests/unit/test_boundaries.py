@@ -10,13 +10,23 @@ import cacheraw
 
 PACKAGE = Path(cacheraw.__file__).parent
 
-# library (top-level package) -> the only modules that may import it (a folder: its package)
+# library (top-level package) -> the only modules (a name ending in / : a package) that may
+# import it
 BOUNDARIES = {
     "oslo_messaging": ("messaging.py",),
     "kombu": ("messaging.py",),
     "keystoneauth1": ("image_api.py",),
-    "rados": ("ceph/", "store.py"),
-    "rbd": ("ceph/", "store.py"),
+    "rados": ("ceph/",),
+    "rbd": ("ceph/",),
+    "subprocess": ("qemu/",),
+    "oslo_concurrency": ("qemu/",),
+}
+# Who may import each package of cacheraw: cacheraw.qemu knows nothing of Ceph, the image API or
+# the core; cacheraw.ceph serves images through cacheraw.qemu's NBD server only.
+PACKAGE_IMPORTS = {
+    "qemu/": ("cacheraw.exception", "cacheraw.metrics", "cacheraw.qemu"),
+    "ceph/": ("cacheraw.exception", "cacheraw.metrics", "cacheraw.properties", "cacheraw.retry",
+              "cacheraw.stall", "cacheraw.qemu.nbd", "cacheraw.ceph"),
 }
 # The Ceph package: who may import which of its modules. The wiring (the daemon, cacheraw-manage's
 # core and checks) builds a CephStore; everything else asks the store it is given. Inside the
@@ -31,10 +41,12 @@ CEPH_LAYERS = {
     "ceph/removals.py": {"connection", "caches"},
     "ceph/space.py": {"connection", "locks"},
     "ceph/views.py": {"connection", "lease", "locks", "caches", "removals"},
-    "ceph/store.py": {"connection", "lease", "locks", "caches", "removals", "space", "views"},
+    "ceph/served.py": set(),
+    "ceph/store.py": {"connection", "lease", "locks", "caches", "removals", "space", "views",
+                      "served"},
 }
 # What the package may import of the rest of cacheraw: the shared vocabulary, never the core.
-CEPH_MAY_IMPORT = {"exception", "metrics", "retry", "properties", "stall", "nbd", "store"}
+CEPH_MAY_IMPORT = {"exception", "metrics", "retry", "properties", "stall", "qemu"}
 # The config package registers keystoneauth1's session, adapter and auth options (as nova/conf
 # does): it declares options and never talks to Keystone.
 OPTIONS_ONLY = {("keystoneauth1", "conf/image_api.py")}
@@ -62,27 +74,65 @@ def test_each_library_is_imported_by_its_one_module(path):
     tree = ast.parse(path.read_text(), str(path))
     where = str(path.relative_to(PACKAGE))
     crossing = [lib for lib in imported(tree) if lib in BOUNDARIES
-                and not any(where == allowed or (allowed.endswith("/") and
-                                                 where.startswith(allowed))
-                            for allowed in BOUNDARIES[lib])
+                and not allowed(where, BOUNDARIES[lib])
                 and (lib, where) not in OPTIONS_ONLY]
     assert crossing == [], "%s imports %s" % (where, crossing)
 
 
-def test_only_the_converter_runs_qemu_img():
-    # Its path comes from [converter] qemu_img; anything else naming or running it is a
-    # second door.
+def allowed(where, places):
+    return any(where == place or (place.endswith("/") and where.startswith(place))
+               for place in places)
+
+
+@pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
+def test_the_boundary_packages_import_only_what_they_may(path):
+    where = str(path.relative_to(PACKAGE))
+    rules = [names for package, names in PACKAGE_IMPORTS.items() if where.startswith(package)]
+    if not rules:
+        return
+    ours = [name for name in dotted_imports(ast.parse(path.read_text(), str(path)))]
+    crossing = [name for name in ours
+                if not any(name == ok or name.startswith(ok + ".") for ok in rules[0])]
+    assert crossing == [], "%s imports %s" % (where, crossing)
+
+
+def dotted_imports(tree):
+    """The cacheraw modules a module imports, by their dotted names."""
+    for node in ast.walk(tree):
+        if isinstance(node, ast.Import):
+            yield from (a.name for a in node.names if a.name.startswith("cacheraw"))
+        elif isinstance(node, ast.ImportFrom) and node.module and \
+                node.module.startswith("cacheraw"):
+            yield from ("%s.%s" % (node.module, a.name) for a in node.names)
+
+
+def test_only_cacheraw_qemu_runs_qemu_img():
+    # Its path comes from [converter] qemu_img and only the runner reads it; anything else
+    # naming or running it is a second door.
     runners = []
     for path in modules():
         where = str(path.relative_to(PACKAGE))
         tree = ast.parse(path.read_text(), str(path))
-        if where != "converter.py" and (
+        if where != "qemu/runner.py" and (
                 {"subprocess", "processutils"} & set(imported_names(tree))
                 or any(".qemu_img" in ast.unparse(n) for n in ast.walk(tree)
                        if isinstance(n, ast.Attribute) and n.attr == "qemu_img"
                        and "conf" in ast.unparse(n))):
             runners.append(where)
     assert runners == []
+
+
+def test_the_core_runs_no_process():
+    """Only cacheraw.qemu starts processes: the core orchestrates."""
+    starting = []
+    for path in modules():
+        where = str(path.relative_to(PACKAGE))
+        if where.startswith("qemu/"):
+            continue
+        names = set(imported_names(ast.parse(path.read_text(), str(path))))
+        if names & {"subprocess", "processutils", "Popen", "multiprocessing"}:
+            starting.append(where)
+    assert starting == []
 
 
 def imported_names(tree):
@@ -96,8 +146,10 @@ def imported_names(tree):
 
 
 def test_the_boundary_modules_exist():
-    where = {str(p.relative_to(PACKAGE)) for p in modules()}
-    assert where >= {"messaging.py", "image_api.py", "converter.py", "store.py"} | set(CEPH_LAYERS)
+    paths = {str(p.relative_to(PACKAGE)) for p in modules()}
+    for places in BOUNDARIES.values():
+        for place in places:
+            assert place in paths or any(p.startswith(place) for p in paths), place
 
 
 def cacheraw_imports(tree):
@@ -115,10 +167,10 @@ def cacheraw_imports(tree):
 @pytest.mark.parametrize("path", modules(), ids=lambda p: str(p.relative_to(PACKAGE)))
 def test_the_ceph_package_is_reached_through_its_store(path):
     where = str(path.relative_to(PACKAGE))
-    if where.startswith("ceph/") or where == "store.py":
+    if where.startswith("ceph/"):
         return
     reached = {name for name in cacheraw_imports(ast.parse(path.read_text(), str(path)))
-               if name.startswith("cacheraw.ceph") or name == "cacheraw.store"}
+               if name.startswith("cacheraw.ceph")}
     allowed = {CEPH_FACADE} if where in CEPH_WIRING else set()
     assert reached <= allowed, "%s imports %s" % (where, sorted(reached - allowed))
 

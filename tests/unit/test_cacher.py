@@ -1,5 +1,6 @@
 """The core's decisions (cacheraw.cacher), with fakes that keep the real exception names."""
 
+import contextlib
 import datetime
 import logging
 
@@ -157,8 +158,13 @@ class LockingStore(FakeStore):
     def remove_partial(self, name, lease=None):
         return self.remove(name, lease)
 
-    def secret_key(self):
-        return None
+    @contextlib.contextmanager
+    def serve_snapshot(self, name, snapshot, path):
+        yield ServedImage()
+
+    @contextlib.contextmanager
+    def serve_cache(self, name, path):
+        yield ServedImage()
 
     def pool_space(self):
         return 1 << 40, "free space"
@@ -175,6 +181,11 @@ class LockingStore(FakeStore):
         lease.check()
 
 
+class ServedImage:
+    def check(self):
+        """Still there."""
+
+
 class FailingConverter:
     def __init__(self, error):
         self.error = error
@@ -182,13 +193,13 @@ class FailingConverter:
     def inspect(self, source, fmt):
         pass
 
-    def info(self, source, fmt, secret):
+    def info(self, source, fmt, job=None):
         return {"virtual-size": 1 << 20}
 
-    def data_bytes(self, source, fmt, secret, job=None, bound=None, info=None):
+    def data_bytes(self, source, fmt, job=None, bound=None, info=None):
         return 1 << 20
 
-    def convert(self, source, fmt, name, job, secret):
+    def convert(self, source, fmt, target, job):
         if self.error is not None:
             raise self.error
 
@@ -297,7 +308,7 @@ def stalled_core(conf, outcome_of_convert):
     then ends with ``outcome_of_convert`` (an exception, or None for success)."""
 
     class StallingConverter(FailingConverter):
-        def convert(self, source, fmt, name, job, secret):
+        def convert(self, source, fmt, target, job):
             store.removed.clear()
             core.images.update = forbidden
             store.locks.clock.now += 120  # SIGSTOPped past the lock's duration

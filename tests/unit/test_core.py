@@ -6,7 +6,7 @@ from tests.unit.conftest import FakeImages
 from tests.unit.conftest import FakeStore
 
 
-def test_build_wires_the_given_store_to_the_cacher_and_the_converter(conf, monkeypatch):
+def test_build_wires_the_given_store_to_the_cacher(conf, monkeypatch):
     # A fake image API: loading a real one's auth plugin registers its options on the option
     # group that every ConfigOpts of this process shares.
     apis = []
@@ -17,7 +17,6 @@ def test_build_wires_the_given_store_to_the_cacher_and_the_converter(conf, monke
     assert isinstance(built, cacher.Cacher)
     assert apis == [conf]
     assert built.images is not None and built.store is store
-    assert built.converter.store is store
     assert built.conf is conf
 
 

@@ -1,6 +1,5 @@
 """CephStore against a fake pool behind the real rados and rbd errors: what each library error
-becomes, removal that is idempotent, clones that send a cache to the trash, the trash, and the
-reads of a snapshot served to qemu-img."""
+becomes, removal that is idempotent, clones that send a cache to the trash, the trash."""
 
 
 import pytest
@@ -8,7 +7,6 @@ import rados
 import rbd
 
 from cacheraw import exception
-from cacheraw import store as served_mod
 from cacheraw.ceph import store as ceph_store
 
 ID = "0dc0185d-550c-461a-bdc5-25b9e20586d5"
@@ -140,63 +138,6 @@ def test_a_dry_run_hook_is_told_each_removal_and_keeps_the_cache(store, ceph):
     assert store.remove(other) == "trashed"
     assert told == [("removed", CACHE), ("trashed", other)]
     assert set(ceph.images) == {CACHE, other} and ceph.trash == {}
-
-
-class ReadOnlyImage:
-    """An image opened read-only: aio_read answers at once; its header may be gone."""
-
-    def __init__(self, result=0):
-        self.result = result
-        self.reads = []
-
-    def id(self):
-        return "abc123"
-
-    def get_name(self):
-        return ID
-
-    def aio_read(self, offset, length, oncomplete):
-        self.reads.append((offset, length))
-
-        class Completion:
-            def get_return_value(inner):
-                return self.result
-        oncomplete(Completion(), None if self.result < 0 else b"x" * length)
-
-
-class HeaderIoctx:
-    def __init__(self):
-        self.header_exists = True
-
-    def stat(self, name):
-        assert name == "rbd_header.abc123"
-        if not self.header_exists:
-            raise rados.ObjectNotFound("gone")
-
-
-def test_a_served_snapshot_reads_and_notices_its_image_removed(monkeypatch):
-    monkeypatch.setattr(served_mod.ServedSnapshot, "CHECK_EVERY", 4096)
-    ioctx, image, done = HeaderIoctx(), ReadOnlyImage(), []
-    served = served_mod.ServedSnapshot(ioctx, image)
-    served.read(0, 1024, lambda data, error: done.append((data, error)))
-    assert done == [(b"x" * 1024, 0)]
-    served.check()
-    ioctx.header_exists = False
-    served.read(1024, 1024, lambda data, error: done.append((data, error)))
-    assert done[-1] == (b"x" * 1024, 0)  # not looked up yet: every CHECK_EVERY bytes
-    served.read(2048, 4096, lambda data, error: done.append((data, error)))
-    assert done[-1] == (None, 5) and image.reads == [(0, 1024), (1024, 1024)]
-    served.read(0, 1, lambda data, error: done.append((data, error)))
-    assert done[-1] == (None, 5)  # gone for good
-    with pytest.raises(exception.CephNotFound):
-        served.check()
-
-
-def test_a_failed_read_of_a_served_snapshot_is_its_errno():
-    done = []
-    served = served_mod.ServedSnapshot(HeaderIoctx(), ReadOnlyImage(result=-61))
-    served.read(0, 512, lambda data, error: done.append((data, error)))
-    assert done == [(None, 61)]
 
 
 def test_a_create_whose_answer_was_lost_is_recognised_on_its_retry(store, ceph):

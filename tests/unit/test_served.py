@@ -1,0 +1,128 @@
+"""cacheraw.ceph.served: reads of a snapshot served to qemu-img, which notice the snapshot or
+its image removed under them; writes of the cache served to qemu-img."""
+
+import struct
+
+import pytest
+import rados
+
+from cacheraw import exception
+from cacheraw.ceph import served
+
+ID = "0dc0185d-550c-461a-bdc5-25b9e20586d5"
+SNAP_ID = 4
+
+
+class Completion:
+    def __init__(self, result):
+        self.result = result
+
+    def get_return_value(self):
+        return self.result
+
+
+class FakeImage:
+    """An image whose aio calls answer at once with ``result``."""
+
+    def __init__(self, result=0):
+        self.result = result
+        self.reads = []
+        self.writes = []
+
+    def id(self):
+        return "abc123"
+
+    def get_name(self):
+        return ID
+
+    def size(self):
+        return 1 << 20
+
+    def snap_get_id(self, name):
+        assert name == "snap"
+        return SNAP_ID
+
+    def aio_read(self, offset, length, oncomplete):
+        self.reads.append((offset, length))
+        oncomplete(Completion(self.result), None if self.result < 0 else b"x" * length)
+
+    def aio_write(self, data, offset, oncomplete):
+        self.writes.append((offset, data))
+        oncomplete(Completion(self.result))
+
+    def aio_write_zeroes(self, offset, length, oncomplete):
+        self.writes.append((offset, length))
+        oncomplete(Completion(self.result))
+
+    def aio_flush(self, oncomplete):
+        oncomplete(Completion(self.result))
+
+
+class HeaderIoctx:
+    """The image's header: its snapshots as cls_rbd's get_snapcontext says them."""
+
+    def __init__(self):
+        self.header_exists = True
+        self.snaps = [SNAP_ID, 2]
+
+    def execute(self, name, cls, method, data):
+        assert (name, cls, method) == ("rbd_header.abc123", "rbd", "get_snapcontext")
+        if not self.header_exists:
+            raise rados.ObjectNotFound("gone")
+        return 0, struct.pack("<QI", 9, len(self.snaps)) + struct.pack(
+            "<%dQ" % len(self.snaps), *self.snaps)
+
+
+def translate(exc):
+    return exception.CephError(str(exc))
+
+
+def collect(done):
+    return lambda data, error: done.append((data, error))
+
+
+@pytest.mark.parametrize("remove", ["snapshot", "image"])
+def test_a_served_snapshot_reads_and_notices_its_snapshot_or_image_removed(monkeypatch, remove):
+    monkeypatch.setattr(served.ServedSnapshot, "CHECK_EVERY", 4096)
+    ioctx, image, done = HeaderIoctx(), FakeImage(), []
+    snapshot = served.ServedSnapshot(ioctx, image, "snap", translate)
+    snapshot.read(0, 1024, collect(done))
+    assert done == [(b"x" * 1024, 0)]
+    snapshot.check()
+    if remove == "snapshot":
+        ioctx.snaps = [2]  # Glance removes the snapshot first, its header stays a while
+    else:
+        ioctx.header_exists = False
+    snapshot.read(1024, 1024, collect(done))
+    assert done[-1] == (b"x" * 1024, 0)  # not looked up yet: every CHECK_EVERY bytes
+    snapshot.read(2048, 4096, collect(done))
+    assert done[-1] == (None, 5) and image.reads == [(0, 1024), (1024, 1024)]
+    snapshot.read(0, 1, collect(done))
+    assert done[-1] == (None, 5)  # gone for good
+    with pytest.raises(exception.CephNotFound):
+        snapshot.check()
+
+
+def test_a_failed_read_of_a_served_snapshot_is_its_errno():
+    done = []
+    snapshot = served.ServedSnapshot(HeaderIoctx(), FakeImage(result=-61), "snap", translate)
+    snapshot.read(0, 512, collect(done))
+    assert done == [(None, 61)]
+
+
+def test_a_short_snapcontext_reply_is_an_error():
+    with pytest.raises(exception.CephError):
+        served.snapshot_ids(struct.pack("<QI", 1, 3) + b"\0" * 8)
+
+
+def test_the_served_cache_writes_zeroes_flushes_and_says_its_errors():
+    image, done = FakeImage(), []
+    cache = served.ServedCache(image)
+    assert cache.writable and cache.size == 1 << 20
+    cache.write(4096, b"abc", collect(done))
+    cache.write_zeroes(0, 512, collect(done))
+    cache.flush(collect(done))
+    assert done == [(None, 0)] * 3 and image.writes == [(4096, b"abc"), (0, 512)]
+    image.result = -28
+    cache.write(0, b"x", collect(done))
+    assert done[-1] == (None, 28)
