@@ -15,6 +15,10 @@ BOUNDARIES = {
     "keystoneauth1": "image_api.py",
     "rados": "store.py",
     "rbd": "store.py",
+    # The consumers run inside their hosts: each host's code is imported by its driver alone,
+    # and the checks they share (clone_checks.py) import neither.
+    "cinder": "cinder/driver.py",
+    "nova": "nova/driver.py",
 }
 # The config package registers keystoneauth1's session, adapter and auth options (as nova/conf
 # does): it declares options and never talks to Keystone.
@@ -74,7 +78,8 @@ def imported_names(tree):
 
 
 def test_the_boundary_modules_exist():
-    assert {p.name for p in modules()} >= set(BOUNDARIES.values()) | {"converter.py"}
+    present = {str(p.relative_to(PACKAGE)) for p in modules()}
+    assert present >= set(BOUNDARIES.values()) | {"converter.py"}
 
 
 def test_test_modules_never_import_one_another():
