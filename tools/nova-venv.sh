@@ -66,6 +66,9 @@ for so in /usr/lib/python3/dist-packages/rados.cpython-*.so \
   ln -sfn "$so" "$venv/ceph-bindings/"
 done
 echo "$venv/ceph-bindings" > "$site/ceph-bindings.pth"
+# Nova's test configuration looks for api-paste.ini under the folder that holds the nova
+# package (its state_path); the wheel puts it in the venv's etc/nova.
+ln -sfn "$venv/etc" "$site/etc"
 "$venv/bin/python" -c 'import rados, rbd, nova.virt.cacheraw' >&2
 echo "$want" > "$stamp"
 echo "$venv"

@@ -1,5 +1,5 @@
-"""What the tests that run inside a Nova virtual environment share: Nova's configuration, read
-once, and the rbd_utils module whose Ceph bindings the fakes replace."""
+"""What the tests that run inside a Nova virtual environment share: Nova's configuration, as
+Nova's own tests set it (its ConfFixture, overrides undone after each test)."""
 
 import warnings
 
@@ -8,26 +8,19 @@ import pytest
 with warnings.catch_warnings():
     warnings.simplefilter("ignore")
     import nova.conf
-    from nova.storage import rbd_utils  # noqa: F401 - Nova's own import of rados and rbd
+    from nova.tests import fixtures as nova_fixtures
 
 CONF = nova.conf.CONF
 
 
-@pytest.fixture(scope="session", autouse=True)
-def nova_conf():
-    CONF([], project="nova")
-    return CONF
-
-
 @pytest.fixture
-def flags(nova_conf):
+def flags():
     """CONF.set_override for one test, as Nova's own tests' self.flags()."""
-    set_here = []
+    conf = nova_fixtures.ConfFixture(CONF)
+    conf.setUp()
 
     def flag(group=None, **values):
         for name, value in values.items():
-            nova_conf.set_override(name, value, group=group)
-            set_here.append((name, group))
+            CONF.set_override(name, value, group=group)
     yield flag
-    for name, group in set_here:
-        nova_conf.clear_override(name, group=group)
+    conf.cleanUp()

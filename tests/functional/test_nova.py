@@ -1,0 +1,212 @@
+"""Root disks from the cache: real Nova code with cacheraw's compute driver on the stack's Ceph,
+for the oldest and the newest Nova cacheraw supports.
+
+Each Nova runs in a virtual environment of its own (tools/nova-venv.sh, made here when missing):
+the driver's unit tests (tests/nova/test_driver.py) and the boots of tests/nova/test_boot.py run
+there. The images are uploaded to the stack's Glance and cached by a real worker; Nova's Glance
+fixture serves their records as the stack's Glance returns them (cacheraw's properties
+included). The image's delete and the disk's reads happen here, on the stack.
+"""
+
+import json
+import os
+import subprocess
+import time
+import uuid
+
+import pytest
+import rbd
+
+from tests.functional.conftest import TOP, WorkerProcess, connect_as_cacheraw, make_qcow2
+from tests.functional.helpers import FAST
+from tests.functional.helpers import raw_of
+from tests.functional.helpers import read_rbd
+from tests.functional.helpers import upload
+from tests.functional.helpers import wait_status
+
+RELEASES = ("latest", "27")
+OTHER_FSID = "0c7d1f44-5a06-403f-bb82-ae7ad0d693a6"
+CACHE_FACTS = ("cache_raw", "cache_raw_status", "cache_raw_url", "cache_raw_size",
+               "cache_raw_error")
+
+
+@pytest.fixture(scope="module", params=RELEASES)
+def nova_python(request):
+    """The Python of the Nova release's virtual environment (made once, then reused)."""
+    done = subprocess.run([str(TOP / "tools/nova-venv.sh"), request.param],
+                          capture_output=True, text=True, timeout=1200)
+    assert done.returncode == 0, done.stdout + done.stderr
+    return os.path.join(done.stdout.strip().splitlines()[-1], "bin", "python")
+
+
+def in_nova(nova_python, test_file, env=None, timeout=600):
+    done = subprocess.run([nova_python, "-m", "pytest", "-q", "-p", "no:cacheprovider",
+                           "-W", "ignore::DeprecationWarning", str(TOP / test_file)],
+                          capture_output=True, text=True, timeout=timeout, cwd=str(TOP),
+                          env=dict(os.environ, **(env or {})))
+    print(done.stdout[-6000:], done.stderr[-3000:])
+    return done
+
+
+def test_the_driver_s_unit_tests_pass_in_nova(nova_python):
+    done = in_nova(nova_python, "tests/nova/test_driver.py")
+    assert done.returncode == 0, done.stdout[-6000:]
+
+
+@pytest.fixture(scope="module")
+def worker(stack, tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("nova-worker")
+    override = tmp / "override.conf"
+    override.write_text("[notifications]\npool = tests-%s\n%s" % (uuid.uuid4().hex[:12], FAST))
+    proc = WorkerProcess(stack["cacheraw_conf"], tmp / "worker.log",
+                         ("--config-file", str(override)))
+    proc.wait_for_log("started", timeout=30)
+    yield proc
+    proc.stop()
+
+
+@pytest.fixture(scope="module")
+def cluster(stack):
+    """The cluster as the cacheraw user, which reads the vms pool (README: Ceph caps)."""
+    conn = connect_as_cacheraw(stack)
+    pools = {name: conn.open_ioctx(name) for name in ("images", stack["ceph"]["vm_pool"])}
+    yield pools
+    for ioctx in pools.values():
+        ioctx.close()
+    conn.shutdown()
+
+
+@pytest.fixture(scope="module")
+def disk(tmp_path_factory):
+    tmp = tmp_path_factory.mktemp("nova-disk")
+    path = make_qcow2(tmp / "disk.qcow2")
+    return path, raw_of(path, tmp)
+
+
+class Caches:
+    """RBD images named as caches (``<id>_raw@snap``) for forged images, made and removed here
+    in the vms pool as Nova's user (in cacheraw's pool the worker would remove them as the
+    caches of no image)."""
+
+    def __init__(self, ioctx, raw):
+        self.ioctx, self.raw, self.made = ioctx, raw, []
+
+    def make(self, image_id, protected=True):
+        name = image_id + "_raw"
+        rbd.RBD().create(self.ioctx, name, len(self.raw), old_format=False, features=1)
+        self.made.append(name)
+        with rbd.Image(self.ioctx, name) as image:
+            image.write(self.raw, 0)
+            image.create_snap("snap")
+            if protected:
+                image.protect_snap("snap")
+
+    def remove(self):
+        for name in self.made:
+            with rbd.Image(self.ioctx, name) as image:
+                if image.is_protected_snap("snap"):
+                    image.unprotect_snap("snap")
+                image.remove_snap("snap")
+            rbd.RBD().remove(self.ioctx, name)
+
+
+def forged(record, fsid, changes, pool):
+    """The record of a new image id: ``record`` with a cache_raw_url naming that id's cache, and
+    ``changes`` (a None removes a property)."""
+    image_id = str(uuid.uuid4())
+    image = dict(record, id=image_id, name="forged-%s" % image_id[:8],
+                 cache_raw_url="rbd://%s/%s/%s_raw/snap" % (fsid, pool, image_id))
+    image.pop("direct_url", None)
+    image.update(changes)
+    return {k: v for k, v in image.items() if v is not None}
+
+
+def cases(stack, cached, caches):
+    """What each image's root disk must be: a clone of the cache (its parent) or, for each
+    doubt, made upstream's way (no parent). Each forged image differs from "a cache made here"
+    in one fact."""
+    fsid = stack["ceph"]["fsid"]
+
+    vms = stack["ceph"]["vm_pool"]
+
+    def case(name, image, cloned_from=None):
+        return {"name": name, "image": image,
+                "parent": [cloned_from, image["id"] + "_raw", "snap"] if cloned_from else None}
+    found = [case("cached by cacheraw", cached, stack["ceph"]["pool"]),
+             case("no cache", forged(cached, fsid, dict.fromkeys(CACHE_FACTS), vms))]
+    # name, changed properties, a protected snapshot, fsid and pool of the URL
+    for name, changes, protected, url_fsid, pool in (
+            ("a cache made here", {}, True, fsid, vms),
+            ("Caching", {"cache_raw_status": "Caching"}, True, fsid, vms),
+            ("a URL naming another image", {"cache_raw_url": cached["cache_raw_url"]}, True,
+             fsid, vms),
+            ("another fsid", {}, True, OTHER_FSID, vms),
+            ("a missing pool", {}, True, fsid, "gone"),
+            ("an unprotected snapshot", {}, False, fsid, vms)):
+        image = forged(cached, url_fsid, changes, pool)
+        caches.make(image["id"], protected=protected)
+        found.append(case(name, image, vms if name == "a cache made here" else None))
+    return found
+
+
+@pytest.fixture(scope="module")
+def nova_vms(stack):
+    """The vms pool as Nova's user, which owns the root disks."""
+    import rados
+    conn = rados.Rados(conffile=stack["ceph"]["conf"], rados_id="nova")
+    conn.connect(timeout=15)
+    ioctx = conn.open_ioctx(stack["ceph"]["vm_pool"])
+    yield ioctx
+    ioctx.close()
+    conn.shutdown()
+
+
+def test_root_disks_clone_the_cache_or_take_the_upstream_path_and_survive_the_delete(
+        stack, nova_python, worker, demo_images, cluster, nova_vms, disk, tmp_path):
+    image = upload(demo_images, disk[0], cache_raw="True")
+    cached = wait_status(demo_images, image["id"], "Cached")
+    schema = demo_images.session.get(demo_images.url + "/schemas/image").json()
+    caches = Caches(nova_vms, disk[1])
+    vms = cluster[stack["ceph"]["vm_pool"]]
+    results = {}
+    try:
+        facts = {"ceph": {"conf": stack["ceph"]["conf"], "user": "nova",
+                          "pool": stack["ceph"]["vm_pool"]},
+                 "qcow2": str(disk[0]), "schema": schema,
+                 "cases": cases(stack, cached, caches)}
+        (tmp_path / "facts.json").write_text(json.dumps(facts))
+        done = in_nova(nova_python, "tests/nova/test_boot.py", {
+            "CACHERAW_NOVA_FACTS": str(tmp_path / "facts.json"),
+            "CACHERAW_NOVA_RESULTS": str(tmp_path / "results.json")})
+        if (tmp_path / "results.json").exists():
+            results = json.loads((tmp_path / "results.json").read_text())
+        assert done.returncode == 0, done.stdout[-6000:]
+        ours = results["cached by cacheraw"]["disk"]
+        assert read_rbd(vms, ours)[:len(disk[1])] == disk[1]
+
+        # The image's delete: its cache waits in the trash, the disk keeps its data.
+        demo_images.delete(image["id"])
+        worker.wait_for_log("Image %s: cache has clones; moved to the trash" % image["id"])
+        assert image["id"] + "_raw" not in rbd.RBD().list(cluster["images"])
+        assert read_rbd(vms, ours)[:len(disk[1])] == disk[1]
+    finally:
+        # Every root disk of the run, those of a run that stopped half-way too.
+        for name in rbd.RBD().list(nova_vms):
+            if name.endswith("_disk"):
+                remove_quietly(nova_vms, name)
+        caches.remove()
+    worker.wait_for_log("Purged cache %s_raw" % image["id"], timeout=30)
+
+
+def remove_quietly(ioctx, name):
+    deadline = time.monotonic() + 30
+    while True:
+        try:
+            rbd.RBD().remove(ioctx, name)
+            return
+        except rbd.ImageNotFound:
+            return
+        except rbd.ImageBusy:
+            if time.monotonic() > deadline:
+                raise
+            time.sleep(0.5)
