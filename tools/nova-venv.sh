@@ -35,11 +35,9 @@ case "$release" in
   *) echo "nova-venv.sh: unknown release '$release' (latest or 27)" >&2; exit 2 ;;
 esac
 
-uv=$(command -v uv || true)
-if [ -z "$uv" ]; then
-  [ -x "$top/.venv/bin/uv" ] || "$top/.venv/bin/pip" install -q uv
-  uv=$top/.venv/bin/uv
-fi
+# uv comes with the test requirements (make setup).
+uv=$top/.venv/bin/uv
+[ -x "$uv" ] || uv=$(command -v uv) || { echo "nova-venv.sh: no uv (make setup)" >&2; exit 1; }
 
 stamp="$venv/.cacheraw-nova-venv"
 # cacheraw is installed editable; the shim is copied, so its files count.
