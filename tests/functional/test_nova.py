@@ -18,8 +18,7 @@ import uuid
 import pytest
 import rbd
 
-from tests.functional.conftest import TOP, WorkerProcess, connect_as_cacheraw, make_qcow2
-from tests.functional.helpers import FAST
+from tests.functional.conftest import TOP, make_qcow2, pools_as_cacheraw
 from tests.functional.helpers import raw_of
 from tests.functional.helpers import read_rbd
 from tests.functional.helpers import upload
@@ -59,26 +58,15 @@ def test_the_driver_s_unit_tests_pass_in_nova(nova_python):
 
 
 @pytest.fixture(scope="module")
-def worker(stack, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("nova-worker")
-    override = tmp / "override.conf"
-    override.write_text("[notifications]\npool = tests-%s\n%s" % (uuid.uuid4().hex[:12], FAST))
-    proc = WorkerProcess(stack["cacheraw_conf"], tmp / "worker.log",
-                         ("--config-file", str(override)))
-    proc.wait_for_log("started", timeout=30)
-    yield proc
-    proc.stop()
+def worker(module_worker):
+    return module_worker
 
 
 @pytest.fixture(scope="module")
 def cluster(stack):
     """The cluster as the cacheraw user, which reads the vms pool (README: Ceph caps)."""
-    conn = connect_as_cacheraw(stack)
-    pools = {name: conn.open_ioctx(name) for name in ("images", stack["ceph"]["vm_pool"])}
-    yield pools
-    for ioctx in pools.values():
-        ioctx.close()
-    conn.shutdown()
+    with pools_as_cacheraw(stack, ("images", stack["ceph"]["vm_pool"])) as pools:
+        yield pools
 
 
 @pytest.fixture(scope="module")
