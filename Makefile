@@ -46,10 +46,12 @@ genconfig: setup
 	$(VENV)/bin/oslo-config-generator --config-file etc/oslo-config-generator/cacheraw.conf
 	$(PY) tools/gen-config-doc.py
 
-# The sdist and, built from it, the wheel that tools/install.sh installs on a controller.
+# The sdist and, built from it, the wheel that tools/install.sh installs on a controller; the
+# wheel of the Nova shim (nova-shim/) that it installs on compute hosts beside it.
 dist: setup
 	rm -rf dist
 	$(PY) -m build --outdir dist .
+	$(PY) -m build --wheel --outdir dist nova-shim
 
 bench: setup
 	@tools/run-tests.sh --bench

@@ -26,7 +26,7 @@ sys.path.insert(0, str(TOP))
 from cacheraw import properties  # noqa: E402
 from cacheraw.exception import CacherawError  # noqa: E402
 
-from bench import images, measure, report, volumes  # noqa: E402
+from bench import images, measure, report, roots, volumes  # noqa: E402
 from bench.env import BenchError, Events, Stack, Worker  # noqa: E402
 from bench.images import GIB, MIB, Shape  # noqa: E402
 
@@ -68,6 +68,8 @@ def parse_args(argv):
                    help="skip N at once (env CACHERAW_BENCH_CONCURRENCY=0)")
     p.add_argument("--skip-volumes", action="store_true",
                    help="skip (g), volume create through Cinder")
+    p.add_argument("--skip-roots", action="store_true",
+                   help="skip (h), instance root disks through Nova's RBD image backend")
     p.add_argument("--results", default=str(TOP / "bench" / "results"),
                    help="folder of the JSON results")
     args = p.parse_args(argv)
@@ -247,7 +249,7 @@ def run(args):
                     path, extents = built[shape.name]
                     results["sizes"][shape.name] = measure_size(
                         stack, events, worker, shape, path, extents, args, tmp, recache_args)
-                    if shape.name != "default" or args.skip_volumes:
+                    if shape.name != "default" or (args.skip_volumes and args.skip_roots):
                         os.unlink(path)
                 # (g) after the sizes: the pool then holds one image, its cache and a volume.
                 if not args.skip_volumes:
@@ -255,12 +257,21 @@ def run(args):
                     results["volumes"] = volumes.measure_volumes(stack, events, path,
                                                                  default.virtual, args.runs)
                     results["volumes"]["image"] = {"description": default.describe()}
+                # (h) the same image's root disks through Nova: upstream's path and the clone.
+                if not args.skip_roots:
+                    path, _ = built.get("default") or build(default, tmp)
+                    results["roots"] = roots.measure_roots(stack, events, path,
+                                                           default.virtual, args.runs)
+                    results["roots"]["image"] = {"description": default.describe()}
             finally:
                 worker.stop()
     report.print_table(results)
     if "volumes" in results:
         volumes.print_table(results["volumes"], "default image: "
                             + results["volumes"]["image"]["description"])
+    if "roots" in results:
+        roots.print_table(results["roots"], "default image: "
+                          + results["roots"]["image"]["description"])
     print("\nbench: results in %s" % report.write_json(results, args.results))
     return 0
 

@@ -6,6 +6,8 @@
 #
 #   install.sh [--prefix DIR] [--wheel FILE] [--find-links DIR]     the worker
 #   install.sh --cinder-venv DIR [--wheel FILE] [--find-links DIR]  the Cinder driver only
+#   install.sh --nova-venv DIR [--wheel FILE] [--nova-wheel FILE]    the Nova driver only
+#   install.sh --uninstall --nova-venv DIR  removes the Nova driver; Nova stays as it was
 #   install.sh --uninstall [--prefix DIR]   removes the program; keeps configuration and logs
 set -euo pipefail
 
@@ -14,6 +16,8 @@ prefix=/opt/cacheraw
 wheel=""
 find_links=""
 cinder_venv=""
+nova_venv=""
+nova_wheel=""
 uninstall=0
 bindir=/usr/local/bin
 python=${PYTHON:-/usr/bin/python3}
@@ -26,12 +30,17 @@ debs=(python3-rados python3-rbd qemu-utils qemu-block-extra bubblewrap python3-v
 
 usage() {
   cat <<EOF
-usage: $prog [--prefix DIR] [--wheel FILE] [--find-links DIR] [--cinder-venv DIR] [--uninstall]
+usage: $prog [--prefix DIR] [--wheel FILE] [--find-links DIR] [--cinder-venv DIR]
+       [--nova-venv DIR] [--nova-wheel FILE] [--uninstall]
   --prefix DIR       the worker's virtual environment (default /opt/cacheraw)
   --wheel FILE       the cacheraw wheel (default: the newest dist/cacheraw-*.whl beside this script)
   --find-links DIR   install from this folder of wheels only, without an index (offline)
   --cinder-venv DIR  install the Cinder driver (the wheel's 'cinder' extra) into Cinder's own
                      virtual environment DIR, and nothing else
+  --nova-venv DIR    install the Nova compute driver into Nova's own virtual environment DIR
+                     (cacheraw and the shim cacheraw-nova, without dependencies), nothing else;
+                     with --uninstall, remove them from there again
+  --nova-wheel FILE  the cacheraw-nova wheel (default: the newest dist/cacheraw_nova-*.whl)
   --uninstall        remove the worker's program, unit and links; keep /etc/cacheraw and logs
 EOF
 }
@@ -48,6 +57,8 @@ parse_args() {
       --wheel) wheel=${2:?--wheel needs a file}; shift 2 ;;
       --find-links) find_links=${2:?--find-links needs a directory}; shift 2 ;;
       --cinder-venv) cinder_venv=${2:?--cinder-venv needs a directory}; shift 2 ;;
+      --nova-venv) nova_venv=${2:?--nova-venv needs a directory}; shift 2 ;;
+      --nova-wheel) nova_wheel=${2:?--nova-wheel needs a file}; shift 2 ;;
       --uninstall) uninstall=1; shift ;;
       -h|--help) usage; exit 0 ;;
       *) fail "unknown argument: $1 (see $prog --help)" ;;
@@ -205,9 +216,69 @@ need_root() {
   [ "$(id -u)" -eq 0 ] || fail "run as root"
 }
 
+# The Nova driver: cacheraw and the shim cacheraw-nova (nova/virt/cacheraw/, beside Nova's own
+# drivers, the only place Nova loads a compute driver from) go into Nova's virtual environment
+# without dependencies, from the wheel files only: Nova's packages stay exactly as they were.
+# A stamp in the venv says whether cacheraw was there before, for --uninstall.
+nova_stamp() {
+  echo "$nova_venv/.cacheraw-nova"
+}
+
+need_nova_venv() {
+  need_root
+  [ -x "$nova_venv/bin/pip" ] || fail "not a virtual environment with pip: $nova_venv"
+}
+
+find_nova_wheel() {
+  if [ -z "$nova_wheel" ]; then
+    nova_wheel=$(ls -t "$(dirname "$wheel")"/cacheraw_nova-*.whl 2>/dev/null | head -n 1 || true)
+    [ -n "$nova_wheel" ] \
+      || fail "no cacheraw-nova wheel given and none beside $wheel (run 'make dist')"
+  fi
+  [ -f "$nova_wheel" ] || fail "no such wheel: $nova_wheel"
+}
+
+install_nova() {
+  need_nova_venv
+  "$nova_venv/bin/python" -c 'import nova.virt.libvirt.driver' 2>/dev/null \
+    || fail "Nova's libvirt driver does not import in $nova_venv"
+  find_wheel
+  find_nova_wheel
+  if [ ! -e "$(nova_stamp)" ]; then
+    if "$nova_venv/bin/pip" show -q cacheraw >/dev/null 2>&1; then
+      echo kept > "$(nova_stamp)"
+    else
+      echo installed > "$(nova_stamp)"
+    fi
+  fi
+  echo "$prog: installing $(basename "$wheel") and $(basename "$nova_wheel") into $nova_venv"
+  "$nova_venv/bin/pip" install -q --no-index --no-deps --force-reinstall "$wheel" "$nova_wheel"
+  "$nova_venv/bin/python" -c 'import nova.virt.cacheraw' \
+    || fail "nova.virt.cacheraw does not import in $nova_venv"
+  echo "$prog: next: set [DEFAULT] compute_driver = cacheraw.LibvirtDriver in nova.conf (see" \
+       "README, Installing the Nova driver), then restart nova-compute"
+}
+
+uninstall_nova() {
+  need_nova_venv
+  if "$nova_venv/bin/pip" show -q cacheraw-nova >/dev/null 2>&1; then
+    "$nova_venv/bin/pip" uninstall -q -y cacheraw-nova
+  fi
+  if [ "$(cat "$(nova_stamp)" 2>/dev/null)" = installed ]; then
+    "$nova_venv/bin/pip" uninstall -q -y cacheraw
+  fi
+  rm -f "$(nova_stamp)"
+  echo "$prog: removed the Nova driver from $nova_venv; set compute_driver back to" \
+       "libvirt.LibvirtDriver before nova-compute restarts"
+}
+
 main() {
   parse_args "$@"
-  if [ "$uninstall" = 1 ]; then
+  if [ "$uninstall" = 1 ] && [ -n "$nova_venv" ]; then
+    uninstall_nova
+  elif [ -n "$nova_venv" ]; then
+    install_nova
+  elif [ "$uninstall" = 1 ]; then
     uninstall_worker
   elif [ -n "$cinder_venv" ]; then
     install_cinder

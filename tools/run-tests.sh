@@ -39,6 +39,11 @@ if [ "${1:-}" = "--bench" ]; then
       *",$osd,"*) ;;
       *) extra+=(--skip-volumes) ;;
     esac
+    # (h), root disks through Nova, beside (g) by default.
+    case ",${CACHERAW_BENCH_ROOTS_OSDS:-bluestore}," in
+      *",$osd,"*) ;;
+      *) extra+=(--skip-roots) ;;
+    esac
     CACHERAW_STACK_OSD=$osd "$py" "$stack" up
     CACHERAW_STACK_OSD=$osd "$py" tools/bench.py "${extra[@]}" "$@" || status=1
     "$py" "$stack" down

@@ -17,6 +17,7 @@ from oslo_utils import units
 from cinder import exception as cinder_exception
 from cinder.volume.drivers import rbd as rbd_driver
 
+from cacheraw import clone_checks
 from cacheraw import properties
 
 LOG = logging.getLogger(__name__)
@@ -57,44 +58,29 @@ class CacheRawRBDDriver(rbd_driver.RBDDriver):
 
     def _cache_source(self, volume, image_id, props):
         """(pool, cache image) to clone for ``volume``, or None when the cache is not usable."""
-        url = props.get(properties.URL)
-        if props.get(properties.STATUS) != properties.Status.CACHED or url is None:
+        cache = clone_checks.cached(image_id, props, "volume %s" % volume.id)
+        if cache is None:
             return None
-        parsed = properties.parse_cache_url(url)
-        if parsed is None or parsed[2] != image_id:
-            LOG.warning("Image %s: cache_raw_url %.200r does not name this image's cache; "
-                        "creating volume %s without it", image_id, url, volume.id)
-            return None
-        fsid, pool, _ = parsed
-        name = properties.cache_name(image_id)
         try:
-            size = self._protected_snap_size(fsid, pool, name)
+            size = self._protected_snap_size(cache)
         except (self.rbd.Error, self.rados.Error, cinder_exception.CinderException) as exc:
             LOG.warning("Image %s: cache %s/%s@%s is not usable (%s); creating volume %s "
-                        "without it", image_id, pool, name, properties.CACHE_SNAP, exc,
+                        "without it", image_id, cache.pool, cache.name, cache.snapshot, exc,
                         volume.id)
             return None
         if size is None or size > int(volume.size) * units.Gi:
             LOG.info("Image %s: cache %s/%s is not a protected snapshot of this cluster that "
-                     "fits volume %s; creating the volume without it", image_id, pool, name,
-                     volume.id)
+                     "fits volume %s; creating the volume without it", image_id, cache.pool,
+                     cache.name, volume.id)
             return None
-        return pool, name
+        return cache.pool, cache.name
 
-    def _protected_snap_size(self, fsid, pool, name):
+    def _protected_snap_size(self, cache):
         """Size of the cache's snapshot, opened read-only on one connection to the backend's
         cluster; None when the cache is in another cluster, in no pool of this one, or not
         protected."""
         with rbd_driver.RADOSClient(self) as client:
-            if client.cluster.get_fsid() != fsid:
-                LOG.info("Cache %s/%s is in another Ceph cluster (%s)", pool, name, fsid)
-                return None
-            # Opening a missing pool would be retried by the parent for seconds.
-            if not client.cluster.pool_exists(pool):
-                return None
-            with client.cluster.open_ioctx(pool) as ioctx, rbd_driver.RBDVolumeProxy(
-                    self, name, snapshot=properties.CACHE_SNAP, read_only=True,
-                    client=client.cluster, ioctx=ioctx) as cache:
-                if not cache.is_protected_snap(properties.CACHE_SNAP):
-                    return None
-                return cache.size()
+            return clone_checks.protected_snap_size(
+                client.cluster, cache, lambda ioctx: rbd_driver.RBDVolumeProxy(
+                    self, cache.name, snapshot=cache.snapshot, read_only=True,
+                    client=client.cluster, ioctx=ioctx))

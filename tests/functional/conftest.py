@@ -4,6 +4,7 @@ When the stack is missing the tests are skipped on a developer's machine and FAI
 a functional test never passes by not running.
 """
 
+import contextlib
 import json
 import os
 import subprocess
@@ -22,6 +23,8 @@ from tests.notifications import Listener
 TOP = Path(__file__).resolve().parents[2]
 STATE = Path(os.environ.get("CACHERAW_STACK_DIR", TOP / ".stack"))
 VENV_BIN = Path(sys.executable).parent
+# A worker's configuration for tests that wait on its sweep and its leases.
+FAST = "[worker]\nsweep_interval = 2\n[ceph]\nlock_duration = 10\n"
 
 
 def need(condition, why):
@@ -66,6 +69,19 @@ def connect_as_cacheraw(stack):
                           conf={"keyring": user["keyring"]})
     cluster.connect(timeout=15)
     return cluster
+
+
+@contextlib.contextmanager
+def pools_as_cacheraw(stack, names):
+    """The named pools, each an ioctx of one connection as the cacheraw user."""
+    conn = connect_as_cacheraw(stack)
+    pools = {name: conn.open_ioctx(name) for name in names}
+    try:
+        yield pools
+    finally:
+        for ioctx in pools.values():
+            ioctx.close()
+        conn.shutdown()
 
 
 @pytest.fixture(scope="session")
@@ -135,6 +151,19 @@ class WorkerProcess:
                 self.proc.wait()
         self._log.close()
         return self.proc.returncode
+
+
+@pytest.fixture(scope="module")
+def module_worker(stack, tmp_path_factory):
+    """One worker for the tests of a module, on a notification pool of its own, sweeping often."""
+    tmp = tmp_path_factory.mktemp("module-worker")
+    override = tmp / "override.conf"
+    override.write_text("[notifications]\npool = tests-%s\n%s" % (uuid.uuid4().hex[:12], FAST))
+    proc = WorkerProcess(stack["cacheraw_conf"], tmp / "worker.log",
+                         ("--config-file", str(override)))
+    proc.wait_for_log("started", timeout=30)
+    yield proc
+    proc.stop()
 
 
 @pytest.fixture

@@ -12,10 +12,10 @@ import uuid
 import rbd
 
 from tests import notifications
+from tests.functional.conftest import FAST  # noqa: F401 - the suites import it from here
 from tests.functional.conftest import STATE
 from tests.functional.conftest import VENV_BIN
 
-FAST = "[worker]\nsweep_interval = 2\n[ceph]\nlock_duration = 10\n"
 LOCK_PREFIX = "cacheraw.lock."
 MANAGE = os.path.join(os.path.dirname(sys.executable), "cacheraw-manage")
 

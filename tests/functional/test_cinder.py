@@ -9,9 +9,7 @@ import uuid
 import pytest
 import rbd
 
-from tests.functional.conftest import (VENV_BIN, WorkerProcess, connect_as_cacheraw,
-                                      make_qcow2, need)
-from tests.functional.helpers import FAST
+from tests.functional.conftest import VENV_BIN, make_qcow2, need, pools_as_cacheraw
 from tests.functional.helpers import openstack
 from tests.functional.helpers import raw_of
 from tests.functional.helpers import upload
@@ -81,27 +79,16 @@ def delete_volumes(cinder):
 
 
 @pytest.fixture(scope="module")
-def worker(stack, tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("cinder-worker")
-    override = tmp / "override.conf"
-    override.write_text("[notifications]\npool = tests-%s\n%s" % (uuid.uuid4().hex[:12], FAST))
-    proc = WorkerProcess(stack["cacheraw_conf"], tmp / "worker.log",
-                         ("--config-file", str(override)))
-    proc.wait_for_log("started", timeout=30)
-    yield proc
-    proc.stop()
+def worker(module_worker):
+    return module_worker
 
 
 @pytest.fixture(scope="module")
 def cluster(stack):
     """The cluster as the cacheraw user, which reads the volumes pool (docs/install.md: Ceph
     caps)."""
-    conn = connect_as_cacheraw(stack)
-    pools = {name: conn.open_ioctx(name) for name in ("images", "volumes")}
-    yield pools
-    for ioctx in pools.values():
-        ioctx.close()
-    conn.shutdown()
+    with pools_as_cacheraw(stack, ("images", "volumes")) as pools:
+        yield pools
 
 
 @pytest.fixture(scope="module")

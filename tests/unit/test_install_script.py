@@ -1,4 +1,5 @@
-"""tools/install.sh: its refusals (one line each) and the Cinder option, without installing.
+"""tools/install.sh: its refusals (one line each) and the Cinder and Nova options, without
+installing (tests/functional/test_nova.py installs into a real Nova venv).
 
 The real install, on a controller with systemd, is tests/functional/test_systemd_unit_live.py."""
 
@@ -76,10 +77,58 @@ def test_cinder_option_needs_a_venv(tmp_path):
 def test_install_doc_uses_only_options_the_script_has():
     doc = (TOP / "docs/install.md").read_text()
     sections = re.findall(
-        r"^## (?:Controllers|Cinder hosts|Upgrade|Rollback)\b.*?\n(.*?)(?=^## |\Z)", doc,
+        r"^## (?:Controllers|Cinder hosts|Nova|Upgrade|Rollback)\b.*?\n(.*?)(?=^## |\Z)", doc,
         re.M | re.S)
-    assert len(sections) == 4
+    assert len(sections) == 5
     used = set(re.findall(r"install\.sh[^\n`]*", "".join(sections)))
     options = {opt for line in used for opt in re.findall(r"--[a-z-]+", line)}
     assert options
     assert options <= set(re.findall(r"--[a-z-]+", run("--help").stdout))
+
+
+def fake_nova_venv(tmp_path, cacheraw_there=False):
+    """A venv whose pip logs its calls and knows cacheraw (or not); python imports anything."""
+    venv = tmp_path / "nova-venv"
+    log = tmp_path / "pip.log"
+    fake_bin(venv, "pip", 'echo "$*" >> %s\ncase "$*" in "show -q cacheraw") exit %d;; '
+             '"show -q cacheraw-nova") exit 0;; esac\n' % (log, 0 if cacheraw_there else 1))
+    fake_bin(venv, "python", "exit 0\n")
+    wheels = tmp_path / "dist"
+    wheels.mkdir()
+    for name in ("cacheraw-0.1.0-py3-none-any.whl", "cacheraw_nova-0.1.0-py3-none-any.whl"):
+        (wheels / name).write_bytes(b"")
+    return venv, log, wheels / "cacheraw-0.1.0-py3-none-any.whl"
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="install.sh runs as root")
+def test_nova_option_installs_both_wheels_without_dependencies_or_index(tmp_path):
+    venv, log, wheel = fake_nova_venv(tmp_path)
+    done = run("--nova-venv", venv, "--wheel", wheel)
+    assert done.returncode == 0, done.stderr
+    shim = wheel.parent / "cacheraw_nova-0.1.0-py3-none-any.whl"
+    assert log.read_text().splitlines() == [
+        "show -q cacheraw",
+        "install -q --no-index --no-deps --force-reinstall %s %s" % (wheel, shim)]
+    assert "compute_driver = cacheraw.LibvirtDriver" in done.stdout
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="install.sh runs as root")
+@pytest.mark.parametrize("cacheraw_there", [False, True])
+def test_nova_uninstall_removes_only_what_the_install_added(tmp_path, cacheraw_there):
+    venv, log, wheel = fake_nova_venv(tmp_path, cacheraw_there)
+    assert run("--nova-venv", venv, "--wheel", wheel).returncode == 0
+    log.write_text("")
+    done = run("--uninstall", "--nova-venv", venv)
+    assert done.returncode == 0, done.stderr
+    removed = [line for line in log.read_text().splitlines() if line.startswith("uninstall")]
+    assert removed == ["uninstall -q -y cacheraw-nova"] + (
+        [] if cacheraw_there else ["uninstall -q -y cacheraw"])
+    assert not (venv / ".cacheraw-nova").exists()
+
+
+def test_nova_option_needs_a_venv_and_the_shim_wheel(tmp_path):
+    assert str(tmp_path) in one_error_line(run("--nova-venv", tmp_path, "--wheel", INSTALL))
+    venv, _, wheel = fake_nova_venv(tmp_path)
+    (wheel.parent / "cacheraw_nova-0.1.0-py3-none-any.whl").unlink()
+    if os.geteuid() == 0:
+        assert "cacheraw-nova wheel" in one_error_line(run("--nova-venv", venv, "--wheel", wheel))

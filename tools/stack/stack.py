@@ -62,6 +62,8 @@ BLUESTORE_BYTES = int(os.environ.get("CACHERAW_STACK_BLUESTORE_MIB", "8192")) * 
 WITH_MGR = os.environ.get("CACHERAW_STACK_MGR", "1") == "1"
 POOL = "images"
 VOLUME_POOL = "volumes"
+# Nova's ephemeral disks ([libvirt] images_rbd_pool): the Nova functional tests' root disks.
+VM_POOL = "vms"
 # The volume backends of Cinder, each with a volume type of its name: "cacheraw" (cacheraw's
 # driver, the default type), "upstream" (Cinder's own RBD driver) and "imagecache" (Cinder's own
 # RBD driver with its image-volume cache), for comparisons. Each backend is one more process.
@@ -282,8 +284,10 @@ def ceph_up(facts):
             mgr_up(cluster, conf)
         pool_up(cluster, POOL)
         pool_up(cluster, VOLUME_POOL)
+        pool_up(cluster, VM_POOL)
         facts["ceph"] = {
             "conf": str(conf), "fsid": fsid, "pool": POOL, "volume_pool": VOLUME_POOL,
+            "vm_pool": VM_POOL,
             "objectstore": OSD_STORE,
             "users": {name: ceph_user(cluster, name, caps)
                       for name, caps in CEPH_CAPS.items()},
@@ -355,17 +359,21 @@ def pool_up(cluster, pool):
         rbd.RBD().pool_init(ioctx, True)
 
 
-# The caps of the Ceph documentation for Glance and Cinder. cacheraw reads the volumes pool only
-# to see the clones of its caches there (docs/install.md: "Ceph caps").
+# The caps of the Ceph documentation for Glance, Cinder and Nova. cacheraw reads the volumes and
+# vms pools only to see the clones of its caches there (docs/install.md: "Ceph caps").
 CEPH_CAPS = {
     "glance": ["mon", "profile rbd", "osd", "profile rbd pool=%s" % POOL,
                "mgr", "profile rbd pool=%s" % POOL],
     "cacheraw": ["mon", "profile rbd",
-                 "osd", "profile rbd pool=%s, profile rbd-read-only pool=%s" % (POOL, VOLUME_POOL),
+                 "osd", "profile rbd pool=%s, profile rbd-read-only pool=%s, "
+                        "profile rbd-read-only pool=%s" % (POOL, VOLUME_POOL, VM_POOL),
                  "mgr", "profile rbd pool=%s" % POOL],
     "cinder": ["mon", "profile rbd",
                "osd", "profile rbd pool=%s, profile rbd-read-only pool=%s" % (VOLUME_POOL, POOL),
                "mgr", "profile rbd pool=%s" % VOLUME_POOL],
+    "nova": ["mon", "profile rbd",
+             "osd", "profile rbd pool=%s, profile rbd-read-only pool=%s" % (VM_POOL, POOL),
+             "mgr", "profile rbd pool=%s" % VM_POOL],
 }
 
 
