@@ -22,8 +22,9 @@ stack-status:
 run: stack-up
 	$(VENV)/bin/cacheraw-worker --config-file .stack/cacheraw.conf
 
+# The whole suite on the main Python, and the unit suite on Python 3.9, 3.10 and 3.12.
 test: setup
-	@tools/run-tests.sh tests
+	@tools/run-tests.sh --pythons tests
 
 unit: setup
 	$(PY) -m pytest tests/unit

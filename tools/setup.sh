@@ -58,9 +58,42 @@ install_venv() {
   echo "$want" > "$stamp"
 }
 
+# The Python interpreter of version $1 (3.9): pyenv's, else one on the PATH that runs.
+find_python() {
+  local found
+  found=$(ls -d "${PYENV_ROOT:-$HOME/.pyenv}"/versions/"$1".*/bin/python 2>/dev/null | sort -V | tail -1)
+  [ -n "$found" ] && { echo "$found"; return 0; }
+  found=$(command -v "python$1" 2>/dev/null) && "$found" -c '' 2>/dev/null && echo "$found"
+}
+
+# The unit suite's environment for Python $1 (.venv-py39 for 3.9): cacheraw with the newest
+# Cinder of tools/cinder-releases.txt on that Python, and the libraries of that release's era.
+# Debian's Ceph bindings are built for its Python 3.11 only: the tests use stand-ins here.
+install_python_venv() {
+  local version=$1 dir="$top/.venv-py${1/./}" python row stamp want
+  python=$(find_python "$version") || {
+    echo "setup: no Python $version found (pyenv or python$version on the PATH)" >&2; return 1; }
+  row=$(awk -v py="$version" '!/^#/ && $3 == py {row=$0} END {print row}' "$top/tools/cinder-releases.txt")
+  [ -n "$row" ] || { echo "setup: no Cinder release for Python $version in tools/cinder-releases.txt" >&2; return 1; }
+  stamp="$dir/.cacheraw-setup"
+  want=$(echo "$row" | cat - "$top/requirements.txt" "$top/setup.py" | sha256sum | cut -d' ' -f1)
+  [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] && return 0
+  set -- $row
+  echo "setup: Python $version with Cinder $2 (OpenStack $1, libraries as of $4) in $dir"
+  rm -rf "$dir"
+  "$venv/bin/uv" venv -q -p "$python" "$dir"
+  "$venv/bin/uv" pip install -q -p "$dir/bin/python" --exclude-newer "$4" \
+    -r "$top/requirements.txt" pytest hypothesis vermin "cinder==$2.*" -e "$top"
+  echo "$want" > "$stamp"
+}
+
 install_debs
 install_venv
 link_ceph_bindings
+# CACHERAW_PYTHONS: the Pythons besides the main one that `make test` runs the unit suite on.
+for version in ${CACHERAW_PYTHONS-3.9 3.10 3.12}; do
+  install_python_venv "$version"
+done
 "$venv/bin/python" -c 'import rados, rbd' || { echo "setup: rados/rbd bindings not importable" >&2; exit 1; }
 # The database schemas of Keystone, Glance and Cinder, made once for this environment, so that
 # the stack loads them in a second instead of running their migrations at each start.
