@@ -277,6 +277,7 @@ def ceph_up(facts):
             mgr_up(cluster, conf)
         pool_up(cluster, POOL)
         pool_up(cluster, VOLUME_POOL)
+        mirroring_up(cluster, VOLUME_POOL)
         facts["ceph"] = {
             "conf": str(conf), "fsid": fsid, "pool": POOL, "volume_pool": VOLUME_POOL,
             "objectstore": OSD_STORE,
@@ -348,6 +349,14 @@ def pool_up(cluster, pool):
     mon_command(cluster, {"prefix": "osd pool create", "pool": pool, "pg_num": 8, "pgp_num": 8})
     with cluster.open_ioctx(pool) as ioctx:
         rbd.RBD().pool_init(ioctx, True)
+
+
+def mirroring_up(cluster, pool):
+    """RBD mirroring in image mode, as a replicated volume type needs it of Cinder's pool (there
+    is no second cluster: the images are mirrored to none, which Ceph allows)."""
+    import rbd
+    with cluster.open_ioctx(pool) as ioctx:
+        rbd.RBD().mirror_mode_set(ioctx, rbd.RBD_MIRROR_MODE_IMAGE)
 
 
 # The caps of the Ceph documentation for Glance and Cinder. cacheraw reads the volumes pool only
@@ -805,7 +814,14 @@ rbd_user = cinder
 rbd_ceph_conf = {facts["ceph"]["conf"]}
 rbd_flatten_volume_from_snapshot = false
 image_volume_cache_enabled = {name == "imagecache"}
-"""
+""" + (REPLICATION_DEVICE % facts["ceph"]["conf"] if name == "cacheraw" else "")
+
+
+# The cacheraw backend offers replication, so that a volume type with replication_enabled
+# reaches it: its "secondary" is its own cluster (the stack has one), named only so that the
+# RBD driver mirrors the volumes of such a type.
+REPLICATION_DEVICE = "replication_device = backend_id:secondary, conf:%s, user:cinder\n"
+REPLICATED_TYPE = "cacheraw-replicated"
 
 
 def internal_tenant(users):
@@ -903,13 +919,17 @@ def cinder_ready(facts, procs):
     project = sess.get_project_id()
     base = "%s/v3/%s" % (cinder_url(), project)
     wait_for("cinder-api", lambda: sess.get(base + "/types", raise_exc=False).ok, 40, procs[0])
-    for backend in cinder_backends():
+    wanted = {backend: {"volume_backend_name": backend} for backend in cinder_backends()}
+    if "cacheraw" in wanted:
+        wanted[REPLICATED_TYPE] = {"volume_backend_name": "cacheraw",
+                                   "replication_enabled": "<is> True"}
+    for name, extra_specs in wanted.items():
         types = sess.get(base + "/types").json()["volume_types"]
-        if any(t["name"] == backend for t in types):
+        if any(t["name"] == name for t in types):
             continue
         sess.post(base + "/types", json={"volume_type": {
-            "name": backend, "os-volume-type-access:is_public": True,
-            "extra_specs": {"volume_backend_name": backend}}})
+            "name": name, "os-volume-type-access:is_public": True,
+            "extra_specs": extra_specs}})
     want = {"cinder-scheduler"} | {"cinder-volume@%s" % b for b in cinder_backends()}
 
     def services_up():
