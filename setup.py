@@ -30,8 +30,9 @@ setup(
     packages=find_packages(include=["cacheraw", "cacheraw.*"]),
     install_requires=requirements(),
     # The Cinder volume driver (cacheraw.cinder.driver) runs inside cinder-volume, which brings
-    # Cinder; the daemon never imports it.
-    extras_require={"cinder": ["cinder>=25.0.0"]},
+    # Cinder (2023.1, 22, and later: tools/cinder-releases.txt); the daemon never imports it.
+    # tools/install.sh installs the wheel there without dependencies.
+    extras_require={"cinder": ["cinder>=22.0.0"]},
     # tools/install.sh takes these from the virtual environment it installed the wheel into.
     data_files=[
         ("share/cacheraw", ["systemd/cacheraw-worker.service", "systemd/cacheraw.sysusers.conf",
