@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STACK := tools/stack/stack.py
 
 .PHONY: setup stack-up stack-down stack-status run test unit functional genconfig bench clean
-.PHONY: test-faults test-hostile dist
+.PHONY: test-faults test-hostile dist compat
 
 setup:
 	@tools/setup.sh
@@ -37,6 +37,11 @@ test-faults: setup
 
 test-hostile: setup
 	@tools/run-tests.sh -m hostile tests
+
+# The driver's unit tests against the real RBDDriver of each Cinder release it supports
+# (tools/cinder-releases.txt): not part of `make test` (a few minutes the first time).
+compat: setup
+	@tools/compat.sh
 
 genconfig: setup
 	$(VENV)/bin/oslo-config-generator --config-file etc/oslo-config-generator/cacheraw.conf

@@ -34,7 +34,7 @@ install_debs() {
 # Debian's rados/rbd bindings are compiled modules in dist-packages; expose just those two to the
 # venv through a folder of symlinks named in a .pth file.
 link_ceph_bindings() {
-  local site dir so
+  local venv=${1:-$venv} site dir so
   site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
   dir="$venv/ceph-bindings"
   mkdir -p "$dir"
@@ -82,9 +82,42 @@ install_python_venv() {
   echo "setup: Python $version with Cinder $2 (OpenStack $1, libraries as of $4) in $dir"
   rm -rf "$dir"
   "$venv/bin/uv" venv -q -p "$python" "$dir"
-  "$venv/bin/uv" pip install -q -p "$dir/bin/python" --exclude-newer "$4" \
+  "$venv/bin/uv" pip install -q -p "$dir/bin/python" --exclude-newer "$4" $(pins "$5") \
     -r "$top/requirements.txt" pytest hypothesis vermin "cinder==$2.*" -e "$top"
   echo "$want" > "$stamp"
+}
+
+# The pins column of tools/cinder-releases.txt as requirements ("-": none).
+pins() {
+  [ "$1" = "-" ] || echo "$1" | tr ',' ' '
+}
+
+# CACHERAW_STACK_OPENSTACK=<series>: the environment of that release's Cinder services for the
+# stack (.venv-openstack-<series>): its Cinder on its Python with the libraries of its day,
+# gunicorn and PyMySQL for the stack, and cacheraw's driver as tools/install.sh puts it there
+# (no dependencies); then its database schema.
+install_openstack_venv() {
+  local series=$1 dir="$top/.venv-openstack-$1" row python stamp want
+  row=$(awk -v s="$series" '!/^#/ && $1 == s' "$top/tools/cinder-releases.txt")
+  [ -n "$row" ] || { echo "setup: no OpenStack series $series in tools/cinder-releases.txt" >&2; return 1; }
+  set -- $row
+  python=$(find_python "$3") || { echo "setup: no Python $3 found for OpenStack $series" >&2; return 1; }
+  stamp="$dir/.cacheraw-setup"
+  want=$(echo "$row" | sha256sum | cut -d' ' -f1)
+  if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
+    echo "setup: Cinder $2 of OpenStack $1 on Python $3 (libraries as of $4) in $dir"
+    rm -rf "$dir"
+    "$venv/bin/uv" venv -q -p "$python" "$dir"
+    "$venv/bin/uv" pip install -q -p "$dir/bin/python" --exclude-newer "$4" $(pins "$5") \
+      "cinder==$2.*" gunicorn PyMySQL
+    echo "$want" > "$stamp"
+  fi
+  "$venv/bin/uv" pip install -q -p "$dir/bin/python" --no-deps -e "$top"
+  # cinder-volume talks to Ceph through Debian's bindings, which are built for Python 3.11.
+  link_ceph_bindings "$dir"
+  "$dir/bin/python" -c 'import rados, rbd' 2>/dev/null || {
+    echo "setup: Debian's Ceph bindings do not load on Python $3: the stack needs a series" \
+         "tested on 3.11 in tools/cinder-releases.txt (2024.1)" >&2; return 1; }
 }
 
 install_debs
@@ -94,6 +127,9 @@ link_ceph_bindings
 for version in ${CACHERAW_PYTHONS-3.9 3.10 3.12}; do
   install_python_venv "$version"
 done
+if [ -n "${CACHERAW_STACK_OPENSTACK:-}" ]; then
+  install_openstack_venv "$CACHERAW_STACK_OPENSTACK"
+fi
 "$venv/bin/python" -c 'import rados, rbd' || { echo "setup: rados/rbd bindings not importable" >&2; exit 1; }
 # The database schemas of Keystone, Glance and Cinder, made once for this environment, so that
 # the stack loads them in a second instead of running their migrations at each start.

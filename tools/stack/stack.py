@@ -69,6 +69,13 @@ CINDER_BACKENDS = [b.strip() for b in os.environ.get(
     "CACHERAW_STACK_CINDER_BACKENDS", "cacheraw").split(",") if b.strip()]
 # The schemas of the services' databases, made by "stack.py schemas" for this environment.
 SCHEMA_DIR = VENV_BIN.parent / "cacheraw-stack-schemas"
+# CACHERAW_STACK_OPENSTACK=<series> (a row of tools/cinder-releases.txt, 2023.1 say): Cinder's
+# services of that release, from the environment tools/setup.sh makes for it
+# (.venv-openstack-<series>: that release's Python, its Cinder with the libraries of its day,
+# cacheraw's driver without dependencies); Keystone and Glance stay this environment's.
+OPENSTACK_SERIES = os.environ.get("CACHERAW_STACK_OPENSTACK", "")
+CINDER_BIN = (TOP / (".venv-openstack-%s" % OPENSTACK_SERIES) / "bin" if OPENSTACK_SERIES
+              else VENV_BIN)
 DATABASES = ("keystone", "glance", "cinder")
 CMD_TIMEOUT = 60
 RABBIT_VHOST = "openstack"
@@ -497,14 +504,14 @@ def mariadb_database(client, name):
 def mariadb_up(facts):
     d = STATE / "mariadb"
     client = mariadb_start(d, PORTS["mariadb"])
-    missing = [db for db in DATABASES if not (SCHEMA_DIR / ("%s.sql" % db)).exists()]
+    missing = [db for db in DATABASES if not schema_file(db).exists()]
     if missing:
-        raise StackError("no database schema for %s in %s: run 'make setup'"
-                         % (", ".join(missing), SCHEMA_DIR))
+        raise StackError("no database schema for %s (%s): run 'make setup'"
+                         % (", ".join(missing), ", ".join(map(str, map(schema_file, missing)))))
     urls = {}
     for db in DATABASES:
         password = mariadb_database(client, db)
-        run(client + [db], input=(SCHEMA_DIR / ("%s.sql" % db)).read_text(), timeout=120)
+        run(client + [db], input=schema_file(db).read_text(), timeout=120)
         urls[db] = "mysql+pymysql://%s:%s@%s:%d/%s?charset=utf8mb4" % (
             db, password, HOST, PORTS["mariadb"], db)
     facts["mariadb"] = {"port": PORTS["mariadb"], "socket": str(d / "mysqld.sock"),
@@ -514,7 +521,7 @@ def mariadb_up(facts):
 def schemas():
     """Run the migrations of Keystone, Glance and Cinder once on a scratch MariaDB and keep a
     dump of each schema, so that the stack loads them instead of migrating at each start."""
-    stamp = SCHEMA_DIR / "versions"
+    stamp = SCHEMA_DIR / ("versions-%s" % OPENSTACK_SERIES if OPENSTACK_SERIES else "versions")
     want = schema_versions()
     if stamp.exists() and stamp.read_text() == want:
         return
@@ -537,7 +544,7 @@ def schemas():
             dump = run(["mariadb-dump", "--socket=%s" % (scratch / "mysqld.sock"),
                         "--user=%s" % pwd.getpwuid(os.getuid()).pw_name, "--skip-comments",
                         "--skip-dump-date", db], timeout=120)
-            write(SCHEMA_DIR / ("%s.sql" % db), dump)
+            write(schema_file(db), dump)
         stamp.write_text(want)
     finally:
         pid = read_pid(service)
@@ -553,14 +560,24 @@ SYNC_COMMANDS = {
                               "db_sync"],
     "glance": lambda conf: [str(VENV_BIN / "glance-manage"), "--config-file", str(conf),
                             "db_sync"],
-    "cinder": lambda conf: [str(VENV_BIN / "cinder-manage"), "--config-file", str(conf),
+    "cinder": lambda conf: [str(CINDER_BIN / "cinder-manage"), "--config-file", str(conf),
                             "db", "sync"],
 }
 
 
 def schema_versions():
     from importlib import metadata
-    return "".join("%s %s\n" % (db, metadata.version(db)) for db in DATABASES)
+    versions = {db: metadata.version(db) for db in DATABASES}
+    if OPENSTACK_SERIES:
+        versions["cinder"] = run([str(CINDER_BIN / "python"), "-c", "import importlib.metadata "
+                                  "as m; print(m.version('cinder'))"]).strip()
+    return "".join("%s %s\n" % item for item in versions.items())
+
+
+def schema_file(db):
+    """The dump of a database's schema, kept beside the environment of its service."""
+    bin_dir = CINDER_BIN if db == "cinder" else VENV_BIN
+    return bin_dir.parent / "cacheraw-stack-schemas" / ("%s.sql" % db)
 
 
 # --- Keystone ------------------------------------------------------------------------------------
@@ -847,8 +864,8 @@ osapi_volume_listen_port = {PORTS["cinder"]}
 glance_api_servers = {glance_url()}
 enabled_backends = {",".join(backends)}
 default_volume_type = {backends[0]}
-resource_query_filters_file = {VENV_BIN.parent}/etc/cinder/resource_filters.json
-api_paste_config = {VENV_BIN.parent}/etc/cinder/api-paste.ini
+resource_query_filters_file = {CINDER_BIN.parent}/etc/cinder/resource_filters.json
+api_paste_config = {CINDER_BIN.parent}/etc/cinder/api-paste.ini
 use_default_quota_class = false
 quota_volumes = 1000
 quota_snapshots = 1000
@@ -860,17 +877,22 @@ lock_path = {d}/locks
 [coordination]
 backend_url = file://{d}/coordination
 [cinder_sys_admin]
-helper_command = {VENV_BIN}/privsep-helper --config-file {d}/cinder.conf
+helper_command = {CINDER_BIN}/privsep-helper --config-file {d}/cinder.conf
 [privsep_osbrick]
-helper_command = {VENV_BIN}/privsep-helper --config-file {d}/cinder.conf
+helper_command = {CINDER_BIN}/privsep-helper --config-file {d}/cinder.conf
 """ + "".join(cinder_backend_text(name, facts) for name in backends)
 
 
 # cinder.wsgi parses the command line as oslo.config arguments, which under gunicorn are
-# gunicorn's: the application is loaded with a command line of its own.
+# gunicorn's: the application is loaded with a command line of its own. An older Cinder has no
+# cinder.wsgi.api: its cinder.wsgi.wsgi makes the application.
 CINDER_WSGI = '''import sys
 sys.argv = [sys.argv[0], "--config-file", %r]
-from cinder.wsgi.api import application  # noqa: E402,F401
+try:
+    from cinder.wsgi.api import application  # noqa: E402,F401
+except ImportError:
+    from cinder.wsgi.wsgi import initialize_application  # noqa: E402
+    application = initialize_application()
 '''
 
 
@@ -884,8 +906,8 @@ def cinder_up(facts):
     write(d / "cinder_api_wsgi.py", CINDER_WSGI % str(conf))
     write(d / "gunicorn.conf.py",
           gunicorn_conf("cinder-api", "cinder_api_wsgi:application", PORTS["cinder"], {}))
-    api = start("cinder-api", [str(VENV_BIN / "gunicorn")], cwd=d)
-    daemons = {name: start(name, wrap + [str(VENV_BIN / name), "--config-file", str(conf),
+    api = start("cinder-api", [str(CINDER_BIN / "gunicorn")], cwd=d)
+    daemons = {name: start(name, wrap + [str(CINDER_BIN / name), "--config-file", str(conf),
                                          "--log-file", str(STATE / "log" / ("%s.log" % name))])
                for name, wrap in (("cinder-scheduler", []),
                                   ("cinder-volume", own_etc_ceph(facts)))}
