@@ -92,10 +92,11 @@ pins() {
   [ "$1" = "-" ] || echo "$1" | tr ',' ' '
 }
 
-# CACHERAW_STACK_OPENSTACK=<series>: the environment of that release's Cinder services for the
-# stack (.venv-openstack-<series>): its Cinder on its Python with the libraries of its day,
-# gunicorn and PyMySQL for the stack, and cacheraw's driver as tools/install.sh puts it there
-# (no dependencies); then its database schema.
+# CACHERAW_STACK_OPENSTACK=<series>: the environment of that release's services for the stack
+# (.venv-openstack-<series>): its Keystone, Glance and Cinder (Keystone's major version is
+# Cinder's plus one, Glance's plus four, every series since 2023.1) on the row's Python with the
+# libraries of their day, gunicorn and PyMySQL, and cacheraw's driver as tools/install.sh puts it
+# in Cinder's environment (no dependencies); stack.py schemas then makes its database schemas.
 install_openstack_venv() {
   local series=$1 dir="$top/.venv-openstack-$1" row python stamp want
   row=$(awk -v s="$series" '!/^#/ && $1 == s' "$top/tools/cinder-releases.txt")
@@ -103,13 +104,14 @@ install_openstack_venv() {
   set -- $row
   python=$(find_python "$3") || { echo "setup: no Python $3 found for OpenStack $series" >&2; return 1; }
   stamp="$dir/.cacheraw-setup"
-  want=$(echo "$row" | sha256sum | cut -d' ' -f1)
+  # Made again when the row or this function changes.
+  want=$({ echo "$row"; declare -f install_openstack_venv; } | sha256sum | cut -d' ' -f1)
   if [ ! -f "$stamp" ] || [ "$(cat "$stamp")" != "$want" ]; then
-    echo "setup: Cinder $2 of OpenStack $1 on Python $3 (libraries as of $4) in $dir"
+    echo "setup: OpenStack $1 (Cinder $2) on Python $3 (libraries as of $4) in $dir"
     rm -rf "$dir"
     "$venv/bin/uv" venv -q -p "$python" "$dir"
     "$venv/bin/uv" pip install -q -p "$dir/bin/python" --exclude-newer "$4" $(pins "$5") \
-      "cinder==$2.*" gunicorn PyMySQL
+      "cinder==$2.*" "keystone==$(($2 + 1)).*" "glance==$(($2 + 4)).*" gunicorn PyMySQL
     echo "$want" > "$stamp"
   fi
   "$venv/bin/uv" pip install -q -p "$dir/bin/python" --no-deps -e "$top"

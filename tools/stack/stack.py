@@ -69,13 +69,13 @@ CINDER_BACKENDS = [b.strip() for b in os.environ.get(
     "CACHERAW_STACK_CINDER_BACKENDS", "cacheraw").split(",") if b.strip()]
 # The schemas of the services' databases, made by "stack.py schemas" for this environment.
 SCHEMA_DIR = VENV_BIN.parent / "cacheraw-stack-schemas"
-# CACHERAW_STACK_OPENSTACK=<series> (a row of tools/cinder-releases.txt, 2023.1 say): Cinder's
-# services of that release, from the environment tools/setup.sh makes for it
-# (.venv-openstack-<series>: that release's Python, its Cinder with the libraries of its day,
-# cacheraw's driver without dependencies); Keystone and Glance stay this environment's.
+# CACHERAW_STACK_OPENSTACK=<series> (a row of tools/cinder-releases.txt, 2024.1 say): Keystone,
+# Glance and Cinder of that release, from the environment tools/setup.sh makes for it
+# (.venv-openstack-<series>: the row's Python, the services with the libraries of their day,
+# cacheraw's driver without dependencies).
 OPENSTACK_SERIES = os.environ.get("CACHERAW_STACK_OPENSTACK", "")
-CINDER_BIN = (TOP / (".venv-openstack-%s" % OPENSTACK_SERIES) / "bin" if OPENSTACK_SERIES
-              else VENV_BIN)
+SERVICES_BIN = (TOP / (".venv-openstack-%s" % OPENSTACK_SERIES) / "bin" if OPENSTACK_SERIES
+                else VENV_BIN)
 DATABASES = ("keystone", "glance", "cinder")
 CMD_TIMEOUT = 60
 RABBIT_VHOST = "openstack"
@@ -556,11 +556,11 @@ def schemas():
 
 
 SYNC_COMMANDS = {
-    "keystone": lambda conf: [str(VENV_BIN / "keystone-manage"), "--config-file", str(conf),
+    "keystone": lambda conf: [str(SERVICES_BIN / "keystone-manage"), "--config-file", str(conf),
                               "db_sync"],
-    "glance": lambda conf: [str(VENV_BIN / "glance-manage"), "--config-file", str(conf),
+    "glance": lambda conf: [str(SERVICES_BIN / "glance-manage"), "--config-file", str(conf),
                             "db_sync"],
-    "cinder": lambda conf: [str(CINDER_BIN / "cinder-manage"), "--config-file", str(conf),
+    "cinder": lambda conf: [str(SERVICES_BIN / "cinder-manage"), "--config-file", str(conf),
                             "db", "sync"],
 }
 
@@ -569,21 +569,28 @@ def schema_versions():
     from importlib import metadata
     versions = {db: metadata.version(db) for db in DATABASES}
     if OPENSTACK_SERIES:
-        versions["cinder"] = run([str(CINDER_BIN / "python"), "-c", "import importlib.metadata "
-                                  "as m; print(m.version('cinder'))"]).strip()
+        versions = {db: run([str(SERVICES_BIN / "python"), "-c", "import importlib.metadata as "
+                             "m; print(m.version(%r))" % db]).strip() for db in DATABASES}
     return "".join("%s %s\n" % item for item in versions.items())
 
 
 def schema_file(db):
     """The dump of a database's schema, kept beside the environment of its service."""
-    bin_dir = CINDER_BIN if db == "cinder" else VENV_BIN
-    return bin_dir.parent / "cacheraw-stack-schemas" / ("%s.sql" % db)
+    return SERVICES_BIN.parent / "cacheraw-stack-schemas" / ("%s.sql" % db)
 
 
 # --- Keystone ------------------------------------------------------------------------------------
 
 def keystone_url():
     return "http://%s:%d/v3" % (HOST, PORTS["keystone"])
+
+
+def wsgi_app(package, older):
+    """The service's WSGI application: <package>.wsgi.api, or the factory of the releases
+    before it (CACHERAW_STACK_OPENSTACK)."""
+    site = next(SERVICES_BIN.parent.glob("lib/python3*/site-packages"))
+    return "%s.wsgi.api:application" % package if (site / package / "wsgi" / "api.py").exists() \
+        else older
 
 
 def gunicorn_conf(name, app, port, env, threads=4, workers=1):
@@ -625,7 +632,7 @@ backend = dogpile.cache.memory
 # bcrypt's least work: a test stack creates and authenticates users at each start.
 password_hash_rounds = 4
 """)
-    manage = [str(VENV_BIN / "keystone-manage"), "--config-file", str(conf)]
+    manage = [str(SERVICES_BIN / "keystone-manage"), "--config-file", str(conf)]
     # What fernet_setup and credential_setup write, without two more keystone-manage runs: a
     # staged key (0) and a primary key (1) in each repository.
     from cryptography.fernet import Fernet
@@ -660,8 +667,10 @@ def keystone_start():
     env = {"OS_KEYSTONE_CONFIG_DIR": str(d)}
     # Keystone parses the WSGI server's command line as its own: no arguments, a config file.
     write(d / "gunicorn.conf.py",
-          gunicorn_conf("keystone", "keystone.wsgi.api:application", PORTS["keystone"], env))
-    return start("keystone", [str(VENV_BIN / "gunicorn")], cwd=d, env={**os.environ, **env})
+          gunicorn_conf("keystone", wsgi_app("keystone", "keystone.server.wsgi:"
+                                             "initialize_public_application()"),
+                        PORTS["keystone"], env))
+    return start("keystone", [str(SERVICES_BIN / "gunicorn")], cwd=d, env={**os.environ, **env})
 
 
 @timed
@@ -737,7 +746,7 @@ GLANCE_POLICY_DIR = TOP / "etc" / "glance"
 def glance_conf_text(facts):
     d = STATE / "glance"
     glance = facts["keystone"]["users"]["glance"]
-    paste = VENV_BIN.parent / "etc" / "glance" / "glance-api-paste.ini"
+    paste = SERVICES_BIN.parent / "etc" / "glance" / "glance-api-paste.ini"
     return f"""[DEFAULT]
 log_file = {STATE}/log/glance.log
 show_image_direct_url = true
@@ -784,10 +793,13 @@ def glance_up(facts):
         (d / sub).mkdir(parents=True, exist_ok=True)
     write(d / "glance-api.conf", glance_conf_text(facts), 0o600)
     shutil.copy(GLANCE_POLICY_DIR / "schema-image.json", d / "schema-image.json")
+    # An older Glance (2024.1) reads its paste file from the configuration folder only.
+    shutil.copy(SERVICES_BIN.parent / "etc" / "glance" / "glance-api-paste.ini", d)
     env = {"OS_GLANCE_CONFIG_DIR": str(d)}
     write(d / "gunicorn.conf.py",
           # Several API workers on one database, as in production.
-          gunicorn_conf("glance", "glance.wsgi.api:application", PORTS["glance"], env,
+          gunicorn_conf("glance", wsgi_app("glance", "glance.common.wsgi_app:init_app()"),
+                        PORTS["glance"], env,
                         workers=2, threads=1))
     facts["glance"] = {"url": glance_url()}
     return glance_launch()
@@ -799,7 +811,7 @@ def glance_start():
 
 def glance_launch():
     d = STATE / "glance"
-    return start("glance", [str(VENV_BIN / "gunicorn")], cwd=d,
+    return start("glance", [str(SERVICES_BIN / "gunicorn")], cwd=d,
                  env={**os.environ, "OS_GLANCE_CONFIG_DIR": str(d)})
 
 
@@ -864,8 +876,8 @@ osapi_volume_listen_port = {PORTS["cinder"]}
 glance_api_servers = {glance_url()}
 enabled_backends = {",".join(backends)}
 default_volume_type = {backends[0]}
-resource_query_filters_file = {CINDER_BIN.parent}/etc/cinder/resource_filters.json
-api_paste_config = {CINDER_BIN.parent}/etc/cinder/api-paste.ini
+resource_query_filters_file = {SERVICES_BIN.parent}/etc/cinder/resource_filters.json
+api_paste_config = {SERVICES_BIN.parent}/etc/cinder/api-paste.ini
 use_default_quota_class = false
 quota_volumes = 1000
 quota_snapshots = 1000
@@ -877,9 +889,9 @@ lock_path = {d}/locks
 [coordination]
 backend_url = file://{d}/coordination
 [cinder_sys_admin]
-helper_command = {CINDER_BIN}/privsep-helper --config-file {d}/cinder.conf
+helper_command = {SERVICES_BIN}/privsep-helper --config-file {d}/cinder.conf
 [privsep_osbrick]
-helper_command = {CINDER_BIN}/privsep-helper --config-file {d}/cinder.conf
+helper_command = {SERVICES_BIN}/privsep-helper --config-file {d}/cinder.conf
 """ + "".join(cinder_backend_text(name, facts) for name in backends)
 
 
@@ -906,8 +918,8 @@ def cinder_up(facts):
     write(d / "cinder_api_wsgi.py", CINDER_WSGI % str(conf))
     write(d / "gunicorn.conf.py",
           gunicorn_conf("cinder-api", "cinder_api_wsgi:application", PORTS["cinder"], {}))
-    api = start("cinder-api", [str(CINDER_BIN / "gunicorn")], cwd=d)
-    daemons = {name: start(name, wrap + [str(CINDER_BIN / name), "--config-file", str(conf),
+    api = start("cinder-api", [str(SERVICES_BIN / "gunicorn")], cwd=d)
+    daemons = {name: start(name, wrap + [str(SERVICES_BIN / name), "--config-file", str(conf),
                                          "--log-file", str(STATE / "log" / ("%s.log" % name))])
                for name, wrap in (("cinder-scheduler", []),
                                   ("cinder-volume", own_etc_ceph(facts)))}
