@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STACK := tools/stack/stack.py
 
 .PHONY: setup stack-up stack-down stack-status run test unit functional genconfig bench clean
-.PHONY: test-faults test-hostile dist lint
+.PHONY: test-faults test-hostile dist lint compat
 
 setup:
 	@tools/setup.sh
@@ -22,8 +22,9 @@ stack-status:
 run: stack-up
 	$(VENV)/bin/cacheraw-worker --config-file .stack/cacheraw.conf
 
+# The whole suite on the main Python, and the unit suite on Python 3.9, 3.10 and 3.12.
 test: setup
-	@tools/run-tests.sh tests
+	@tools/run-tests.sh --pythons tests
 
 unit: setup
 	$(PY) -m pytest tests/unit
@@ -40,6 +41,11 @@ test-faults: setup
 
 test-hostile: setup
 	@tools/run-tests.sh -m hostile tests
+
+# The driver's unit tests against the real RBDDriver of each Cinder release it supports
+# (tools/cinder-releases.txt): not part of `make test` (a few minutes the first time).
+compat: setup
+	@tools/compat.sh
 
 # The sample configuration and the option reference of docs/configuration.md.
 genconfig: setup

@@ -19,13 +19,21 @@ setup(
     long_description=(HERE / "README.md").read_text(),
     long_description_content_type="text/markdown",
     license="Apache-2.0",
-    # The front door; the rest of the documentation is in docs/ (installed as data_files below).
+    # Tested on each (`make test`): Debian's Ceph bindings are for 3.11; RHEL 9 has 3.9, Ubuntu
+    # 22.04 3.10, Ubuntu 24.04 3.12.
     python_requires=">=3.9",
+    classifiers=[
+        "Programming Language :: Python :: 3.9",
+        "Programming Language :: Python :: 3.10",
+        "Programming Language :: Python :: 3.11",
+        "Programming Language :: Python :: 3.12",
+    ],
     packages=find_packages(include=["cacheraw", "cacheraw.*"]),
     install_requires=requirements(),
     # The Cinder volume driver (cacheraw.cinder.driver) runs inside cinder-volume, which brings
-    # Cinder; the daemon never imports it.
-    extras_require={"cinder": ["cinder>=25.0.0"]},
+    # Cinder (2023.1, 22, and later: tools/cinder-releases.txt); the daemon never imports it.
+    # tools/install.sh installs the wheel there without dependencies.
+    extras_require={"cinder": ["cinder>=22.0.0"]},
     # tools/install.sh takes these from the virtual environment it installed the wheel into.
     data_files=[
         ("share/cacheraw", ["systemd/cacheraw-worker.service", "systemd/cacheraw.sysusers.conf",

@@ -35,8 +35,8 @@ usage: $prog [--prefix DIR] [--wheel FILE] [--find-links DIR] [--cinder-venv DIR
   --prefix DIR       the worker's virtual environment (default /opt/cacheraw)
   --wheel FILE       the cacheraw wheel (default: the newest dist/cacheraw-*.whl beside this script)
   --find-links DIR   install from this folder of wheels only, without an index (offline)
-  --cinder-venv DIR  install the Cinder driver (the wheel's 'cinder' extra) into Cinder's own
-                     virtual environment DIR, and nothing else
+  --cinder-venv DIR  install the Cinder driver into Cinder's own virtual environment DIR:
+                     cacheraw alone, without dependencies; nothing of Cinder's changes
   --nova-venv DIR    install the Nova compute driver into Nova's own virtual environment DIR
                      (cacheraw and the shim cacheraw-nova, without dependencies), nothing else;
                      with --uninstall, remove them from there again
@@ -177,14 +177,16 @@ install_worker() {
   fi
 }
 
+# The driver needs nothing Cinder's environment lacks (Cinder, oslo.log, oslo.utils): cacheraw
+# alone goes in, from the wheel, without an index; no package of Cinder's is added or upgraded.
 install_cinder() {
   need_root
   [ -x "$cinder_venv/bin/pip" ] || fail "not a virtual environment with pip: $cinder_venv"
   find_wheel
-  echo "$prog: installing $(basename "$wheel")[cinder] into $cinder_venv"
-  pip_install "$cinder_venv/bin/pip" "$wheel[cinder]"
-  pip_install "$cinder_venv/bin/pip" --force-reinstall --no-deps "$wheel"
-  "$cinder_venv/bin/python" -c 'import cacheraw' || fail "cacheraw does not import in $cinder_venv"
+  echo "$prog: installing $(basename "$wheel") into $cinder_venv, without dependencies"
+  "$cinder_venv/bin/pip" install -q --no-index --no-deps --force-reinstall "$wheel"
+  "$cinder_venv/bin/python" -c 'import cacheraw.cinder.driver' \
+    || fail "the driver does not load in $cinder_venv (is it Cinder's environment?)"
   echo "$prog: next: set the Cinder backend's volume_driver (see docs/install.md, Cinder" \
        "hosts), then restart cinder-volume"
 }

@@ -51,6 +51,41 @@ if [ "${1:-}" = "--bench" ]; then
   exit $status
 fi
 
+# --pythons: the unit suite runs as well on each Python of CACHERAW_PYTHONS, in the environment
+# tools/setup.sh made for it (.venv-py39 for 3.9), one after the other in the background while
+# the main run goes on; tests marked ceph_bindings or main_env run in the main run alone.
+others=""
+if [ "${1:-}" = "--pythons" ]; then
+  shift
+  others=$(mktemp -d)
+  (
+    for version in ${CACHERAW_PYTHONS-3.9 3.10 3.12}; do
+      dir=$top/.venv-py${version/./}
+      "$dir/bin/python" -m pytest -q -p no:cacheprovider --basetemp "$others/tmp-$version" \
+        -m "not main_env" tests/unit > "$others/$version.log" 2>&1
+      echo $? > "$others/$version.rc"
+    done
+  ) &
+fi
+
+# The other Pythons' results, after the main run: a summary line each, the whole output of a
+# run that failed. Returns non-zero when one failed.
+report_others() {
+  local version rc status=0
+  [ -n "$others" ] || return 0
+  wait
+  for version in ${CACHERAW_PYTHONS-3.9 3.10 3.12}; do
+    rc=$(cat "$others/$version.rc" 2>/dev/null || echo 1)
+    if [ "$rc" != 0 ]; then
+      cat "$others/$version.log"
+      status=1
+    fi
+    echo "unit suite on Python $version: $(tail -1 "$others/$version.log" | tr -d '=' | sed 's/^ *//')"
+  done
+  rm -rf "$others"
+  return $status
+}
+
 started=0
 if ! "$py" "$stack" status >/dev/null 2>&1; then
   "$py" "$stack" up
@@ -59,4 +94,7 @@ fi
 stop_stack() { [ "$started" = 1 ] && "$py" "$stack" down || true; }
 trap stop_stack EXIT
 
-"$py" -m pytest -v -rfEs "$@"
+status=0
+"$py" -m pytest -v -rfEs "$@" || status=$?
+report_others || { [ "$status" != 0 ] || status=1; }
+exit $status

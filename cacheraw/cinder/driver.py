@@ -37,24 +37,56 @@ class CacheRawRBDDriver(rbd_driver.RBDDriver):
         # The volume's image metadata is made from image_meta after this call.
         for key in NOT_INHERITED:
             image_props.pop(key, None)
-        source = self._cache_source(volume, image_meta.get("id"), cache)
-        if source is None:
-            return super().clone_image(context, volume, image_location, image_meta,
-                                       image_service)
-        pool, name = source
+        source = None
+        if self._cache_can_serve(volume, image_meta.get("id")):
+            source = self._cache_source(volume, image_meta.get("id"), cache)
+        if source is not None:
+            volume_update = self._clone_cache(volume, image_meta.get("id"), *source)
+            if volume_update is not None:
+                return volume_update, True
+        return super().clone_image(context, volume, image_location, image_meta, image_service)
+
+    def _cache_can_serve(self, volume, image_id):
+        """False for a volume type a clone of the cache cannot be: a replicated one. Ceph
+        mirrors no clone whose parent is not mirrored, and the cache is not."""
+        if not self._is_replicated_type(volume.volume_type):
+            return True
+        LOG.info("Volume %s: its type is replicated; creating it without the cache of image "
+                 "%s", volume.id, image_id)
+        return False
+
+    def _clone_cache(self, volume, image_id, pool, name):
+        """The volume update of ``volume`` made as a clone of the cache, resized to the volume;
+        None when that failed and the half-made clone is removed: the volume is then created
+        without the cache. Raises the failure only when the clone cannot be removed."""
         LOG.info("Volume %s: cloning the RAW cache %s/%s@%s of image %s", volume.id, pool,
-                 name, properties.CACHE_SNAP, image_meta.get("id"))
+                 name, properties.CACHE_SNAP, image_id)
         try:
             volume_update = self._clone(volume, pool, name, properties.CACHE_SNAP)
-        except self.rbd.Error as exc:
-            # The cache went between the checks and the clone (a recache, a delete).
-            LOG.warning("Image %s: cloning its cache failed (%s); creating volume %s without "
-                        "it", image_meta.get("id"), exc, volume.id)
-            return super().clone_image(context, volume, image_location, image_meta,
-                                       image_service)
-        volume_update["provider_location"] = None
-        self._resize(volume)
-        return volume_update, True
+            volume_update["provider_location"] = None
+            self._resize(volume)
+            return volume_update
+        except Exception as exc:  # the cache must never be why a volume create fails
+            expected = (self.rbd.Error, self.rados.Error, cinder_exception.CinderException)
+            # A cache removed between the checks and the clone, a volume type the clone
+            # cannot take, a resize that failed: anything else is logged with its traceback.
+            LOG.warning("Volume %s: creating it as a clone of the cache of image %s failed "
+                        "(%s: %s); creating it without the cache", volume.id, image_id,
+                        type(exc).__name__, exc, exc_info=not isinstance(exc, expected))
+            if not self._remove_half_made_clone(volume):
+                raise
+        return None
+
+    def _remove_half_made_clone(self, volume):
+        """Removes what a failed clone left under the volume's name (the parent's own
+        delete_volume: a missing image is already removed); False when that failed."""
+        try:
+            self.delete_volume(volume)
+        except Exception as exc:
+            LOG.error("Volume %s: its half-made clone could not be removed (%s: %s)",
+                      volume.id, type(exc).__name__, exc)
+            return False
+        return True
 
     def _cache_source(self, volume, image_id, props):
         """(pool, cache image) to clone for ``volume``, or None when the cache is not usable."""

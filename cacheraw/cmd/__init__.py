@@ -6,8 +6,10 @@ import warnings
 
 # Libraries' deprecation notices are for their developers, not for an operator's journal:
 # eventlet's banner (osprofiler drags eventlet in), cryptography's "DSA is deprecated" (from 51,
-# met at import by dnspython and pyOpenSSL). Every other warning goes to the log (setup below).
-warnings.filterwarnings("ignore", message=r"(?s)\s*\S+ is deprecated")
+# met at import by dnspython and pyOpenSSL), oslo.utils' "eventletutils module is deprecated"
+# (8.x, with the eventlet of Pythons before 3.11). Every other warning goes to the log (setup
+# below).
+warnings.filterwarnings("ignore", message=r"(?s)\s*\S+( module)? is deprecated")
 
 from oslo_config import cfg  # noqa: E402 - after the filter above
 from oslo_log import log as logging  # noqa: E402 - after the filter above

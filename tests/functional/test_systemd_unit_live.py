@@ -388,6 +388,56 @@ def test_bad_configuration_exits_2_with_one_line_and_no_restart_loop(controller)
     controller.systemctl("start", UNIT)
 
 
+# An older Cinder than the stack's, with the libraries of its day (tools/cinder-releases.txt):
+# the one an install that resolved dependencies would most likely have upgraded.
+CINDER_OF_THE_HOST = ("25", "2024-10-10")
+
+
+@pytest.fixture(scope="module")
+def cinder_venv(release, tmp_path_factory):
+    """Cinder's own virtual environment on a cinder-volume host, as deployment tools make one
+    (Debian's Python; pip and setuptools of that day in it: its keystonemiddleware imports
+    pkg_resources), built here and unpacked at the same path in the container."""
+    path = tmp_path_factory.mktemp("cinder-host") / "venv"
+    uv = [sys.executable.rsplit("/", 1)[0] + "/uv"]
+    subprocess.run(uv + ["venv", "-q", "-p", "/usr/bin/python3", str(path)],
+                   check=True, capture_output=True, timeout=120)
+    version, as_of = CINDER_OF_THE_HOST
+    subprocess.run(uv + ["pip", "install", "-q", "-p", str(path / "bin/python"),
+                         "--exclude-newer", as_of, "cinder==%s.*" % version, "pip", "setuptools"],
+                   check=True, capture_output=True, timeout=600)
+    subprocess.run(["tar", "-cf", str(release / "cinder-venv.tar"), "-C", "/",
+                    str(path).lstrip("/")], check=True, timeout=300)
+    return str(path)
+
+
+def freeze(controller, venv):
+    """{name: version or source} of the packages in a virtual environment."""
+    lines = controller.run(venv + "/bin/pip", "freeze", "--all").stdout.splitlines()
+    return dict(re.split(r"==| @ ", line, maxsplit=1) for line in lines if line.strip())
+
+
+def test_the_cinder_driver_enters_cinder_s_venv_alone(controller, cinder_venv):
+    controller.run("tar", "-xf", RELEASE + "/cinder-venv.tar", "-C", "/", timeout=300)
+    before = freeze(controller, cinder_venv)
+    assert before["cinder"].startswith(CINDER_OF_THE_HOST[0] + ".")
+    out = controller.run("%s/tools/install.sh" % controller.sdist_dir, "--cinder-venv",
+                         cinder_venv, "--wheel", controller.wheel, timeout=300).stdout
+    assert "without dependencies" in out
+    after = freeze(controller, cinder_venv)
+    # Cinder's package list is unchanged but for cacheraw: nothing upgraded, nothing added.
+    assert {k: v for k, v in after.items() if k != "cacheraw"} == before
+    assert "cacheraw" in after and "cacheraw" not in before
+    controller.run(cinder_venv + "/bin/python", "-c",
+                   "from cacheraw.cinder import driver\n"
+                   "from cinder.volume.drivers import rbd\n"
+                   "assert issubclass(driver.CacheRawRBDDriver, rbd.RBDDriver)")
+    # Again (a new build of the same version): cacheraw replaced, the rest as it was.
+    controller.run("%s/tools/install.sh" % controller.sdist_dir, "--cinder-venv", cinder_venv,
+                   "--wheel", controller.wheel, timeout=300)
+    assert freeze(controller, cinder_venv) == after
+
+
 def test_uninstall_keeps_configuration_and_journal(controller):
     out = controller.run("%s/tools/install.sh" % controller.sdist_dir, "--uninstall").stdout
     assert "kept" in out

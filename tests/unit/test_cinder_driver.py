@@ -148,11 +148,17 @@ def driver(cache, cluster, parent):
                                             configuration=make_configuration())
     drv._clone = mock.Mock(return_value={"replication_status": "disabled"})
     drv._resize = mock.Mock()
+    drv.delete_volume = mock.Mock()
     return drv
 
 
-def volume(size=1):
-    return objects.Volume(id=VOLUME_ID, size=size, _name_id=None, encryption_key_id=None)
+def volume(size=1, extra_specs=None):
+    vol_type = None
+    if extra_specs is not None:
+        vol_type = objects.VolumeType(id="b5a5e5c4-4a3e-4a7a-9b0e-1c7f6cbbd1f3", name="t",
+                                      extra_specs=extra_specs)
+    return objects.Volume(id=VOLUME_ID, size=size, _name_id=None, encryption_key_id=None,
+                          volume_type=vol_type)
 
 
 def image_meta(**props):
@@ -257,6 +263,50 @@ def test_a_cache_that_goes_before_the_clone_goes_to_upstream(driver, parent):
     driver._clone.side_effect = rbd.ImageNotFound("cache removed")
     assert create(driver) == UPSTREAM
     driver._resize.assert_not_called()
+
+
+def test_a_replicated_volume_type_goes_to_upstream_without_cloning(driver, cluster, parent):
+    # Cinder's _setup_volume would enable mirroring on the clone, which librbd refuses for a
+    # clone of an unmirrored parent; upstream's path makes a plain image that it can mirror.
+    vol = volume(extra_specs={"replication_enabled": "<is> True"})
+    assert create(driver, vol) == UPSTREAM
+    driver._clone.assert_not_called()
+    assert cluster.connections == 0
+    assert parent.call_args[0][1] is vol
+
+
+@pytest.mark.parametrize("extra_specs", [{}, {"replication_enabled": "<is> False"},
+                                         {"multiattach": "<is> True"},
+                                         {"volume_backend_name": "ceph"}])
+def test_other_volume_types_are_clones_of_the_cache(driver, parent, extra_specs):
+    assert create(driver, volume(extra_specs=extra_specs))[1] is True
+    parent.assert_not_called()
+
+
+@pytest.mark.parametrize("step,error", [
+    ("_clone", exception.ReplicationError(reason="Failed to enable image replication",
+                                          volume_id=VOLUME_ID)),
+    ("_clone", rados.TimedOut("cluster unreachable")),
+    ("_clone", TypeError("an RBDDriver of another release")),
+    ("_resize", rbd.IOError("resize failed")),
+    ("_resize", rbd.InvalidArgument("size")),
+])
+def test_a_failed_clone_is_removed_and_the_volume_made_by_upstream(driver, parent, step, error):
+    getattr(driver, step).side_effect = error
+    vol = volume()
+    assert create(driver, vol) == UPSTREAM
+    driver.delete_volume.assert_called_once_with(vol)
+    parent.assert_called_once()
+
+
+def test_a_half_made_clone_that_cannot_be_removed_fails_the_create_with_its_error(driver,
+                                                                                   parent):
+    # Upstream's create would meet the clone's name taken; the clone's own error says more.
+    driver._resize.side_effect = rbd.IOError("resize failed")
+    driver.delete_volume.side_effect = rbd.ImageBusy("watched")
+    with pytest.raises(rbd.IOError):
+        create(driver)
+    parent.assert_not_called()
 
 
 def test_an_image_without_properties_goes_to_upstream(driver, parent):

@@ -54,19 +54,30 @@ def test_missing_debian_packages_are_named_in_one_line(tmp_path):
 
 
 @pytest.mark.skipif(os.geteuid() != 0, reason="install.sh runs as root")
-def test_cinder_option_installs_the_extra_into_the_given_venv(tmp_path):
+def test_cinder_option_installs_cacheraw_alone_into_the_given_venv(tmp_path):
     venv = tmp_path / "cinder-venv"
-    log = tmp_path / "pip.log"
-    fake_bin(venv, "pip", 'echo "$*" >> %s\n' % log)
-    fake_bin(venv, "python", "exit 0\n")
+    log = tmp_path / "calls.log"
+    fake_bin(venv, "pip", 'echo "pip $*" >> %s\n' % log)
+    fake_bin(venv, "python", 'echo "python $*" >> %s\n' % log)
     wheel = tmp_path / "cacheraw-0.1.0-py3-none-any.whl"
     wheel.write_bytes(b"")
     done = run("--cinder-venv", venv, "--wheel", wheel, "--find-links", tmp_path / "wheels")
     assert done.returncode == 0, done.stderr
-    calls = log.read_text().splitlines()
-    assert calls[0] == "install -q --no-index --find-links %s %s[cinder]" % (
-        tmp_path / "wheels", wheel)
-    assert calls[1].endswith("--force-reinstall --no-deps %s" % wheel)
+    # No dependency, no index: nothing of Cinder's environment is upgraded or added.
+    assert log.read_text().splitlines() == [
+        "pip install -q --no-index --no-deps --force-reinstall %s" % wheel,
+        "python -c import cacheraw.cinder.driver"]
+
+
+@pytest.mark.skipif(os.geteuid() != 0, reason="install.sh runs as root")
+def test_cinder_option_fails_when_the_driver_does_not_load(tmp_path):
+    venv = tmp_path / "cinder-venv"
+    fake_bin(venv, "pip", "exit 0\n")
+    fake_bin(venv, "python", "exit 1\n")
+    wheel = tmp_path / "cacheraw-0.1.0-py3-none-any.whl"
+    wheel.write_bytes(b"")
+    assert "the driver does not load" in one_error_line(
+        run("--cinder-venv", venv, "--wheel", wheel))
 
 
 def test_cinder_option_needs_a_venv(tmp_path):

@@ -27,6 +27,7 @@ def test_patch_operations_are_described_for_people():
     (["recache"], "required"),
     (["frobnicate"], "invalid choice"),
 ])
+@pytest.mark.ceph_bindings  # the command itself runs, and imports rados
 def test_bad_arguments_give_one_line_before_anything_is_reached(args, message):
     done = subprocess.run([MANAGE, *args], capture_output=True, text=True, timeout=60)
     assert done.returncode == 2

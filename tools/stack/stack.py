@@ -76,6 +76,13 @@ CINDER_BACKENDS = [b.strip() for b in os.environ.get(
     "CACHERAW_STACK_CINDER_BACKENDS", "cacheraw").split(",") if b.strip()]
 # The schemas of the services' databases, made by "stack.py schemas" for this environment.
 SCHEMA_DIR = VENV_BIN.parent / "cacheraw-stack-schemas"
+# CACHERAW_STACK_OPENSTACK=<series> (a row of tools/cinder-releases.txt, 2024.1 say): Keystone,
+# Glance and Cinder of that release, from the environment tools/setup.sh makes for it
+# (.venv-openstack-<series>: the row's Python, the services with the libraries of their day,
+# cacheraw's driver without dependencies).
+OPENSTACK_SERIES = os.environ.get("CACHERAW_STACK_OPENSTACK", "")
+SERVICES_BIN = (TOP / (".venv-openstack-%s" % OPENSTACK_SERIES) / "bin" if OPENSTACK_SERIES
+                else VENV_BIN)
 DATABASES = ("keystone", "glance", "cinder")
 CMD_TIMEOUT = 60
 RABBIT_VHOST = "openstack"
@@ -285,6 +292,7 @@ def ceph_up(facts):
         pool_up(cluster, POOL)
         pool_up(cluster, VOLUME_POOL)
         pool_up(cluster, VM_POOL)
+        mirroring_up(cluster, VOLUME_POOL)
         facts["ceph"] = {
             "conf": str(conf), "fsid": fsid, "pool": POOL, "volume_pool": VOLUME_POOL,
             "vm_pool": VM_POOL,
@@ -357,6 +365,14 @@ def pool_up(cluster, pool):
     mon_command(cluster, {"prefix": "osd pool create", "pool": pool, "pg_num": 8, "pgp_num": 8})
     with cluster.open_ioctx(pool) as ioctx:
         rbd.RBD().pool_init(ioctx, True)
+
+
+def mirroring_up(cluster, pool):
+    """RBD mirroring in image mode, as a replicated volume type needs it of Cinder's pool (there
+    is no second cluster: the images are mirrored to none, which Ceph allows)."""
+    import rbd
+    with cluster.open_ioctx(pool) as ioctx:
+        rbd.RBD().mirror_mode_set(ioctx, rbd.RBD_MIRROR_MODE_IMAGE)
 
 
 # The caps of the Ceph documentation for Glance, Cinder and Nova. cacheraw reads the volumes and
@@ -501,14 +517,14 @@ def mariadb_database(client, name):
 def mariadb_up(facts):
     d = STATE / "mariadb"
     client = mariadb_start(d, PORTS["mariadb"])
-    missing = [db for db in DATABASES if not (SCHEMA_DIR / ("%s.sql" % db)).exists()]
+    missing = [db for db in DATABASES if not schema_file(db).exists()]
     if missing:
-        raise StackError("no database schema for %s in %s: run 'make setup'"
-                         % (", ".join(missing), SCHEMA_DIR))
+        raise StackError("no database schema for %s (%s): run 'make setup'"
+                         % (", ".join(missing), ", ".join(map(str, map(schema_file, missing)))))
     urls = {}
     for db in DATABASES:
         password = mariadb_database(client, db)
-        run(client + [db], input=(SCHEMA_DIR / ("%s.sql" % db)).read_text(), timeout=120)
+        run(client + [db], input=schema_file(db).read_text(), timeout=120)
         urls[db] = "mysql+pymysql://%s:%s@%s:%d/%s?charset=utf8mb4" % (
             db, password, HOST, PORTS["mariadb"], db)
     facts["mariadb"] = {"port": PORTS["mariadb"], "socket": str(d / "mysqld.sock"),
@@ -518,7 +534,7 @@ def mariadb_up(facts):
 def schemas():
     """Run the migrations of Keystone, Glance and Cinder once on a scratch MariaDB and keep a
     dump of each schema, so that the stack loads them instead of migrating at each start."""
-    stamp = SCHEMA_DIR / "versions"
+    stamp = SCHEMA_DIR / ("versions-%s" % OPENSTACK_SERIES if OPENSTACK_SERIES else "versions")
     want = schema_versions()
     if stamp.exists() and stamp.read_text() == want:
         return
@@ -541,7 +557,7 @@ def schemas():
             dump = run(["mariadb-dump", "--socket=%s" % (scratch / "mysqld.sock"),
                         "--user=%s" % pwd.getpwuid(os.getuid()).pw_name, "--skip-comments",
                         "--skip-dump-date", db], timeout=120)
-            write(SCHEMA_DIR / ("%s.sql" % db), dump)
+            write(schema_file(db), dump)
         stamp.write_text(want)
     finally:
         pid = read_pid(service)
@@ -553,24 +569,41 @@ def schemas():
 
 
 SYNC_COMMANDS = {
-    "keystone": lambda conf: [str(VENV_BIN / "keystone-manage"), "--config-file", str(conf),
+    "keystone": lambda conf: [str(SERVICES_BIN / "keystone-manage"), "--config-file", str(conf),
                               "db_sync"],
-    "glance": lambda conf: [str(VENV_BIN / "glance-manage"), "--config-file", str(conf),
+    "glance": lambda conf: [str(SERVICES_BIN / "glance-manage"), "--config-file", str(conf),
                             "db_sync"],
-    "cinder": lambda conf: [str(VENV_BIN / "cinder-manage"), "--config-file", str(conf),
+    "cinder": lambda conf: [str(SERVICES_BIN / "cinder-manage"), "--config-file", str(conf),
                             "db", "sync"],
 }
 
 
 def schema_versions():
     from importlib import metadata
-    return "".join("%s %s\n" % (db, metadata.version(db)) for db in DATABASES)
+    versions = {db: metadata.version(db) for db in DATABASES}
+    if OPENSTACK_SERIES:
+        versions = {db: run([str(SERVICES_BIN / "python"), "-c", "import importlib.metadata as "
+                             "m; print(m.version(%r))" % db]).strip() for db in DATABASES}
+    return "".join("%s %s\n" % item for item in versions.items())
+
+
+def schema_file(db):
+    """The dump of a database's schema, kept beside the environment of its service."""
+    return SERVICES_BIN.parent / "cacheraw-stack-schemas" / ("%s.sql" % db)
 
 
 # --- Keystone ------------------------------------------------------------------------------------
 
 def keystone_url():
     return "http://%s:%d/v3" % (HOST, PORTS["keystone"])
+
+
+def wsgi_app(package, older):
+    """The service's WSGI application: <package>.wsgi.api, or the factory of the releases
+    before it (CACHERAW_STACK_OPENSTACK)."""
+    site = next(SERVICES_BIN.parent.glob("lib/python3*/site-packages"))
+    return "%s.wsgi.api:application" % package if (site / package / "wsgi" / "api.py").exists() \
+        else older
 
 
 def gunicorn_conf(name, app, port, env, threads=4, workers=1):
@@ -612,7 +645,7 @@ backend = dogpile.cache.memory
 # bcrypt's least work: a test stack creates and authenticates users at each start.
 password_hash_rounds = 4
 """)
-    manage = [str(VENV_BIN / "keystone-manage"), "--config-file", str(conf)]
+    manage = [str(SERVICES_BIN / "keystone-manage"), "--config-file", str(conf)]
     # What fernet_setup and credential_setup write, without two more keystone-manage runs: a
     # staged key (0) and a primary key (1) in each repository.
     from cryptography.fernet import Fernet
@@ -647,8 +680,10 @@ def keystone_start():
     env = {"OS_KEYSTONE_CONFIG_DIR": str(d)}
     # Keystone parses the WSGI server's command line as its own: no arguments, a config file.
     write(d / "gunicorn.conf.py",
-          gunicorn_conf("keystone", "keystone.wsgi.api:application", PORTS["keystone"], env))
-    return start("keystone", [str(VENV_BIN / "gunicorn")], cwd=d, env={**os.environ, **env})
+          gunicorn_conf("keystone", wsgi_app("keystone", "keystone.server.wsgi:"
+                                             "initialize_public_application()"),
+                        PORTS["keystone"], env))
+    return start("keystone", [str(SERVICES_BIN / "gunicorn")], cwd=d, env={**os.environ, **env})
 
 
 @timed
@@ -724,7 +759,7 @@ GLANCE_POLICY_DIR = TOP / "etc" / "glance"
 def glance_conf_text(facts):
     d = STATE / "glance"
     glance = facts["keystone"]["users"]["glance"]
-    paste = VENV_BIN.parent / "etc" / "glance" / "glance-api-paste.ini"
+    paste = SERVICES_BIN.parent / "etc" / "glance" / "glance-api-paste.ini"
     return f"""[DEFAULT]
 log_file = {STATE}/log/glance.log
 show_image_direct_url = true
@@ -778,10 +813,13 @@ def glance_up(facts):
         (d / sub).mkdir(parents=True, exist_ok=True)
     write(d / "glance-api.conf", glance_conf_text(facts), 0o600)
     shutil.copy(GLANCE_POLICY_DIR / "schema-image.json", d / "schema-image.json")
+    # An older Glance (2024.1) reads its paste file from the configuration folder only.
+    shutil.copy(SERVICES_BIN.parent / "etc" / "glance" / "glance-api-paste.ini", d)
     env = {"OS_GLANCE_CONFIG_DIR": str(d)}
     write(d / "gunicorn.conf.py",
           # Several API workers on one database, as in production.
-          gunicorn_conf("glance", "glance.wsgi.api:application", PORTS["glance"], env,
+          gunicorn_conf("glance", wsgi_app("glance", "glance.common.wsgi_app:init_app()"),
+                        PORTS["glance"], env,
                         workers=2, threads=1))
     facts["glance"] = {"url": glance_url(), "web_download_port": WEB_DOWNLOAD_PORT}
     return glance_launch()
@@ -832,7 +870,7 @@ def glance_start():
 
 def glance_launch():
     d = STATE / "glance"
-    return start("glance", [str(VENV_BIN / "gunicorn")], cwd=d,
+    return start("glance", [str(SERVICES_BIN / "gunicorn")], cwd=d,
                  env={**os.environ, "OS_GLANCE_CONFIG_DIR": str(d)})
 
 
@@ -864,7 +902,14 @@ rbd_user = cinder
 rbd_ceph_conf = {facts["ceph"]["conf"]}
 rbd_flatten_volume_from_snapshot = false
 image_volume_cache_enabled = {name == "imagecache"}
-"""
+""" + (REPLICATION_DEVICE % facts["ceph"]["conf"] if name == "cacheraw" else "")
+
+
+# The cacheraw backend offers replication, so that a volume type with replication_enabled
+# reaches it: its "secondary" is its own cluster (the stack has one), named only so that the
+# RBD driver mirrors the volumes of such a type.
+REPLICATION_DEVICE = "replication_device = backend_id:secondary, conf:%s, user:cinder\n"
+REPLICATED_TYPE = "cacheraw-replicated"
 
 
 def internal_tenant(users):
@@ -890,8 +935,8 @@ osapi_volume_listen_port = {PORTS["cinder"]}
 glance_api_servers = {glance_url()}
 enabled_backends = {",".join(backends)}
 default_volume_type = {backends[0]}
-resource_query_filters_file = {VENV_BIN.parent}/etc/cinder/resource_filters.json
-api_paste_config = {VENV_BIN.parent}/etc/cinder/api-paste.ini
+resource_query_filters_file = {SERVICES_BIN.parent}/etc/cinder/resource_filters.json
+api_paste_config = {SERVICES_BIN.parent}/etc/cinder/api-paste.ini
 use_default_quota_class = false
 quota_volumes = 1000
 quota_snapshots = 1000
@@ -903,17 +948,22 @@ lock_path = {d}/locks
 [coordination]
 backend_url = file://{d}/coordination
 [cinder_sys_admin]
-helper_command = {VENV_BIN}/privsep-helper --config-file {d}/cinder.conf
+helper_command = {SERVICES_BIN}/privsep-helper --config-file {d}/cinder.conf
 [privsep_osbrick]
-helper_command = {VENV_BIN}/privsep-helper --config-file {d}/cinder.conf
+helper_command = {SERVICES_BIN}/privsep-helper --config-file {d}/cinder.conf
 """ + "".join(cinder_backend_text(name, facts) for name in backends)
 
 
 # cinder.wsgi parses the command line as oslo.config arguments, which under gunicorn are
-# gunicorn's: the application is loaded with a command line of its own.
+# gunicorn's: the application is loaded with a command line of its own. An older Cinder has no
+# cinder.wsgi.api: its cinder.wsgi.wsgi makes the application.
 CINDER_WSGI = '''import sys
 sys.argv = [sys.argv[0], "--config-file", %r]
-from cinder.wsgi.api import application  # noqa: E402,F401
+try:
+    from cinder.wsgi.api import application  # noqa: E402,F401
+except ImportError:
+    from cinder.wsgi.wsgi import initialize_application  # noqa: E402
+    application = initialize_application()
 '''
 
 
@@ -927,8 +977,8 @@ def cinder_up(facts):
     write(d / "cinder_api_wsgi.py", CINDER_WSGI % str(conf))
     write(d / "gunicorn.conf.py",
           gunicorn_conf("cinder-api", "cinder_api_wsgi:application", PORTS["cinder"], {}))
-    api = start("cinder-api", [str(VENV_BIN / "gunicorn")], cwd=d)
-    daemons = {name: start(name, wrap + [str(VENV_BIN / name), "--config-file", str(conf),
+    api = start("cinder-api", [str(SERVICES_BIN / "gunicorn")], cwd=d)
+    daemons = {name: start(name, wrap + [str(SERVICES_BIN / name), "--config-file", str(conf),
                                          "--log-file", str(STATE / "log" / ("%s.log" % name))])
                for name, wrap in (("cinder-scheduler", []),
                                   ("cinder-volume", own_etc_ceph(facts)))}
@@ -962,13 +1012,17 @@ def cinder_ready(facts, procs):
     project = sess.get_project_id()
     base = "%s/v3/%s" % (cinder_url(), project)
     wait_for("cinder-api", lambda: sess.get(base + "/types", raise_exc=False).ok, 40, procs[0])
-    for backend in cinder_backends():
+    wanted = {backend: {"volume_backend_name": backend} for backend in cinder_backends()}
+    if "cacheraw" in wanted:
+        wanted[REPLICATED_TYPE] = {"volume_backend_name": "cacheraw",
+                                   "replication_enabled": "<is> True"}
+    for name, extra_specs in wanted.items():
         types = sess.get(base + "/types").json()["volume_types"]
-        if any(t["name"] == backend for t in types):
+        if any(t["name"] == name for t in types):
             continue
         sess.post(base + "/types", json={"volume_type": {
-            "name": backend, "os-volume-type-access:is_public": True,
-            "extra_specs": {"volume_backend_name": backend}}})
+            "name": name, "os-volume-type-access:is_public": True,
+            "extra_specs": extra_specs}})
     want = {"cinder-scheduler"} | {"cinder-volume@%s" % b for b in cinder_backends()}
 
     def services_up():
