@@ -9,9 +9,8 @@ import uuid
 import pytest
 import rbd
 
-from tests.functional.conftest import (STATE, VENV_BIN, WorkerProcess, make_qcow2, need,
+from tests.functional.conftest import (STATE, VENV_BIN, make_qcow2, need,
                                       pools_as_cacheraw)
-from tests.functional.helpers import FAST
 from tests.functional.helpers import openstack
 from tests.functional.helpers import raw_of
 from tests.functional.helpers import upload

@@ -31,7 +31,10 @@ def test_no_module_of_cacheraw_needs_a_python_newer_than_the_oldest():
 
 
 def test_every_module_of_cacheraw_imports_on_this_python():
-    names = [info.name for info in pkgutil.walk_packages(cacheraw.__path__, "cacheraw.")]
+    # The Nova driver imports Nova, which lives in the Nova tests' own environments (one per
+    # Nova release: tools/nova-venv.sh), where its tests import it.
+    names = [info.name for info in pkgutil.walk_packages(cacheraw.__path__, "cacheraw.")
+             if not info.name.startswith("cacheraw.nova")]
     assert "cacheraw.cinder.driver" in names
     for name in names:
         importlib.import_module(name)
