@@ -43,6 +43,8 @@ PROGRESS_XATTR = "cacheraw.progress"
 # A cache is written without its object map, which is built once when the cache is published:
 # updating the map at each first write of an object made conversions ~10% slower (make bench).
 DEFERRED_FEATURES = rbd.RBD_FEATURE_OBJECT_MAP | rbd.RBD_FEATURE_FAST_DIFF
+# How far clone_cache() follows a cache that shares another's data to the cache it shares.
+MAX_SHARED_DEPTH = 8
 
 _TRANSIENT = (rados.TimedOut, rados.InterruptedOrTimeoutError, rbd.Timeout)
 # What a blocklisted client gets for every request (EBLOCKLISTED is ESHUTDOWN).
@@ -52,6 +54,15 @@ _SHUT_OUT = (rados.ConnectionShutdown, rbd.ConnectionShutdown)
 def _trashed_caches(ioctx):
     """The RBD trash entries that are caches of ours; nothing else in the trash is touched."""
     return [e for e in rbd.RBD().trash_list(ioctx) if is_cache_name(e["name"])]
+
+
+def _live_id(ioctx, name):
+    """The RBD id of the image ``name`` (not in the trash), or None."""
+    try:
+        with rbd.Image(ioctx, name, read_only=True) as image:
+            return image.id()
+    except rbd.ImageNotFound:
+        return None
 
 
 def translated_error(exc, shut_out=None):
@@ -334,6 +345,30 @@ class OperatorViews:
         facts["used"] = self._used_bytes(name, SNAP)
         return facts
 
+    @translate_errors
+    def sharing(self, name):
+        """Which caches the cache ``name`` shares data with: {"parent": the cache it is a clone
+        of, "parent_trashed": whether that one is in the trash, "sharers": the caches cloned
+        from it}. Clones that are not caches (volumes) are left out."""
+        found = {"parent": None, "parent_trashed": False, "sharers": []}
+        try:
+            with self._image(name, snapshot=SNAP, read_only=True) as image:
+                found["sharers"] = sorted(
+                    c["image"] for c in image.list_children2()
+                    if c["pool"] == self.pool and is_cache_name(c["image"]))
+                try:
+                    pool, parent, _ = image.parent_info()
+                    parent_id = image.parent_id()
+                except rbd.ImageNotFound:
+                    return found
+        except rbd.ImageNotFound:
+            return found
+        if pool == self.pool and is_cache_name(parent):
+            found["parent"] = parent
+            with self._ioctx() as ioctx:
+                found["parent_trashed"] = _live_id(ioctx, parent) != parent_id
+        return found
+
     def check_rbd_caps(self):
         """Do, on a scratch image, each RBD step a cache needs; the scratch image goes in every
         outcome. Raises CacherawError naming the step that failed."""
@@ -481,25 +516,43 @@ class CacheRemovals:
 
     @translate_errors
     def purge_trash(self):
-        """Remove the trashed caches whose clones are all gone. Returns their names."""
-        purged = []
+        """Remove the trashed caches whose clones are all gone, in passes while the last one
+        purged some: a cache that shares another's data is a clone of it, so purging it may free
+        its parent. Returns their names."""
+        purged, kept, done = [], {}, set()
         with self._ioctx() as ioctx:
-            for entry in _trashed_caches(ioctx):
-                try:
-                    if self._purge_one(ioctx, entry):
+            freed = True
+            while freed:
+                freed = False
+                for entry in [e for e in _trashed_caches(ioctx) if e["id"] not in done]:
+                    outcome = self._purge_checked(ioctx, entry)
+                    if outcome == "kept":
+                        kept[entry["id"]] = entry["name"]
+                        continue
+                    done.add(entry["id"])
+                    kept.pop(entry["id"], None)
+                    if outcome == "purged":
                         purged.append(entry["name"])
-                except _TRANSIENT:
-                    raise
-                except (rbd.Error, rados.Error) as exc:
-                    # One cache that cannot be purged does not keep the others.
-                    LOG.warning("Trashed cache %s: cannot purge it: %s: %s", entry["name"],
-                                type(exc).__name__, exc)
+                        freed = True
+        for name in kept.values():
+            self._may_remove("kept", name)
         return purged
+
+    def _purge_checked(self, ioctx, entry):
+        """"purged", "kept" (clones use it) or "failed" (one cache that cannot be purged does
+        not keep the others)."""
+        try:
+            return "purged" if self._purge_one(ioctx, entry) else "kept"
+        except _TRANSIENT:
+            raise
+        except (rbd.Error, rados.Error) as exc:
+            LOG.warning("Trashed cache %s: cannot purge it: %s: %s", entry["name"],
+                        type(exc).__name__, exc)
+            return "failed"
 
     def _purge_one(self, ioctx, entry):
         with rbd.Image(ioctx, image_id=entry["id"]) as image:
             if self._has_children(image):
-                self._may_remove("kept", entry["name"])
                 return False
             if not self._may_remove("purged", entry["name"]):
                 return True
@@ -728,6 +781,39 @@ class CephStore(OperatorViews, CacheRemovals):
                 image.create_snap(SNAP)
             if not image.is_protected_snap(SNAP):
                 image.protect_snap(SNAP)
+
+    # -- a cache made from the cache of an image with the same data (cacheraw.identical)
+
+    @translate_errors
+    def clone_cache(self, source, target, independent=False):
+        """Make ``target`` from the finished cache ``source@snap``, in RADOS, without qemu-img:
+        a copy-on-write clone that shares its data, or with ``independent`` the same clone
+        flattened (every byte copied, no parent left). It is not published: a crash before
+        publish() leaves a partial cache. When ``source`` is itself an unchanged clone of a
+        live cache, that cache is cloned instead, so that sharing makes no chain of clones.
+        Returns the name of the cache cloned."""
+        with self._ioctx() as ioctx:
+            origin = self._origin(ioctx, source)
+            rbd.RBD().clone(ioctx, origin, SNAP, ioctx, target,
+                            features=self._default_features())
+            if independent:
+                with rbd.Image(ioctx, target) as image:
+                    image.flatten()
+        return origin
+
+    def _origin(self, ioctx, name):
+        for _ in range(MAX_SHARED_DEPTH):
+            with rbd.Image(ioctx, name, snapshot=SNAP, read_only=True) as image:
+                try:
+                    pool, parent, snap = image.parent_info()
+                    parent_id = image.parent_id()
+                except rbd.ImageNotFound:
+                    return name
+            if pool != self.pool or snap != SNAP or not is_cache_name(parent) \
+                    or _live_id(ioctx, parent) != parent_id:
+                return name  # not a cache of ours, or one in the trash
+            name = parent
+        return name
 
     # -- what qemu-img needs to reach the cluster as our user
 

@@ -646,7 +646,8 @@ def keystone_up(facts):
 
 # Users of the services and of the tests: (name, project, role).
 KEYSTONE_USERS = (("glance", "service", "admin"), ("cacheraw", "service", "admin"),
-                  ("cinder", "service", "admin"), ("demo", "demo", "member"))
+                  ("cinder", "service", "admin"), ("demo", "demo", "member"),
+                  ("alt", "alt", "member"))
 
 
 def keystone_register(facts):
@@ -661,7 +662,7 @@ def keystone_register(facts):
 
     roles = {name: get_id("/roles", "roles", name) for name in ("admin", "member")}
     projects = {}
-    for name in ("service", "demo"):
+    for name in ("service", "demo", "alt"):
         projects[name] = post("/projects", {"project": {"name": name, "domain_id": "default"}})[
             "project"]["id"]
     users = facts["keystone"]["users"]
