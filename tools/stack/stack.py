@@ -987,6 +987,9 @@ pool = {ceph["pool"]}
 
 [converter]
 conversion_dir = {STATE}/cacheraw/conversions
+# The tests and the bench upload the same files again and again and count their conversions;
+# the tests of sharing (tests/functional/test_identical.py) and its bench case turn it on.
+share_identical = off
 """
 
 
