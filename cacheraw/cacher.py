@@ -367,8 +367,8 @@ class Cacher:
             return None
         LOG.info("Image %s: same data as image %s: cache made as a %s of %s@%s, no conversion",
                  image_id, twin["id"], mode, origin, ceph_store.SNAP)
-        metrics.shared(mode, twin.get(SIZE))
         outcome = self._finish(image_id, lease)
+        metrics.shared(mode, self.store.used_bytes(origin))
         return Outcome.SHARED if outcome == Outcome.CACHED else outcome
 
     @metrics.running

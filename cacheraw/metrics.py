@@ -53,9 +53,10 @@ CEPH_CONNECTIONS = prometheus_client.Counter(
                         "run that reads or writes the pool.", namespace=NAMESPACE)
 
 SHARED_BYTES = prometheus_client.Counter(
-    "shared_bytes", "Bytes that the caches of images with the same data use, which new caches "
-                    "were made from without a conversion, by [converter] share_identical mode "
-                    "(clone: shared, copy: copied inside Ceph).", ["mode"], namespace=NAMESPACE)
+    "shared_bytes", "Bytes used by the caches that new caches were made from without a "
+                    "conversion (images with the same data), by [converter] share_identical "
+                    "mode (clone: shared, copy: copied inside Ceph).", ["mode"],
+    namespace=NAMESPACE)
 ORPHAN_BREAKER = prometheus_client.Gauge(
     "orphan_breaker_open", "1 while the sweep removes no orphaned cache because most of the "
                            "cached images read as gone at once ([worker] orphan_breaker_ratio).",
@@ -91,12 +92,9 @@ def converted(seconds, read_bytes, written_bytes):
 
 
 def shared(mode, source_bytes):
-    """A cache made from the cache of an image with the same data; ``source_bytes`` is what
-    that cache uses (its cache_raw_size, a string)."""
-    try:
-        SHARED_BYTES.labels(mode=mode).inc(max(0, int(source_bytes or 0)))
-    except ValueError:
-        SHARED_BYTES.labels(mode=mode).inc(0)
+    """A cache made from the cache of an image with the same data, which uses
+    ``source_bytes``."""
+    SHARED_BYTES.labels(mode=mode).inc(source_bytes or 0)
 
 
 def orphan_breaker(is_open):
