@@ -225,7 +225,7 @@ class Events:
 class Worker:
     """A real cacheraw-worker on the stack, with a notification pool of its own."""
 
-    def __init__(self, stack, workdir, slots):
+    def __init__(self, stack, workdir, slots, extra_conf=""):
         self.workdir = Path(workdir)
         self.conversion_dir = stack.conf.converter.conversion_dir
         name = "worker-%d-%s" % (slots, uuid.uuid4().hex[:6])
@@ -234,7 +234,7 @@ class Worker:
         override.write_text("[notifications]\npool = bench-%s\n[worker]\n"
                             "max_concurrent_conversions = %d\nsweep_interval = 0\n"
                             "[metrics]\nenabled = true\nhost = 127.0.0.1\nport = %d\n"
-                            % (uuid.uuid4().hex[:12], slots, self.metrics_port))
+                            % (uuid.uuid4().hex[:12], slots, self.metrics_port) + extra_conf)
         self.log_path = self.workdir / (name + ".log")
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(

@@ -26,7 +26,7 @@ sys.path.insert(0, str(TOP))
 from cacheraw import store as ceph_store  # noqa: E402
 from cacheraw.exception import CacherawError  # noqa: E402
 
-from bench import images, measure, report, volumes  # noqa: E402
+from bench import identical, images, measure, report, volumes  # noqa: E402
 from bench.env import BenchError, Events, Stack, Worker  # noqa: E402
 from bench.images import GIB, MIB, Shape  # noqa: E402
 
@@ -68,6 +68,8 @@ def parse_args(argv):
                    help="skip N at once (env CACHERAW_BENCH_CONCURRENCY=0)")
     p.add_argument("--skip-volumes", action="store_true",
                    help="skip (g), volume create through Cinder")
+    p.add_argument("--skip-identical", action="store_true",
+                   help="skip (i), the second upload of the default image")
     p.add_argument("--results", default=str(TOP / "bench" / "results"),
                    help="folder of the JSON results")
     args = p.parse_args(argv)
@@ -247,8 +249,15 @@ def run(args):
                     path, extents = built[shape.name]
                     results["sizes"][shape.name] = measure_size(
                         stack, events, worker, shape, path, extents, args, tmp, recache_args)
-                    if shape.name != "default" or args.skip_volumes:
+                    if shape.name != "default" or args.skip_volumes and args.skip_identical:
                         os.unlink(path)
+                # (i) beside them: the pool holds two uploads of the image and one cache.
+                if not args.skip_identical:
+                    path, _ = built.get("default") or build(default, tmp)
+                    built["default"] = (path, None)
+                    results["identical"] = identical.measure_identical(stack, events, path,
+                                                                       args.runs, tmp)
+                    results["identical"]["image"] = {"description": default.describe()}
                 # (g) after the sizes: the pool then holds one image, its cache and a volume.
                 if not args.skip_volumes:
                     path, _ = built.get("default") or build(default, tmp)
@@ -258,6 +267,9 @@ def run(args):
             finally:
                 worker.stop()
     report.print_table(results)
+    if "identical" in results:
+        identical.print_table(results["identical"], "default image: "
+                              + results["identical"]["image"]["description"])
     if "volumes" in results:
         volumes.print_table(results["volumes"], "default image: "
                             + results["volumes"]["image"]["description"])

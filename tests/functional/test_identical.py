@@ -27,7 +27,6 @@ from tests.functional.helpers import scrape
 from tests.functional.helpers import upload
 from tests.functional.helpers import wait_status
 from tests.functional.helpers import wait_until
-from tests.image_client import ImageClient
 
 CONVERT_RUNS = 'cacheraw_qemu_img_runs_total{subcommand="convert"}'
 SHARED = 'cacheraw_conversions_total{result="shared"}'
@@ -97,13 +96,6 @@ def upload_timed(images, path, **fields):
             return found, time.monotonic() - active
         time.sleep(0.02)
     raise AssertionError("image %s not Cached in 30 s: %s" % (image["id"], found))
-
-
-@pytest.fixture
-def alt_images(stack, sessions):
-    need("alt" in sessions, "the stack has no 'alt' project: restart it with 'make stack-down "
-                            "stack-up'")
-    return ImageClient(sessions["alt"], stack["glance"]["url"])
 
 
 class Volumes:

@@ -1,10 +1,7 @@
 """The sweep's breaker on the real stack: a worker whose user no longer sees the cached images
 (as after a lost role) removes none of their caches until an operator runs reconcile."""
 
-import pytest
-
 from tests.functional.conftest import make_qcow2
-from tests.functional.conftest import need
 from tests.functional.helpers import FAST
 from tests.functional.helpers import assert_no_garbage
 from tests.functional.helpers import free_port
@@ -14,17 +11,9 @@ from tests.functional.helpers import scrape
 from tests.functional.helpers import upload
 from tests.functional.helpers import wait_status
 from tests.functional.helpers import wait_until
-from tests.image_client import ImageClient
 
 HELD = "removing none of them"
 OPEN = "cacheraw_orphan_breaker_open"
-
-
-@pytest.fixture
-def alt_images(stack, sessions):
-    need("alt" in sessions, "the stack has no 'alt' project: restart it with 'make stack-down "
-                            "stack-up'")
-    return ImageClient(sessions["alt"], stack["glance"]["url"])
 
 
 def test_a_user_that_lost_its_view_of_the_images_removes_no_cache(
