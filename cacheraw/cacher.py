@@ -368,8 +368,13 @@ class Cacher:
         LOG.info("Image %s: same data as image %s: cache made as a %s of %s@%s, no conversion",
                  image_id, twin["id"], mode, origin, ceph_store.SNAP)
         outcome = self._finish(image_id, lease)
-        metrics.shared(mode, self.store.used_bytes(origin))
-        return Outcome.SHARED if outcome == Outcome.CACHED else outcome
+        if outcome != Outcome.CACHED:
+            return outcome
+        try:
+            metrics.shared(mode, self.store.used_bytes(origin))
+        except exception.CacherawError as exc:  # the cache shared went meanwhile
+            LOG.debug("Image %s: cannot count the bytes of %s: %s", image_id, origin, exc)
+        return Outcome.SHARED
 
     @metrics.running
     def _convert(self, image, job, lease):
