@@ -287,16 +287,19 @@ class Worker:
     def steps(self, image_id):
         """Seconds between the worker's log lines about an image: from its image.upload to
         'caching' (the image API calls before converting), to 'converted' (the conversion with
-        its inspection and checks), to 'cached as' (recording it)."""
+        its inspection and checks) or 'shared' (a cache made from the cache of an image with the
+        same data), to 'cached as' (recording it)."""
         marks = {}
         for line in self.log_path.read_text(errors="replace").splitlines():
             if image_id not in line:
                 continue
             for mark, text in (("upload", "Received image.upload"), ("caching", ": caching"),
-                               ("converted", "converted to RAW"), ("cached", ": cached as")):
+                               ("converted", "converted to RAW"), ("shared", ": same data as"),
+                               ("cached", ": cached as")):
                 if text in line and mark not in marks:
                     marks[mark] = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f")
-        order = ["upload", "caching", "converted", "cached"]
+        # A cache made from the cache of an image with the same data is not converted.
+        order = ["upload", "caching", "shared" if "shared" in marks else "converted", "cached"]
         if not all(m in marks for m in order):
             return {}
         return {"%s_to_%s" % (a, b): (marks[b] - marks[a]).total_seconds()
