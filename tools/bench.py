@@ -97,8 +97,10 @@ def stored(shape):
 def check_room(stack, args, default, medium):
     """The pool must hold the largest moment of the run: one image and one RAW copy of it.
     Returns that size in bytes."""
-    # (g) adds a volume of the default image's data beside the image and its cache.
-    need = max(stored(default) + (0 if args.skip_volumes else default.data + default.zeros),
+    # (g) adds a volume of the default image's data beside the image and its cache, (i) a
+    # second upload of the image.
+    both_skipped = args.skip_volumes and args.skip_identical
+    need = max(stored(default) + (0 if both_skipped else default.data + default.zeros),
                0 if args.skip_concurrency else max(args.counts) * stored(medium))
     free = stack.pool_free()
     if free < need * HEADROOM:

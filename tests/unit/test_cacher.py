@@ -473,3 +473,16 @@ def test_the_sweep_removes_nothing_when_most_cached_images_read_as_gone(conf, ca
     core.sweep()
     assert metrics.ORPHAN_BREAKER._value.get() == 0
     assert len(store.removed) == 9
+
+
+def test_a_removed_cache_purges_at_once_the_trashed_cache_it_shared(conf, caplog):
+    caplog.set_level(logging.INFO)
+    store = LockingStore()
+    store.remove = lambda name: "removed"
+    store.purge_trash = lambda: [TWIN + "_raw"]
+    core = cacher.Cacher(conf, FakeImages(None), store, None)
+    core.forget(ID)
+    assert "Purged cache %s_raw: its last clone is gone" % TWIN in caplog.text
+    store.remove = lambda name: "trashed"
+    store.purge_trash = lambda: pytest.fail("a trashed cache frees nothing")
+    core.forget(ID)
