@@ -253,21 +253,22 @@ def run(args):
                         stack, events, worker, shape, path, extents, args, tmp, recache_args)
                     if shape.name != "default" or args.skip_volumes and args.skip_identical:
                         os.unlink(path)
-                # (i) beside them: the pool holds two uploads of the image and one cache.
-                if not args.skip_identical:
-                    path, _ = built.get("default") or build(default, tmp)
-                    built["default"] = (path, None)
-                    results["identical"] = identical.measure_identical(stack, events, path,
-                                                                       args.runs, tmp)
-                    results["identical"]["image"] = {"description": default.describe()}
                 # (g) after the sizes: the pool then holds one image, its cache and a volume.
                 if not args.skip_volumes:
                     path, _ = built.get("default") or build(default, tmp)
+                    built["default"] = (path, None)
                     results["volumes"] = volumes.measure_volumes(stack, events, path,
                                                                  default.virtual, args.runs)
                     results["volumes"]["image"] = {"description": default.describe()}
             finally:
                 worker.stop()
+            # (i) with a worker of its own, alone (another worker, which converts every image,
+            # would take its images too): two uploads of the image and one cache in the pool.
+            if not args.skip_identical:
+                path, _ = built.get("default") or build(default, tmp)
+                results["identical"] = identical.measure_identical(stack, events, path,
+                                                                   args.runs, tmp)
+                results["identical"]["image"] = {"description": default.describe()}
     report.print_table(results)
     if "identical" in results:
         identical.print_table(results["identical"], "default image: "
