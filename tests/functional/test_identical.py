@@ -208,9 +208,19 @@ def test_the_same_data_uploaded_by_another_project_shares_the_first_cache(
     worker.wait_for_log("Image %s: cache has clones; moved to the trash" % fid)
     assert fid + "_raw" not in names_in_pool(ceph) and trashed(ceph, fid + "_raw")
     assert read_rbd(ceph, sid + "_raw", "snap") == expected
-    with rbd.Image(volumes_pool, "volume-%s" % volume, read_only=True) as data:
-        assert data.read(0, len(expected)) == expected
     assert "its cache is in the trash" in status(stack, sid)
+    # A volume made now clones the second cache, whose parent is in the trash.
+    later = volumes.available(sid)
+    for made in (volume, later):
+        with rbd.Image(volumes_pool, "volume-%s" % made, read_only=True) as data:
+            assert data.read(0, len(expected)) == expected
+    # The operator's sweep leaves the chain alone.
+    done = manage(stack, "reconcile", "--dry-run")
+    assert done.returncode == 0, done.stderr
+    about = [line for line in done.stdout.splitlines() if fid in line or sid in line]
+    assert about == ["kept trashed cache %s_raw: clones use it" % fid], done.stdout
+    volumes.delete(later)
+    volumes.made.remove(later)
 
     # The second goes while its volume lives, then the volume: both caches are purged.
     demo_images.delete(sid)
