@@ -189,7 +189,7 @@ class Events(Listener):
 class Worker:
     """A real cacheraw-worker on the stack, with a notification pool of its own."""
 
-    def __init__(self, stack, workdir, slots):
+    def __init__(self, stack, workdir, slots, extra_conf=""):
         self.workdir = Path(workdir)
         self.conversion_dir = stack.conf.converter.conversion_dir
         name = "worker-%d-%s" % (slots, uuid.uuid4().hex[:6])
@@ -198,7 +198,7 @@ class Worker:
         override.write_text("[notifications]\npool = bench-%s\n[worker]\n"
                             "max_concurrent_conversions = %d\nsweep_interval = 0\n"
                             "[metrics]\nenabled = true\nhost = 127.0.0.1\nport = %d\n"
-                            % (uuid.uuid4().hex[:12], slots, self.metrics_port))
+                            % (uuid.uuid4().hex[:12], slots, self.metrics_port) + extra_conf)
         self.log_path = self.workdir / (name + ".log")
         self._log = open(self.log_path, "wb")
         self.proc = subprocess.Popen(
@@ -251,16 +251,19 @@ class Worker:
     def steps(self, image_id):
         """Seconds between the worker's log lines about an image: from its image.upload to
         'caching' (the image API calls before converting), to 'converted' (the conversion with
-        its inspection and checks), to 'cached as' (recording it)."""
+        its inspection and checks) or 'shared' (a cache made from the cache of an image with the
+        same data), to 'cached as' (recording it)."""
         marks = {}
         for line in self.log_path.read_text(errors="replace").splitlines():
             if image_id not in line:
                 continue
             for mark, text in (("upload", "Received image.upload"), ("caching", ": caching"),
-                               ("converted", "converted to RAW"), ("cached", ": cached as")):
+                               ("converted", "converted to RAW"), ("shared", ": same data as"),
+                               ("cached", ": cached as")):
                 if text in line and mark not in marks:
                     marks[mark] = datetime.datetime.strptime(line[:23], "%Y-%m-%d %H:%M:%S.%f")
-        order = ["upload", "caching", "converted", "cached"]
+        # A cache made from the cache of an image with the same data is not converted.
+        order = ["upload", "caching", "shared" if "shared" in marks else "converted", "cached"]
         if not all(m in marks for m in order):
             return {}
         return {"%s_to_%s" % (a, b): (marks[b] - marks[a]).total_seconds()

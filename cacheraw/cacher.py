@@ -14,6 +14,7 @@ from oslo_utils import timeutils
 
 from cacheraw import converter as conv
 from cacheraw import exception
+from cacheraw import identical
 from cacheraw import metrics
 from cacheraw import properties
 from cacheraw import stall
@@ -41,6 +42,7 @@ GONE_STATUSES = ("deleted", "pending_delete")
 class Outcome(properties.StrEnum):
     """What Cacher.cache() ended with."""
     CACHED = "cached"
+    SHARED = "shared"  # cached from the cache of an image with the same data
     ERROR = "error"
     ABORTED = "aborted"
     DELETED = "deleted"
@@ -79,12 +81,21 @@ class Cacher:
         # Events of one image are handled one at a time (they arrive on several threads).
         self._event_locks = [threading.Lock() for _ in range(64)]
         self._property_problems = PropertyProblems()
+        self._finder = None
 
     @property
     def fsid(self):
         if self._fsid is None:
             self._fsid = self.store.fsid()
         return self._fsid
+
+    @property
+    def finder(self):
+        """Finds a cached image with the same data ([converter] share_identical)."""
+        if self._finder is None:
+            self._finder = identical.Finder(self.conf.converter.share_identical, self.images,
+                                            self.cache_valid)
+        return self._finder
 
     def cache_url(self, image_id):
         return properties.cache_url(self.fsid, self.store.pool, image_id)
@@ -242,6 +253,8 @@ class Cacher:
 
     def _cache_leased(self, image_id, job, force, lease):
         image, outcome, attempt = self._begin(image_id, force, lease)
+        if outcome is None and not force:  # a forced recache makes an independent cache
+            outcome = self._share(image, lease)
         if outcome is not None:
             return outcome
         began = time.monotonic()
@@ -350,6 +363,37 @@ class Cacher:
         LOG.info("Image %s: cached as %s (%d bytes used)", image_id, name, used)
         return Outcome.CACHED
 
+    def _share(self, image, lease):
+        """Make the cache from the cache of a Cached image with the same data, without qemu-img
+        ([converter] share_identical; cacheraw.identical). None when there is no such image or
+        sharing failed: the image is converted."""
+        twin = self.finder.twin(image)
+        if twin is None:
+            return None
+        image_id, name = image["id"], properties.cache_name(image["id"])
+        mode = self.finder.mode
+        try:
+            origin, rbd_id = self.store.clone_cache(properties.cache_name(twin["id"]), name, lease,
+                                                    independent=mode == identical.Mode.COPY)
+            self.store.publish(name, rbd_id, lease)
+        except (exception.CephBlocklisted, exception.LockLost):
+            raise
+        except exception.CacherawError as exc:
+            LOG.warning("Image %s: could not %s the cache of image %s, which has the same data "
+                        "(%s): converting it", image_id, mode, twin["id"], exc)
+            self.store.remove_partial(name, lease=lease)
+            return None
+        LOG.info("Image %s: same data as image %s: cache made as a %s of %s@%s, no conversion",
+                 image_id, twin["id"], mode, origin, properties.CACHE_SNAP)
+        outcome = self._finish(image_id, lease)
+        if outcome != Outcome.CACHED:
+            return outcome
+        try:
+            metrics.shared(mode, self.store.used_bytes(origin))
+        except exception.CacherawError as exc:  # the cache shared went meanwhile
+            LOG.debug("Image %s: cannot count the bytes of %s: %s", image_id, origin, exc)
+        return Outcome.SHARED
+
     @metrics.running
     def _convert(self, image, job, lease):
         fmt = image["disk_format"]
@@ -434,10 +478,24 @@ class Cacher:
         self.cancel(image_id, DELETED)
         try:
             with self.store.conversion_lock(image_id) as lease:
-                self._remove(image_id, lease)
+                removed = self._remove(image_id, lease) == "removed"
         except exception.LockBusy:
             # Its converter finds the image gone when it publishes, and removes the cache.
             LOG.info("Image %s deleted while another worker converts it", image_id)
+            return
+        if removed:
+            self._purge_freed()
+
+    def _purge_freed(self):
+        """A removed cache may have been the last clone of a trashed cache whose data it
+        shared: purge that one now rather than at the next sweep."""
+        try:
+            purged = self.store.purge_trash()
+        except exception.CacherawError as exc:
+            LOG.warning("Could not purge the trash: %s", exc)
+            return
+        for name in purged:
+            LOG.info("Purged cache %s: its last clone is gone", name)
 
     def _remove(self, image_id, lease):
         outcome = self.store.remove(properties.cache_name(image_id), lease=lease)
@@ -450,19 +508,22 @@ class Cacher:
 
     # -- what notifications missed (Sweeper)
 
-    def sweep(self):
-        return Sweeper(self).sweep()
+    def sweep(self, confirmed=False):
+        """The sweep; ``confirmed`` (an operator's command) removes orphaned caches even when
+        the breaker would hold them back."""
+        return Sweeper(self, confirmed).sweep()
 
     def purge_orphans(self):
-        return Sweeper(self).purge_orphans()
+        return Sweeper(self, confirmed=True).purge_orphans()
 
 
 class Sweeper:
     """The sweep: from the list of every image and every cache, what notifications missed,
     what a crash left unfinished, what can be retried, and the caches of deleted images."""
 
-    def __init__(self, cacher):
+    def __init__(self, cacher, confirmed=False):
         self.cacher = cacher
+        self.confirmed = confirmed
         self.conf = cacher.conf
         self.images = cacher.images
         self.store = cacher.store
@@ -538,13 +599,25 @@ class Sweeper:
         return True
 
     def _remove_orphans(self, seen):
-        removed = 0
-        for name in self.store.list_caches():
+        caches = self.store.list_caches()
+        gone = []
+        for name in caches:
             image_id = name[:-len(properties.CACHE_SUFFIX)]
             if image_id in seen or not properties.valid_id(image_id):
                 continue
             try:
-                removed += self._remove_if_orphan(image_id)
+                if self._is_gone(image_id):
+                    gone.append(image_id)
+            except exception.CacherawError as exc:
+                LOG.warning("Image %s: could not tell whether it is gone: %s", image_id, exc)
+        if self._breaker_open(len(gone), len(caches)):
+            return 0
+        removed = 0
+        for image_id in gone:
+            try:
+                LOG.info("Image %s is gone: removing its orphaned cache", image_id)
+                self.cacher.forget(image_id)
+                removed += 1
             except exception.CephBlocklisted:
                 raise
             except exception.CacherawError as exc:
@@ -552,15 +625,26 @@ class Sweeper:
                 LOG.warning("Image %s: could not remove its orphaned cache: %s", image_id, exc)
         return removed
 
-    def _remove_if_orphan(self, image_id):
+    def _is_gone(self, image_id):
         try:
-            if self.images.get(image_id).get("status") not in GONE_STATUSES:
-                return 0
+            return self.images.get(image_id).get("status") in GONE_STATUSES
         except exception.ImageNotFound:
-            pass
-        LOG.info("Image %s is gone: removing its orphaned cache", image_id)
-        self.cacher.forget(image_id)
-        return 1
+            return True
+
+    def _breaker_open(self, gone, caches):
+        """Whether to hold back the removal of ``gone`` orphaned caches among ``caches``: a
+        service user that lost its view of the images (a role or policy change) reads them
+        all as gone at once."""
+        worker = self.conf.worker
+        held = not self.confirmed and gone >= worker.orphan_breaker_min \
+            and gone > worker.orphan_breaker_ratio * caches
+        metrics.orphan_breaker(held)
+        if held:
+            LOG.error("Sweep: the image API says the images of %d of the %d caches in pool %s "
+                      "are gone: removing none of them, as when the service user lost its role "
+                      "or view of the images. Mend that, or remove them with 'cacheraw-manage "
+                      "reconcile'", gone, caches, self.store.pool)
+        return held
 
 
 class PropertyProblems:

@@ -16,6 +16,9 @@ from cacheraw.qemu.job import Job
 
 POLL_INTERVAL = 0.5
 Status = properties.Status
+# What cacher.cache() returns when it made a cache: converted, or shared with an image that has
+# the same data.
+MADE = (cacher.Outcome.CACHED, cacher.Outcome.SHARED)
 
 
 class Refused(Exception):
@@ -53,7 +56,7 @@ def recache(conf, args):
     if outcome == "busy":
         follow_other_worker(cacher_, image_id, view)
     # The image as our own last write left it, when we wrote last; else as it is now.
-    image = (cacher_.images.own_write(image_id) if outcome == "cached" else None) \
+    image = (cacher_.images.own_write(image_id) if outcome in MADE else None) \
         or cacher_.images.get(image_id)
     print(final_line(image))
     return 0 if image.get(properties.STATUS) in (Status.CACHED, Status.NOT_NEEDED) else 1
@@ -94,7 +97,7 @@ def convert_watching(cacher_, image_id, force, view):
     if "error" in result:
         raise result["error"]
     if view is not None and result["outcome"] != "busy":
-        view.finish(result["outcome"] == "cached")
+        view.finish(result["outcome"] in MADE)
     return result["outcome"]
 
 
@@ -258,7 +261,8 @@ def reconcile(conf, args):
             counts[found] = counts.get(found, 0) + 1
     print("found %s" % (", ".join("%d %s" % (n, s) for s, n in sorted(counts.items()))
                         or "no image that asks for a cache"))
-    cacher_.sweep()
+    # The operator's command is the confirmation that the sweep's breaker waits for.
+    cacher_.sweep(confirmed=True)
     if args.dry_run:
         return 0
     # The conversions tell their outcome in one line each, not every property they write.
@@ -267,7 +271,7 @@ def reconcile(conf, args):
     for image_id in queued:
         outcome = cacher_.cache(image_id)
         print("image %s: %s" % (image_id, outcome), flush=True)
-        failed += outcome not in ("cached", "skipped", "busy", "deleted")
+        failed += outcome not in MADE + ("skipped", "busy", "deleted")
     return 1 if failed else 0
 
 

@@ -19,7 +19,8 @@ NAMESPACE = "cacheraw"
 NOT_CONVERSIONS = ("skipped", "busy")
 
 CONVERSIONS = prometheus_client.Counter(
-    "conversions", "Conversions that ended, by result (cached, error, aborted, deleted).",
+    "conversions", "Conversions that ended, by result (cached, shared: cached from the cache "
+                   "of an image with the same data without qemu-img, error, aborted, deleted).",
     ["result"], namespace=NAMESPACE)
 CONVERSION_SECONDS = prometheus_client.Histogram(
     "conversion_seconds", "Duration of the conversions that ended with a cache, in seconds.",
@@ -51,6 +52,15 @@ CEPH_CONNECTIONS = prometheus_client.Counter(
     "ceph_connections", "Ceph client connections opened: the worker's own and each qemu-img "
                         "run that reads or writes the pool.", namespace=NAMESPACE)
 
+SHARED_BYTES = prometheus_client.Counter(
+    "shared_bytes", "Bytes used by the caches that new caches were made from without a "
+                    "conversion (images with the same data), by [converter] share_identical "
+                    "mode (clone: shared, copy: copied inside Ceph).", ["mode"],
+    namespace=NAMESPACE)
+ORPHAN_BREAKER = prometheus_client.Gauge(
+    "orphan_breaker_open", "1 while the sweep removes no orphaned cache because most of the "
+                           "cached images read as gone at once ([worker] orphan_breaker_ratio).",
+    namespace=NAMESPACE)
 
 def serve(conf):
     """Start the /metrics endpoint when [metrics] enabled; a port in use is a config error."""
@@ -80,6 +90,16 @@ def converted(seconds, read_bytes, written_bytes):
     CONVERSION_SECONDS.observe(seconds)
     READ_BYTES.inc(read_bytes or 0)
     WRITTEN_BYTES.inc(written_bytes or 0)
+
+
+def shared(mode, source_bytes):
+    """A cache made from the cache of an image with the same data, which uses
+    ``source_bytes``."""
+    SHARED_BYTES.labels(mode=mode).inc(source_bytes or 0)
+
+
+def orphan_breaker(is_open):
+    ORPHAN_BREAKER.set(1 if is_open else 0)
 
 
 def error(cause):

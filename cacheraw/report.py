@@ -32,9 +32,29 @@ def image_view(core, image):
                  "used_bytes": facts["used"], "clones": facts["clones"],
                  "lock_holder": core.store.lock_holder(image_id)},
     }
+    view["ceph"].update(sharing_view(core.store.sharing(name)))
     found = problems(view, core.cache_url(image_id)) + properties.problems(image)
     view["problems"] = list(dict.fromkeys(found))
     return view
+
+
+def sharing_view(sharing):
+    """The images whose caches share data with this one (cacheraw.identical), by image id."""
+    def image_of(name):
+        return name[:-len(properties.CACHE_SUFFIX)]
+
+    parent = sharing["parent"]
+    return {"shares_data_of": image_of(parent) if parent else None,
+            "shared_cache_trashed": bool(parent) and sharing["parent_trashed"],
+            "shared_with": [image_of(name) for name in sharing["sharers"]]}
+
+
+def sharing_text(ceph):
+    shared = ceph.get("shares_data_of")
+    if not shared:
+        return "-"
+    return "image %s%s" % (shared, " (its cache is in the trash: kept while this one uses it)"
+                           if ceph.get("shared_cache_trashed") else "")
 
 
 def problems(view, expected_url):
@@ -90,6 +110,8 @@ def status_text(view):
               "unprotected" if ceph["clones"] is not None else "absent"),
              ("  used bytes", show(ceph["used_bytes"])),
              ("  clones", show(ceph["clones"])),
+             ("  shares data of", sharing_text(ceph)),
+             ("  shared with", ", ".join(ceph.get("shared_with") or ()) or "-"),
              ("  lock holder", holder_text(ceph["lock_holder"]))]
     rows.append(("problems", "; ".join(view["problems"]) or "none"))
     width = max(len(key) for key, _ in rows)

@@ -26,7 +26,7 @@ sys.path.insert(0, str(TOP))
 from cacheraw import properties  # noqa: E402
 from cacheraw.exception import CacherawError  # noqa: E402
 
-from bench import images, measure, report, roots, volumes  # noqa: E402
+from bench import identical, images, measure, report, roots, volumes  # noqa: E402
 from bench.env import BenchError, Events, Stack, Worker  # noqa: E402
 from bench.images import GIB, MIB, Shape  # noqa: E402
 
@@ -70,6 +70,8 @@ def parse_args(argv):
                    help="skip (g), volume create through Cinder")
     p.add_argument("--skip-roots", action="store_true",
                    help="skip (h), instance root disks through Nova's RBD image backend")
+    p.add_argument("--skip-identical", action="store_true",
+                   help="skip (i), the second upload of the default image")
     p.add_argument("--results", default=str(TOP / "bench" / "results"),
                    help="folder of the JSON results")
     args = p.parse_args(argv)
@@ -97,8 +99,10 @@ def stored(shape):
 def check_room(stack, args, default, medium):
     """The pool must hold the largest moment of the run: one image and one RAW copy of it.
     Returns that size in bytes."""
-    # (g) adds a volume of the default image's data beside the image and its cache.
-    need = max(stored(default) + (0 if args.skip_volumes else default.data + default.zeros),
+    # (g) adds a volume of the default image's data beside the image and its cache, (i) a
+    # second upload of the image.
+    both_skipped = args.skip_volumes and args.skip_identical
+    need = max(stored(default) + (0 if both_skipped else default.data + default.zeros),
                0 if args.skip_concurrency else max(args.counts) * stored(medium))
     free = stack.pool_free()
     if free < need * HEADROOM:
@@ -249,11 +253,13 @@ def run(args):
                     path, extents = built[shape.name]
                     results["sizes"][shape.name] = measure_size(
                         stack, events, worker, shape, path, extents, args, tmp, recache_args)
-                    if shape.name != "default" or (args.skip_volumes and args.skip_roots):
+                    if shape.name != "default" or (args.skip_volumes and args.skip_roots
+                                                     and args.skip_identical):
                         os.unlink(path)
                 # (g) after the sizes: the pool then holds one image, its cache and a volume.
                 if not args.skip_volumes:
                     path, _ = built.get("default") or build(default, tmp)
+                    built["default"] = (path, None)
                     results["volumes"] = volumes.measure_volumes(stack, events, path,
                                                                  default.virtual, args.runs)
                     results["volumes"]["image"] = {"description": default.describe()}
@@ -265,7 +271,17 @@ def run(args):
                     results["roots"]["image"] = {"description": default.describe()}
             finally:
                 worker.stop()
+            # (i) with a worker of its own, alone (another worker, which converts every image,
+            # would take its images too): two uploads of the image and one cache in the pool.
+            if not args.skip_identical:
+                path, _ = built.get("default") or build(default, tmp)
+                results["identical"] = identical.measure_identical(stack, events, path,
+                                                                   args.runs, tmp)
+                results["identical"]["image"] = {"description": default.describe()}
     report.print_table(results)
+    if "identical" in results:
+        identical.print_table(results["identical"], "default image: "
+                              + results["identical"]["image"]["description"])
     if "volumes" in results:
         volumes.print_table(results["volumes"], "default image: "
                             + results["volumes"]["image"]["description"])

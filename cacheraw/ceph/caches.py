@@ -4,7 +4,7 @@ the lease that created them, and the facts the rest of cacheraw reads of them.""
 from __future__ import annotations
 
 import logging
-from typing import Any, List, Optional
+from typing import Any, List, Optional, Tuple
 
 import rados
 import rbd
@@ -24,10 +24,21 @@ DEFERRED_FEATURES = rbd.RBD_FEATURE_OBJECT_MAP | rbd.RBD_FEATURE_FAST_DIFF
 # Image metadata: the lease (its cookie) that created the cache, and the one that snapshots it.
 CREATED_BY = "cacheraw.created_by"
 PUBLISHED_BY = "cacheraw.published_by"
+# How far clone_cache() follows a cache that shares another's data to the cache it shares.
+MAX_SHARED_DEPTH = 8
 
 
 def snapshots(image: Any) -> List[str]:
     return [s["name"] for s in image.list_snaps()]
+
+
+def live_id(ioctx: Any, name: str) -> Optional[str]:
+    """The RBD id of the image ``name`` (not in the trash), or None."""
+    try:
+        with rbd.Image(ioctx, name, read_only=True) as image:
+            return image.id()
+    except rbd.ImageNotFound:
+        return None
 
 
 def metadata(image: Any, key: str) -> Optional[str]:
@@ -101,6 +112,74 @@ class Caches:
             stall.point("in-publish")
             if not image.is_protected_snap(SNAP):
                 image.protect_snap(SNAP)
+
+    # -- a cache made from the cache of an image with the same data (cacheraw.identical)
+
+    @translate_errors
+    def clone_cache(self, source: str, target: str, independent: bool = False,
+                    lease: Any = None) -> Tuple[str, str]:
+        """Make ``target`` from the finished cache ``source@snap`` for the lease ``lease``, in
+        RADOS, without qemu-img: a copy-on-write clone that shares its data, or with
+        ``independent`` the same clone flattened (every byte copied, no parent left). It is not
+        published: a crash before publish() leaves a partial cache. When ``source`` is itself an
+        unchanged clone of a live cache, that cache is cloned instead, so that sharing makes no
+        chain of clones. Returns the name of the cache cloned and the new cache's RBD id."""
+        with self.conn.ioctx() as ioctx:
+            origin = self._origin(ioctx, source)
+            try:
+                rbd.RBD().clone(ioctx, origin, SNAP, ioctx, target,
+                                features=self._default_features())
+            except rbd.ImageExists:
+                LOG.info("Cache %s exists already: checking that an earlier attempt of this "
+                         "conversion made it", target)
+            with rbd.Image(ioctx, target) as image:
+                owner = metadata(image, CREATED_BY)
+                if owner not in (None, lease.cookie) or snapshots(image):
+                    raise exception.CephError("cache %s exists and was not made by this "
+                                              "conversion" % target)
+                if owner is None:
+                    image.metadata_set(CREATED_BY, lease.cookie)
+                if independent:
+                    image.flatten()
+                return origin, image.id()
+
+    def _origin(self, ioctx, name):
+        for _ in range(MAX_SHARED_DEPTH):
+            with rbd.Image(ioctx, name, snapshot=SNAP, read_only=True) as image:
+                try:
+                    pool, parent, snap = image.parent_info()
+                    parent_id = image.parent_id()
+                except rbd.ImageNotFound:
+                    return name
+            if pool != self.conn.pool or snap != SNAP or not properties.is_cache_name(parent) \
+                    or live_id(ioctx, parent) != parent_id:
+                return name  # not a cache of ours, or one in the trash
+            name = parent
+        return name
+
+    @translate_errors
+    def sharing(self, name: str) -> dict:
+        """Which caches the cache ``name`` shares data with: {"parent": the cache it is a clone
+        of, "parent_trashed": whether that one is in the trash, "sharers": the caches cloned
+        from it}. Clones that are not caches (volumes) are left out."""
+        found = {"parent": None, "parent_trashed": False, "sharers": []}
+        try:
+            with self.conn.image(name, snapshot=SNAP, read_only=True) as image:
+                found["sharers"] = sorted(
+                    c["image"] for c in image.list_children2()
+                    if c["pool"] == self.conn.pool and properties.is_cache_name(c["image"]))
+                try:
+                    pool, parent, _ = image.parent_info()
+                    parent_id = image.parent_id()
+                except rbd.ImageNotFound:
+                    return found
+        except rbd.ImageNotFound:
+            return found
+        if pool == self.conn.pool and properties.is_cache_name(parent):
+            found["parent"] = parent
+            with self.conn.ioctx() as ioctx:
+                found["parent_trashed"] = live_id(ioctx, parent) != parent_id
+        return found
 
     @translate_errors
     def has_protected_snap(self, name: str) -> bool:

@@ -124,27 +124,46 @@ class CacheRemovals:
 
     @translate_errors
     def purge_trash(self) -> List[str]:
-        """Remove the trashed caches whose clones are all gone. Returns their names."""
-        purged = []
+        """Remove the trashed caches whose clones are all gone, in passes while the last one
+        purged some: a cache that shares another's data is a clone of it, so purging it may free
+        its parent. Returns their names."""
+        purged: List[str] = []
+        kept: dict = {}
+        done: set = set()
         with self.conn.ioctx() as ioctx:
-            for entry in rbd.RBD().trash_list(ioctx):
-                if not properties.is_cache_name(entry["name"]):
-                    continue  # nothing else in the trash is touched
-                try:
-                    if self._purge_one(ioctx, entry):
+            freed = True
+            while freed:
+                freed = False
+                for entry in [e for e in rbd.RBD().trash_list(ioctx)
+                              if properties.is_cache_name(e["name"]) and e["id"] not in done]:
+                    outcome = self._purge_checked(ioctx, entry)
+                    if outcome == "kept":
+                        kept[entry["id"]] = entry["name"]
+                        continue
+                    done.add(entry["id"])
+                    kept.pop(entry["id"], None)
+                    if outcome == "purged":
                         purged.append(entry["name"])
-                except connection.TRANSIENT + connection.SHUT_OUT:
-                    raise
-                except (rbd.Error, rados.Error) as exc:
-                    # One cache that cannot be purged does not keep the others.
-                    LOG.warning("Trashed cache %s: cannot purge it: %s: %s", entry["name"],
-                                type(exc).__name__, exc)
+                        freed = True
+        for name in kept.values():
+            self._may_remove("kept", name)
         return purged
+
+    def _purge_checked(self, ioctx, entry):
+        """"purged", "kept" (clones use it) or "failed" (one cache that cannot be purged does
+        not keep the others); nothing else in the trash is touched."""
+        try:
+            return "purged" if self._purge_one(ioctx, entry) else "kept"
+        except connection.TRANSIENT + connection.SHUT_OUT:
+            raise
+        except (rbd.Error, rados.Error) as exc:
+            LOG.warning("Trashed cache %s: cannot purge it: %s: %s", entry["name"],
+                        type(exc).__name__, exc)
+            return "failed"
 
     def _purge_one(self, ioctx, entry):
         with rbd.Image(ioctx, image_id=entry["id"]) as image:
             if has_children(image):
-                self._may_remove("kept", entry["name"])
                 return False
             if not self._may_remove("purged", entry["name"]):
                 return True

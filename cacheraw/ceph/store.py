@@ -165,6 +165,15 @@ class CephStore:
     def purge_trash(self) -> List[str]:
         return self.removals.purge_trash()
 
+    # -- caches that share the data of an identical image's (cacheraw.identical)
+
+    def clone_cache(self, source: str, target: str, lease: lease_mod.Lease,
+                    independent: bool = False) -> Tuple[str, str]:
+        return self.caches.clone_cache(source, target, independent, lease=lease)
+
+    def sharing(self, name: str) -> dict:
+        return self.caches.sharing(name)
+
     # -- the images served to qemu-img over NBD (cacheraw.ceph.served)
 
     def serve_snapshot(self, name: str, snapshot: str, path: str) -> Any:

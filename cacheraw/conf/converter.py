@@ -40,6 +40,16 @@ OPTS = [
                  help="Largest ratio between an image's data once converted and the size of "
                       "its upload (a compressed qcow2 can describe far more data than it "
                       "holds). An image that expands more gets an error. 0: no limit."),
+    cfg.StrOpt("share_identical", default="clone", choices=[
+        ("clone", "the new cache is a copy-on-write clone of the other's: instant, no space"),
+        ("copy", "the new cache is a flattened clone: a full copy made inside Ceph"),
+        ("off", "every image is converted with qemu-img")],
+               help="What to do when an image asks for a cache and another image whose data the "
+                    "image service hashed equal (same secure os_hash_algo and os_hash_value, "
+                    "same size and disk_format, both active) is already cached in this pool. "
+                    "Set 'off' where users can set an image's hash themselves (Glance's "
+                    "show_multiple_locations, or do_secure_hash = false): docs/design.md, "
+                    "'Identical images'."),
     cfg.IntOpt("max_virtual_size_gib", default=1024, min=1,
                help="Largest virtual disk size accepted, in GiB. Larger images get an error."),
 ]

@@ -28,6 +28,15 @@ OPTS = [
     cfg.IntOpt("error_retry_max_delay", default=3600, min=0,
                help="Longest wait before the sweep retries a transiently failed image, in "
                     "seconds."),
+    cfg.FloatOpt("orphan_breaker_ratio", default=0.5, min=0, max=1,
+                 help="The sweep removes no orphaned cache when more than this fraction of the "
+                      "pool's caches (and at least orphan_breaker_min of them) belong to images "
+                      "the image API says are gone at once, as when the service user loses its "
+                      "role: it logs an error and sets cacheraw_orphan_breaker_open until "
+                      "'cacheraw-manage reconcile' removes them or the images are seen again."),
+    cfg.IntOpt("orphan_breaker_min", default=5, min=1,
+               help="The fewest orphaned caches found at once that can hold the sweep back "
+                    "(see orphan_breaker_ratio)."),
 ]
 
 

@@ -61,6 +61,14 @@ def service_images(stack, sessions):
     return ImageClient(sessions["cacheraw"], stack["glance"]["url"])
 
 
+@pytest.fixture(scope="session")
+def alt_images(stack, sessions):
+    """A member of another project than demo's ('alt')."""
+    need("alt" in sessions, "the stack has no 'alt' project: restart it with 'make stack-down "
+                            "stack-up'")
+    return ImageClient(sessions["alt"], stack["glance"]["url"])
+
+
 def connect_as_cacheraw(stack):
     """A connection to the stack's cluster as the restricted cacheraw user."""
     import rados

@@ -3,10 +3,13 @@ API, reads of the pool, the garbage a fault may leave, qemu-img wrappers for [co
 cacheraw-manage runs, and generators of hostile images used by more than one suite."""
 
 import os
+import re
+import socket
 import struct
 import subprocess
 import sys
 import time
+import urllib.request
 import uuid
 
 import rbd
@@ -395,3 +398,20 @@ def compressed_qcow2(path, data_bytes, pattern=0x5A, cluster_bits=16):
         f.write(b"".join(blob.ljust(slot, b"\0") for _ in range(count)))
         f.truncate((first_data + data_clusters) * cluster)
     return path
+
+
+def free_port():
+    with socket.socket() as sock:
+        sock.bind(("127.0.0.1", 0))
+        return sock.getsockname()[1]
+
+
+def scrape(port):
+    """The worker's cacheraw_* samples on its /metrics endpoint, by name and labels."""
+    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10).read()
+    samples = {}
+    for line in text.decode().splitlines():
+        match = re.match(r"^(cacheraw_\S+) (\S+)$", line)
+        if match:
+            samples[match.group(1)] = float(match.group(2))
+    return samples

@@ -1,31 +1,13 @@
 """With [metrics] enabled, the worker's /metrics counts a real conversion."""
 
-import re
-import socket
-import urllib.request
-
 from tests.functional.helpers import FAST
+from tests.functional.helpers import free_port
+from tests.functional.helpers import scrape
 from tests.functional.helpers import upload
 from tests.functional.helpers import wait_status
 from tests.functional.helpers import wait_until
 
 CACHED = 'cacheraw_conversions_total{result="cached"}'
-
-
-def free_port():
-    with socket.socket() as sock:
-        sock.bind(("127.0.0.1", 0))
-        return sock.getsockname()[1]
-
-
-def scrape(port):
-    text = urllib.request.urlopen("http://127.0.0.1:%d/metrics" % port, timeout=10).read()
-    samples = {}
-    for line in text.decode().splitlines():
-        match = re.match(r"^(cacheraw_\S+) (\S+)$", line)
-        if match:
-            samples[match.group(1)] = float(match.group(2))
-    return samples
 
 
 def between(logs, text, count):

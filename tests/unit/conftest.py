@@ -153,7 +153,13 @@ class FakePool:
     def add(self, name, snaps=None, clones=0, lockers=()):
         self.images[name] = {"snaps": dict(snaps or {}), "clones": clones,
                              "lockers": list(lockers), "features": 0, "size": 0,
-                             "id": "i%d" % next(self._ids), "metadata": {}}
+                             "id": "i%d" % next(self._ids), "metadata": {}, "parent": None,
+                             "children": []}
+
+    def gone(self, data):
+        """An image removed for good: its parent loses a child."""
+        if data["parent"] is not None:
+            data["parent"]["children"].remove(data)
 
     def to_trash(self, name):
         trash_id = "t%d" % next(self._ids)
@@ -218,7 +224,20 @@ class FakeRBD:
             raise rbd.ImageNotFound("no image %s" % name)
         if self.pool.images[name]["snaps"]:
             raise rbd.ImageHasSnapshots("image %s has snapshots" % name)
-        del self.pool.images[name]
+        self.pool.gone(self.pool.images.pop(name))
+
+    def clone(self, p_ioctx, p_name, p_snap, c_ioctx, c_name, features=None):
+        parent = self.pool.images.get(p_name)
+        if parent is None:
+            raise rbd.ImageNotFound("no image %s" % p_name)
+        if not parent["snaps"].get(p_snap):
+            raise rbd.InvalidArgument("parent snapshot must be protected")
+        if c_name in self.pool.images:
+            raise rbd.ImageExists("image %s exists" % c_name)
+        self.pool.add(c_name)
+        child = self.pool.images[c_name]
+        child.update(parent=parent, parent_name=p_name, name=c_name)
+        parent["children"].append(child)
 
     def trash_move(self, ioctx, name):
         self.pool.to_trash(name)
@@ -227,7 +246,7 @@ class FakeRBD:
         return [{"id": trash_id, "name": name} for trash_id, (name, _) in self.pool.trash.items()]
 
     def trash_remove(self, ioctx, trash_id, force=False):
-        del self.pool.trash[trash_id]
+        self.pool.gone(self.pool.trash.pop(trash_id)[1])
 
 
 class FakeImage:
@@ -264,7 +283,7 @@ class FakeImage:
 
     def unprotect_snap(self, name):
         self.pool.fault("unprotect_snap")
-        if self.data["clones"]:
+        if self.data["clones"] or self.data["children"]:
             raise rbd.ImageBusy("snapshot %s has clones" % name)
         self.data["snaps"][name] = False
 
@@ -280,7 +299,26 @@ class FakeImage:
         self.snap = name
 
     def list_children2(self):
-        return [{"name": "clone-%d" % n} for n in range(self.data["clones"])]
+        trashed = [data for _, data in self.pool.trash.values()]
+        return [{"pool": "images", "image": child["name"], "trash": child in trashed}
+                for child in self.data["children"]] + \
+            [{"pool": "volumes", "image": "clone-%d" % n} for n in range(self.data["clones"])]
+
+    def id(self):
+        return self.data["id"]
+
+    def parent_info(self):
+        if self.data["parent"] is None:
+            raise rbd.ImageNotFound("no parent")
+        return "images", self.data["parent_name"], "snap"
+
+    def parent_id(self):
+        self.parent_info()
+        return self.data["parent"]["id"]
+
+    def flatten(self):
+        self.pool.gone(self.data)
+        self.data["parent"] = None
 
     def list_lockers(self):
         return {"lockers": self.data["lockers"]} if self.data["lockers"] else []
@@ -290,9 +328,6 @@ class FakeImage:
 
     def features(self):
         return self.data["features"]
-
-    def id(self):
-        return self.data["id"]
 
     def size(self):
         return self.data["size"]

@@ -450,3 +450,126 @@ def test_an_import_is_queued_at_the_update_that_shows_it_active(conf):
     core.on_event("image.update", ID, {"id": ID, "status": "active"})
     assert queued == [ID]
     assert images.image["cache_raw_status"] == "Queued"
+
+
+# -- an image with the same data as a cached one (cacheraw.identical)
+
+TWIN = "5b0ec9b3-5bd4-4bd6-a52a-1f9b0c1a3a2e"
+HASH = {"os_hash_algo": "sha512", "os_hash_value": "ab" * 64, "size": 1 << 20}
+
+
+class SharingStore(LockingStore):
+    """The twin's cache is finished; clone_cache() and publish() are recorded."""
+
+    def __init__(self, clone_error=None):
+        super().__init__()
+        self.cloned = []
+        self.published = []
+        self.clone_error = clone_error
+
+    def has_protected_snap(self, name):
+        return name == TWIN + "_raw" or name in self.published
+
+    def clone_cache(self, source, target, lease, independent=False):
+        if self.clone_error:
+            raise self.clone_error
+        self.cloned.append((source, target, independent))
+        return source, "id-of-" + target
+
+    def publish(self, name, rbd_id, lease):
+        assert rbd_id == "id-of-" + name
+        self.published.append(name)
+
+    def used_bytes(self, name):
+        return 0
+
+
+class TwinImages(FakeImages):
+    def __init__(self, image, twin):
+        super().__init__(image)
+        self.twin = twin
+
+    def list(self, **filters):
+        return [self.twin] if filters["os_hash_value"] == self.twin["os_hash_value"] else []
+
+
+CONVERTED = AssertionError("converted")
+
+
+def sharing_core(conf, mode="clone", clone_error=None, error=CONVERTED):
+    image = dict(HASH, id=ID, status="active", cache_raw="True", disk_format="qcow2",
+                 direct_url="rbd://fsid/images/%s/snap" % ID)
+    twin = dict(HASH, id=TWIN, status="active", cache_raw="True", disk_format="qcow2",
+                cache_raw_status="Cached", cache_raw_size="4194304",
+                cache_raw_url="rbd://fsid/images/%s_raw/snap" % TWIN)
+    conf.set_override("share_identical", mode, group="converter")
+    store = SharingStore(clone_error)
+    return cacher.Cacher(conf, TwinImages(image, twin), store, FailingConverter(error)), store
+
+
+@pytest.mark.parametrize("mode", ["clone", "copy"])
+def test_an_image_with_the_data_of_a_cached_one_shares_its_cache(conf, mode, caplog):
+    caplog.set_level(logging.INFO)
+    core, store = sharing_core(conf, mode)
+    assert core.cache(ID) == "shared"
+    assert store.cloned == [(TWIN + "_raw", ID + "_raw", mode == "copy")]
+    assert store.published == [ID + "_raw"]
+    assert [p.get("cache_raw_status") for p in core.images.patches] == ["Caching", "Cached"]
+    assert core.images.image["cache_raw_url"] == "rbd://fsid/images/%s_raw/snap" % ID
+    assert "Image %s: same data as image %s: cache made as a %s" % (ID, TWIN, mode) in caplog.text
+    assert store.locked == set()
+
+
+def test_sharing_off_converts(conf):
+    core, store = sharing_core(conf, "off", error=None)
+    store.publish = lambda name: None
+    store.used_bytes = lambda name: 1 << 20
+    assert core.cache(ID) == "cached"
+    assert store.cloned == [] and store.created
+
+
+def test_a_forced_recache_converts_into_an_independent_cache(conf):
+    core, store = sharing_core(conf, error=None)
+    assert core.cache(ID, force=True) == "cached"
+    assert store.cloned == [] and store.created
+
+
+def test_a_failed_clone_is_removed_and_the_image_converted(conf):
+    core, store = sharing_core(conf, clone_error=exception.CephBusy("snapshot unprotected"),
+                               error=None)
+    assert core.cache(ID) == "cached"
+    assert store.removed[-1] == ID + "_raw" and store.created
+
+
+# -- the sweep's breaker: most caches' images reading as gone at once removes nothing
+
+def test_the_sweep_removes_nothing_when_most_cached_images_read_as_gone(conf, caplog):
+    from cacheraw import metrics
+    ids = ["%08d-0000-4000-8000-000000000000" % n for n in range(6)]
+    store = OrphanStore([ID] + ids)
+    store.remove = lambda name: store.removed.append(name) or "removed"
+    store.purge_trash = lambda: []
+    core = cacher.Cacher(conf, NoImages(), store, None, enqueue=lambda image_id: None)
+    core.sweep()
+    assert store.removed == []
+    assert metrics.ORPHAN_BREAKER._value.get() == 1
+    assert "removing none of them" in caplog.text
+    core.sweep(confirmed=True)  # cacheraw-manage reconcile
+    assert len(store.removed) == 7
+    store.ids = ids[:2]  # fewer than orphan_breaker_min
+    core.sweep()
+    assert metrics.ORPHAN_BREAKER._value.get() == 0
+    assert len(store.removed) == 9
+
+
+def test_a_removed_cache_purges_at_once_the_trashed_cache_it_shared(conf, caplog):
+    caplog.set_level(logging.INFO)
+    store = LockingStore()
+    store.remove = lambda name: "removed"
+    store.purge_trash = lambda: [TWIN + "_raw"]
+    core = cacher.Cacher(conf, FakeImages(None), store, None)
+    core.forget(ID)
+    assert "Purged cache %s_raw: its last clone is gone" % TWIN in caplog.text
+    store.remove = lambda name: "trashed"
+    store.purge_trash = lambda: pytest.fail("a trashed cache frees nothing")
+    core.forget(ID)

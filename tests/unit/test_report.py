@@ -2,6 +2,7 @@
 disagree, tables."""
 
 import io
+import re
 
 from cacheraw import report
 
@@ -91,3 +92,20 @@ def test_problems_name_each_disagreement_between_the_image_api_and_ceph():
 def test_table_aligns_columns():
     text = report.table(("A", "LONGER"), [("xx", "1"), ("y", "22")])
     assert text.splitlines() == ["A   LONGER", "xx  1", "y   22"]
+
+
+def test_status_says_which_images_share_a_cache():
+    parent = "5b0ec9b3-5bd4-4bd6-a52a-1f9b0c1a3a2e"
+    shared = view("Cached", True, True, 0, size="0")
+    shared["ceph"].update(report.sharing_view({"parent": parent + "_raw",
+                                               "parent_trashed": True, "sharers": []}))
+    text = report.status_text(dict(shared, problems=[]))
+    assert re.search(r"^  shares data of +image %s \(its cache is in the trash" % parent, text,
+                     re.M)
+    assert re.search(r"^  shared with +-$", text, re.M)
+    first = view("Cached", True, True, 8, size="8")
+    first["ceph"].update(report.sharing_view({"parent": None, "parent_trashed": False,
+                                              "sharers": [ID + "_raw"]}))
+    assert first["ceph"]["shared_with"] == [ID]
+    assert re.search(r"^  shares data of +-$", report.status_text(dict(first, problems=[])),
+                     re.M)

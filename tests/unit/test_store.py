@@ -210,3 +210,74 @@ def test_every_attempt_asks_the_lease_first(store, ceph):
     with pytest.raises(exception.LockLost):
         store.remove(CACHE, lease=lease)
     assert CACHE in ceph.images
+
+
+# -- caches of images with the same data (cacheraw.identical)
+
+OTHER = "5b0ec9b3-5bd4-4bd6-a52a-1f9b0c1a3a2e_raw"
+THIRD = "9f1c7d0e-2c4b-4e55-8d5e-0b7f0f6c1d11_raw"
+
+
+def shared_pair(store, ceph):
+    """CACHE, a finished cache, and OTHER, a finished clone of it."""
+    ceph.add(CACHE, snaps={"snap": True})
+    assert store.clone_cache(CACHE, OTHER) == CACHE
+    store.publish(OTHER)
+
+
+def test_a_clone_of_a_cache_is_unpublished_until_publish(store, ceph):
+    ceph.add(CACHE, snaps={"snap": True})
+    store.clone_cache(CACHE, OTHER)
+    assert not store.has_protected_snap(OTHER)
+    assert store.remove_partial(OTHER) == "removed"
+    assert ceph.images[CACHE]["children"] == []
+
+
+def test_a_clone_of_a_shared_cache_clones_the_cache_it_shares(store, ceph):
+    shared_pair(store, ceph)
+    assert store.clone_cache(OTHER, THIRD) == CACHE
+    assert ceph.images[THIRD]["parent_name"] == CACHE
+    assert store.sharing(CACHE) == {"parent": None, "parent_trashed": False,
+                                    "sharers": sorted([OTHER, THIRD])}
+
+
+def test_a_shared_cache_whose_parent_is_trashed_is_cloned_itself(store, ceph):
+    shared_pair(store, ceph)
+    assert store.remove(CACHE) == "trashed"
+    assert store.sharing(OTHER) == {"parent": CACHE, "parent_trashed": True, "sharers": []}
+    assert store.clone_cache(OTHER, THIRD) == OTHER
+
+
+def test_a_copy_of_a_cache_has_no_parent(store, ceph):
+    ceph.add(CACHE, snaps={"snap": True})
+    store.clone_cache(CACHE, OTHER, independent=True)
+    store.publish(OTHER)
+    assert store.sharing(OTHER)["parent"] is None
+    assert store.remove(CACHE) == "removed"
+
+
+@pytest.mark.parametrize("first", [CACHE, OTHER])
+def test_a_chain_of_cache_clone_volume_is_purged_in_one_pass_after_the_volume(store, ceph,
+                                                                                first):
+    shared_pair(store, ceph)
+    ceph.images[OTHER]["clones"] = 1  # a volume
+    for name in (first, CACHE if first == OTHER else OTHER):
+        assert store.remove(name) == "trashed"
+    assert store.purge_trash() == []
+    other = next(data for name, data in ceph.trash.values() if name == OTHER)
+    other["clones"] = 0  # the volume is deleted
+    assert sorted(store.purge_trash()) == sorted([CACHE, OTHER])
+    assert ceph.trash == {} and ceph.images == {}
+
+
+def test_a_dry_run_purge_says_each_cache_once(store, ceph):
+    shared_pair(store, ceph)
+    ceph.images[OTHER]["clones"] = 1
+    store.remove(CACHE)
+    store.remove(OTHER)
+    next(data for name, data in ceph.trash.values() if name == OTHER)["clones"] = 0
+    said = []
+    store.before_remove = lambda outcome, name: said.append((outcome, name)) or False
+    assert store.purge_trash() == [OTHER]
+    assert said == [("purged", OTHER), ("kept", CACHE)]
+    assert len(ceph.trash) == 2

@@ -694,7 +694,8 @@ def keystone_up(facts):
 
 # Users of the services and of the tests: (name, project, role).
 KEYSTONE_USERS = (("glance", "service", "admin"), ("cacheraw", "service", "admin"),
-                  ("cinder", "service", "admin"), ("demo", "demo", "member"))
+                  ("cinder", "service", "admin"), ("demo", "demo", "member"),
+                  ("alt", "alt", "member"))
 
 
 def keystone_register(facts):
@@ -709,7 +710,7 @@ def keystone_register(facts):
 
     roles = {name: get_id("/roles", "roles", name) for name in ("admin", "member")}
     projects = {}
-    for name in ("service", "demo"):
+    for name in ("service", "demo", "alt"):
         projects[name] = post("/projects", {"project": {"name": name, "domain_id": "default"}})[
             "project"]["id"]
     users = facts["keystone"]["users"]
@@ -1099,6 +1100,9 @@ pool = {ceph["pool"]}
 
 [converter]
 conversion_dir = {STATE}/cacheraw/conversions
+# The tests and the bench upload the same files again and again and count their conversions;
+# the tests of sharing (tests/functional/test_identical.py) and its bench case turn it on.
+share_identical = off
 """
 
 
