@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STACK := tools/stack/stack.py
 
 .PHONY: setup stack-up stack-down stack-status run test unit functional genconfig bench clean
-.PHONY: test-faults test-hostile dist
+.PHONY: test-faults test-hostile test-nova dist
 
 setup:
 	@tools/setup.sh
@@ -36,6 +36,11 @@ test-faults: setup
 
 test-hostile: setup
 	@tools/run-tests.sh -m hostile tests
+
+# The Nova driver against real Nova 27 and the newest Nova (each venv made once by
+# tools/nova-venv.sh); part of make test too.
+test-nova: setup
+	@tools/run-tests.sh tests/functional/test_nova.py
 
 genconfig: setup
 	$(VENV)/bin/oslo-config-generator --config-file etc/oslo-config-generator/cacheraw.conf
