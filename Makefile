@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STACK := tools/stack/stack.py
 
 .PHONY: setup stack-up stack-down stack-status run test unit functional genconfig bench clean
-.PHONY: test-faults test-hostile dist lint compat
+.PHONY: test-faults test-hostile test-nova dist lint compat
 
 setup:
 	@tools/setup.sh
@@ -46,6 +46,11 @@ test-hostile: setup
 # (tools/cinder-releases.txt): not part of `make test` (a few minutes the first time).
 compat: setup
 	@tools/compat.sh
+
+# The Nova driver against real Nova 27 and the newest Nova (each venv made once by
+# tools/nova-venv.sh); part of make test too.
+test-nova: setup
+	@tools/run-tests.sh tests/functional/test_nova.py
 
 # The sample configuration and the option reference of docs/configuration.md.
 genconfig: setup
