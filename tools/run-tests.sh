@@ -95,6 +95,13 @@ stop_stack() { [ "$started" = 1 ] && "$py" "$stack" down || true; }
 trap stop_stack EXIT
 
 status=0
-"$py" -m pytest -v -rfEs "$@" || status=$?
+if [ -z "$others" ]; then
+  "$py" -m pytest -v -rfEs "$@" || status=$?
+  exit $status
+fi
+"$py" -m pytest -v -rfEs "$@" 2>&1 | tee "$others/main.log" || status=$?
+main_summary=$(tail -1 "$others/main.log")
 report_others || { [ "$status" != 0 ] || status=1; }
+# The main run's own closing line last, as pytest printed it.
+echo "$main_summary"
 exit $status
