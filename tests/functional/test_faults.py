@@ -60,11 +60,11 @@ def all_logs(*workers):
 # -- qemu-img wrappers: a real conversion, slowed down or followed by a crash
 
 
-def crashing_qemu_img(tmp_path):
-    """The real conversion, then SIGKILL of the worker (qemu-img's parent) before it can
-    snapshot the cache."""
-    return qemu_img_wrapper(tmp_path, "crashing-qemu-img",
-                            "qemu-img convert \"$@\" && kill -KILL $PPID\nsleep 30\nexit 1")
+def finished_then_stalled_qemu_img(tmp_path):
+    """The real conversion, then a pause before qemu-img ends, so that the test can SIGKILL the
+    worker before it snapshots the cache (qemu-img itself, in its sandbox, cannot signal it)."""
+    return qemu_img_wrapper(tmp_path, "stalled-qemu-img",
+                            "qemu-img convert \"$@\" && sleep 60\nexit 1")
 
 
 def paused_qemu_img(tmp_path, seconds):
@@ -89,11 +89,14 @@ def kill_during_qemu_img(start_worker, demo_images, ceph, qcow2, tmp_path, outag
 
 
 def kill_after_conversion(start_worker, demo_images, ceph, qcow2, tmp_path, outage):
-    worker = start_worker(name="doomed", extra_conf=converter_conf(FAST,
-                                                                  crashing_qemu_img(tmp_path)))
+    worker = start_worker(name="doomed", extra_conf=converter_conf(
+        FAST, finished_then_stalled_qemu_img(tmp_path)))
     image = upload(demo_images, qcow2, cache_raw="True")
-    worker.proc.wait(timeout=60)
-    assert worker.proc.returncode == -signal.SIGKILL
+    expected = raw_of(qcow2, tmp_path)
+    wait_until("qemu-img done writing",
+               lambda: image["id"] + "_raw" in names_in_pool(ceph) and
+               read_rbd(ceph, image["id"] + "_raw") == expected, 60)
+    worker.stop(signal.SIGKILL)
     # Converted in full, never snapshotted: a partial cache by the rule.
     assert read_rbd(ceph, image["id"] + "_raw") == raw_of(qcow2, tmp_path)
     with rbd.Image(ceph, image["id"] + "_raw", read_only=True) as cache:
