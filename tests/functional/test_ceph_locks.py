@@ -174,3 +174,24 @@ def test_the_pool_room_is_below_the_nearfull_ratio(connect, conf, admin_cluster)
     assert "nearfull ratio" in why
     lower, why = space_mod.PoolSpace(conn, locks, max_pool_usage=0.1).room()
     assert lower < room and "max_pool_usage" in why
+
+
+def test_running_conversions_reserve_their_space_on_every_worker(connect):
+    """Two workers: the first conversion reserves 60% of the room; the second, on another
+    client, is refused the same; once the first ends (its reservation released), it fits."""
+    first_conn, first_locks = connect()
+    second_conn, second_locks = connect()
+    first_space = space_mod.PoolSpace(first_conn, first_locks)
+    second_space = space_mod.PoolSpace(second_conn, second_locks)
+    room, _ = first_space.room()
+    need = room * 6 // 10
+    with lease_mod.hold(first_locks, image_id(), 30) as first:
+        first_space.reserve(first, need)
+        with lease_mod.hold(second_locks, image_id(), 30) as second:
+            with pytest.raises(exception.NotEnoughSpace, match="reserved by running conv"):
+                second_space.reserve(second, need)
+            assert second.image_id not in second_space.entries()
+            first_space.release(first.image_id, first.cookie)
+            second_space.reserve(second, need)
+            second_space.release(second.image_id, second.cookie)
+    assert first_space.entries() == {}

@@ -78,10 +78,12 @@ def test_an_image_of_90_percent_of_the_raw_free_space_is_refused_before_a_byte_i
 
 def test_an_image_refused_for_space_is_cached_by_the_sweep_once_there_is_room(
         start_worker, demo_images, service_images, ceph, admin_cluster, tmp_path):
+    # Far more data than the pool's statistics can drift by; the quota is set after the upload
+    # (which writes into the pool), leaving room for the lock objects but not for the cache.
     qcow2 = make_qcow2(tmp_path / "big.qcow2", writes=(("0x5a", "0", "48M"),))
+    image = upload(demo_images, qcow2, cache_raw="True")
     set_quota(admin_cluster, settled_usage(ceph) + (1 << 20))
     worker = start_worker(extra_conf=FAST)
-    image = upload(demo_images, qcow2, cache_raw="True")
     failed = wait_status(demo_images, image["id"], "Error")
     assert failed["cache_raw_error"].startswith("not enough space in pool images: need ")
     assert "limited by its quota" in failed["cache_raw_error"]
