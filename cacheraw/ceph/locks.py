@@ -122,10 +122,13 @@ class RadosLocks:
 
     @connection.translate_errors
     def _take(self, image_id, cookie, duration):
-        with self.conn.ioctx() as ioctx:
+        # cls_lock's request encoded here, as renew() sends it: the binding's lock_exclusive
+        # leaves the microseconds of its duration unset, so that a lock it took could outlive
+        # its duration by any amount (seen: a 1.5 s lock still held a minute later).
+        with self.conn.ioctx() as ioctx, rados.WriteOpCtx() as op:
+            op.execute("lock", "lock", lock_op(cookie, duration))
             try:
-                ioctx.lock_exclusive(self._object(image_id), LOCK_NAME, cookie,
-                                     desc=LOCK_DESCRIPTION, duration=duration)
+                ioctx.operate_write_op(op, self._object(image_id))
             except rados.ObjectExists:
                 LOG.info("Image %s: the lock was taken by an earlier attempt whose answer was "
                          "lost", image_id)
