@@ -238,6 +238,7 @@ class FakeRBD:
         child = self.pool.images[c_name]
         child.update(parent=parent, parent_name=p_name, name=c_name)
         parent["children"].append(child)
+        self.pool.fault("clone")  # made, but the answer may be lost
 
     def trash_move(self, ioctx, name):
         self.pool.to_trash(name)
@@ -317,8 +318,11 @@ class FakeImage:
         return self.data["parent"]["id"]
 
     def flatten(self):
+        if self.data["parent"] is None:
+            raise rbd.InvalidArgument("error flattening %s" % self.name)  # as librbd says
         self.pool.gone(self.data)
         self.data["parent"] = None
+        self.pool.fault("flatten")  # done, but the answer may be lost
 
     def list_lockers(self):
         return {"lockers": self.data["lockers"]} if self.data["lockers"] else []
