@@ -137,6 +137,8 @@ class Caches:
         RBD id."""
         with self.conn.ioctx() as ioctx:
             origin = self._origin(ioctx, source)
+            with rbd.Image(ioctx, origin, read_only=True) as parent:
+                inherited = metadata(parent, CREATED_BY)
             try:
                 rbd.RBD().clone(ioctx, origin, SNAP, ioctx, target,
                                 features=self._default_features())
@@ -144,15 +146,22 @@ class Caches:
                 LOG.info("Cache %s exists already: checking that an earlier attempt of this "
                          "conversion made it", target)
             with rbd.Image(ioctx, target) as image:
-                owner = metadata(image, CREATED_BY)
-                if owner not in (None, lease.cookie) or snapshots(image):
-                    raise exception.CephError("cache %s exists and was not made by this "
-                                              "conversion" % target)
-                if owner is None:
-                    image.metadata_set(CREATED_BY, lease.cookie)
+                self._claim_clone(image, target, lease.cookie, inherited)
                 if independent and has_parent(image):
                     image.flatten()
                 return origin, image.id()
+
+    @staticmethod
+    def _claim_clone(image, name, cookie, inherited):
+        """Mark the clone ``image`` as this lease's, as _claim() does a new cache. librbd copies
+        the parent's metadata into a clone: the mark ``inherited`` of the lease that made the
+        parent is no other conversion's claim on this one."""
+        owner = metadata(image, CREATED_BY)
+        if owner not in (None, inherited, cookie) or snapshots(image):
+            raise exception.CephError("cache %s exists and was not made by this conversion"
+                                      % name)
+        if owner != cookie:
+            image.metadata_set(CREATED_BY, cookie)
 
     def _origin(self, ioctx, name):
         for _ in range(MAX_SHARED_DEPTH):

@@ -236,7 +236,9 @@ class FakeRBD:
             raise rbd.ImageExists("image %s exists" % c_name)
         self.pool.add(c_name)
         child = self.pool.images[c_name]
-        child.update(parent=parent, parent_name=p_name, name=c_name)
+        # librbd copies the parent's metadata into the clone.
+        child.update(parent=parent, parent_name=p_name, name=c_name,
+                     metadata=dict(parent["metadata"]))
         parent["children"].append(child)
         self.pool.fault("clone")  # made, but the answer may be lost
 

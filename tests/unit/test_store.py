@@ -218,20 +218,28 @@ OTHER = "5b0ec9b3-5bd4-4bd6-a52a-1f9b0c1a3a2e_raw"
 THIRD = "9f1c7d0e-2c4b-4e55-8d5e-0b7f0f6c1d11_raw"
 
 
+def finished_cache(ceph):
+    """CACHE, finished by the conversion of its own image: its metadata (which librbd copies
+    into its clones) says which lease made and published it."""
+    ceph.add(CACHE, snaps={"snap": True})
+    ceph.images[CACHE]["metadata"] = {"cacheraw.created_by": "cookie-cache",
+                                      "cacheraw.published_by": "cookie-cache"}
+
+
 def shared_pair(store, ceph):
     """CACHE, a finished cache, and OTHER, a finished clone of it."""
     lease = Lease()
-    ceph.add(CACHE, snaps={"snap": True})
+    finished_cache(ceph)
     origin, rbd_id = store.clone_cache(CACHE, OTHER, lease)
     assert (origin, rbd_id) == (CACHE, ceph.images[OTHER]["id"])
     store.publish(OTHER, rbd_id, lease)
 
 
 def test_a_clone_of_a_cache_is_unpublished_until_publish(store, ceph):
-    ceph.add(CACHE, snaps={"snap": True})
+    finished_cache(ceph)
     lease = Lease()
     store.clone_cache(CACHE, OTHER, lease)
-    assert ceph.images[OTHER]["metadata"] == {"cacheraw.created_by": lease.cookie}
+    assert ceph.images[OTHER]["metadata"]["cacheraw.created_by"] == lease.cookie
     assert not store.has_protected_snap(OTHER)
     assert store.remove_partial(OTHER, lease=lease) == "removed"
     assert ceph.images[CACHE]["children"] == []
@@ -253,7 +261,7 @@ def test_a_shared_cache_whose_parent_is_trashed_is_cloned_itself(store, ceph):
 
 
 def test_a_copy_of_a_cache_has_no_parent(store, ceph):
-    ceph.add(CACHE, snaps={"snap": True})
+    finished_cache(ceph)
     lease = Lease()
     _, rbd_id = store.clone_cache(CACHE, OTHER, lease, independent=True)
     store.publish(OTHER, rbd_id, lease)
@@ -274,20 +282,20 @@ def test_a_clone_whose_answer_was_lost_is_recognised_on_its_retry(store, ceph, i
                                                                    lost):
     """The first attempt makes the clone (and flattens it) but times out; the retry meets
     ImageExists, finds the clone its own and goes on from where the first attempt stopped."""
-    ceph.add(CACHE, snaps={"snap": True})
+    finished_cache(ceph)
     ceph.faults = Once({lost: rados.TimedOut("answer lost")})
     lease = Lease()
     origin, rbd_id = store.clone_cache(CACHE, OTHER, lease, independent=independent)
     assert ceph.faults == {} and lease.checks == 2
     assert (origin, rbd_id) == (CACHE, ceph.images[OTHER]["id"])
-    assert ceph.images[OTHER]["metadata"] == {"cacheraw.created_by": lease.cookie}
+    assert ceph.images[OTHER]["metadata"]["cacheraw.created_by"] == lease.cookie
     assert (ceph.images[OTHER]["parent"] is None) == independent
     store.publish(OTHER, rbd_id, lease)
     assert store.has_protected_snap(OTHER)
 
 
 def test_a_clone_target_made_by_another_lease_is_not_taken_for_ours(store, ceph):
-    ceph.add(CACHE, snaps={"snap": True})
+    finished_cache(ceph)
     other = Lease("cookie-other")
     rbd_id = store.create(OTHER, 1024, other)
     with pytest.raises(exception.CephError, match="not made by this conversion"):
@@ -299,7 +307,7 @@ def test_a_clone_target_made_by_another_lease_is_not_taken_for_ours(store, ceph)
 
 
 def test_a_clone_asks_the_lease_first(store, ceph):
-    ceph.add(CACHE, snaps={"snap": True})
+    finished_cache(ceph)
     lease = Lease()
     lease.lost = True
     with pytest.raises(exception.LockLost):
