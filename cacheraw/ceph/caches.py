@@ -41,6 +41,15 @@ def live_id(ioctx: Any, name: str) -> Optional[str]:
         return None
 
 
+def has_parent(image: Any) -> bool:
+    """Whether ``image`` is a clone still (librbd refuses to flatten one that is not)."""
+    try:
+        image.parent_id()
+    except rbd.ImageNotFound:
+        return False
+    return True
+
+
 def metadata(image: Any, key: str) -> Optional[str]:
     try:
         return image.metadata_get(key)
@@ -116,16 +125,20 @@ class Caches:
     # -- a cache made from the cache of an image with the same data (cacheraw.identical)
 
     @translate_errors
-    def clone_cache(self, source: str, target: str, independent: bool = False,
-                    lease: Any = None) -> Tuple[str, str]:
+    def clone_cache(self, source: str, target: str, independent: bool = False, *,
+                    lease: Any) -> Tuple[str, str]:
         """Make ``target`` from the finished cache ``source@snap`` for the lease ``lease``, in
         RADOS, without qemu-img: a copy-on-write clone that shares its data, or with
         ``independent`` the same clone flattened (every byte copied, no parent left). It is not
         published: a crash before publish() leaves a partial cache. When ``source`` is itself an
         unchanged clone of a live cache, that cache is cloned instead, so that sharing makes no
-        chain of clones. Returns the name of the cache cloned and the new cache's RBD id."""
+        chain of clones. A retry whose earlier attempt made the clone (or flattened it) but lost
+        the answer goes on from there. Returns the name of the cache cloned and the new cache's
+        RBD id."""
         with self.conn.ioctx() as ioctx:
             origin = self._origin(ioctx, source)
+            with rbd.Image(ioctx, origin, read_only=True) as parent:
+                inherited = metadata(parent, CREATED_BY)
             try:
                 rbd.RBD().clone(ioctx, origin, SNAP, ioctx, target,
                                 features=self._default_features())
@@ -133,15 +146,22 @@ class Caches:
                 LOG.info("Cache %s exists already: checking that an earlier attempt of this "
                          "conversion made it", target)
             with rbd.Image(ioctx, target) as image:
-                owner = metadata(image, CREATED_BY)
-                if owner not in (None, lease.cookie) or snapshots(image):
-                    raise exception.CephError("cache %s exists and was not made by this "
-                                              "conversion" % target)
-                if owner is None:
-                    image.metadata_set(CREATED_BY, lease.cookie)
-                if independent:
+                self._claim_clone(image, target, lease.cookie, inherited)
+                if independent and has_parent(image):
                     image.flatten()
                 return origin, image.id()
+
+    @staticmethod
+    def _claim_clone(image, name, cookie, inherited):
+        """Mark the clone ``image`` as this lease's, as _claim() does a new cache. librbd copies
+        the parent's metadata into a clone: the mark ``inherited`` of the lease that made the
+        parent is no other conversion's claim on this one."""
+        owner = metadata(image, CREATED_BY)
+        if owner not in (None, inherited, cookie) or snapshots(image):
+            raise exception.CephError("cache %s exists and was not made by this conversion"
+                                      % name)
+        if owner != cookie:
+            image.metadata_set(CREATED_BY, cookie)
 
     def _origin(self, ioctx, name):
         for _ in range(MAX_SHARED_DEPTH):

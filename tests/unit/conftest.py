@@ -236,8 +236,11 @@ class FakeRBD:
             raise rbd.ImageExists("image %s exists" % c_name)
         self.pool.add(c_name)
         child = self.pool.images[c_name]
-        child.update(parent=parent, parent_name=p_name, name=c_name)
+        # librbd copies the parent's metadata into the clone.
+        child.update(parent=parent, parent_name=p_name, name=c_name,
+                     metadata=dict(parent["metadata"]))
         parent["children"].append(child)
+        self.pool.fault("clone")  # made, but the answer may be lost
 
     def trash_move(self, ioctx, name):
         self.pool.to_trash(name)
@@ -317,8 +320,11 @@ class FakeImage:
         return self.data["parent"]["id"]
 
     def flatten(self):
+        if self.data["parent"] is None:
+            raise rbd.InvalidArgument("error flattening %s" % self.name)  # as librbd says
         self.pool.gone(self.data)
         self.data["parent"] = None
+        self.pool.fault("flatten")  # done, but the answer may be lost
 
     def list_lockers(self):
         return {"lockers": self.data["lockers"]} if self.data["lockers"] else []

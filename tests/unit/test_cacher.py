@@ -459,25 +459,34 @@ HASH = {"os_hash_algo": "sha512", "os_hash_value": "ab" * 64, "size": 1 << 20}
 
 
 class SharingStore(LockingStore):
-    """The twin's cache is finished; clone_cache() and publish() are recorded."""
+    """The twin's cache is finished; clone_cache() and publish() are recorded. publish() takes
+    only the RBD id of the image that clone_cache() or create() made under the lease held."""
 
     def __init__(self, clone_error=None):
         super().__init__()
         self.cloned = []
         self.published = []
         self.clone_error = clone_error
+        self.made = {}  # cache name -> RBD id, as create() or clone_cache() returned it
 
     def has_protected_snap(self, name):
         return name == TWIN + "_raw" or name in self.published
 
+    def create(self, name, size, lease):
+        self.made[name] = super().create(name, size, lease)
+        return self.made[name]
+
     def clone_cache(self, source, target, lease, independent=False):
+        lease.check()
         if self.clone_error:
             raise self.clone_error
         self.cloned.append((source, target, independent))
-        return source, "id-of-" + target
+        self.made[target] = "id-of-clone-" + target
+        return source, self.made[target]
 
     def publish(self, name, rbd_id, lease):
-        assert rbd_id == "id-of-" + name
+        lease.check()
+        assert rbd_id == self.made[name]
         self.published.append(name)
 
     def used_bytes(self, name):
@@ -522,16 +531,17 @@ def test_an_image_with_the_data_of_a_cached_one_shares_its_cache(conf, mode, cap
 
 def test_sharing_off_converts(conf):
     core, store = sharing_core(conf, "off", error=None)
-    store.publish = lambda name: None
     store.used_bytes = lambda name: 1 << 20
     assert core.cache(ID) == "cached"
     assert store.cloned == [] and store.created
+    assert store.published == [ID + "_raw"] and store.made[ID + "_raw"] == "rbd-id"
 
 
 def test_a_forced_recache_converts_into_an_independent_cache(conf):
     core, store = sharing_core(conf, error=None)
     assert core.cache(ID, force=True) == "cached"
     assert store.cloned == [] and store.created
+    assert store.published == [ID + "_raw"] and store.made[ID + "_raw"] == "rbd-id"
 
 
 def test_a_failed_clone_is_removed_and_the_image_converted(conf):
@@ -539,6 +549,7 @@ def test_a_failed_clone_is_removed_and_the_image_converted(conf):
                                error=None)
     assert core.cache(ID) == "cached"
     assert store.removed[-1] == ID + "_raw" and store.created
+    assert store.published == [ID + "_raw"] and store.made[ID + "_raw"] == "rbd-id"
 
 
 # -- the sweep's breaker: most caches' images reading as gone at once removes nothing
@@ -547,7 +558,7 @@ def test_the_sweep_removes_nothing_when_most_cached_images_read_as_gone(conf, ca
     from cacheraw import metrics
     ids = ["%08d-0000-4000-8000-000000000000" % n for n in range(6)]
     store = OrphanStore([ID] + ids)
-    store.remove = lambda name: store.removed.append(name) or "removed"
+    store.remove = lambda name, lease: store.removed.append(name) or "removed"
     store.purge_trash = lambda: []
     core = cacher.Cacher(conf, NoImages(), store, None, enqueue=lambda image_id: None)
     core.sweep()
@@ -565,11 +576,11 @@ def test_the_sweep_removes_nothing_when_most_cached_images_read_as_gone(conf, ca
 def test_a_removed_cache_purges_at_once_the_trashed_cache_it_shared(conf, caplog):
     caplog.set_level(logging.INFO)
     store = LockingStore()
-    store.remove = lambda name: "removed"
+    store.remove = lambda name, lease: "removed"
     store.purge_trash = lambda: [TWIN + "_raw"]
     core = cacher.Cacher(conf, FakeImages(None), store, None)
     core.forget(ID)
     assert "Purged cache %s_raw: its last clone is gone" % TWIN in caplog.text
-    store.remove = lambda name: "trashed"
+    store.remove = lambda name, lease: "trashed"
     store.purge_trash = lambda: pytest.fail("a trashed cache frees nothing")
     core.forget(ID)
