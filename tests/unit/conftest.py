@@ -345,5 +345,10 @@ def store(conf, ceph, tmp_path):
     ceph_conf.write_text("[global]\n")
     conf.set_override("conf", str(ceph_conf), group="ceph")
     conf.set_override("retry_attempts", 2, group="worker")
-    with ceph_store.CephStore(conf) as connected:
-        yield connected
+    try:
+        with ceph_store.CephStore(conf) as connected:
+            yield connected
+    finally:
+        # The option groups' options are shared by every ConfigOpts: leave no override behind.
+        conf.clear_override("retry_attempts", group="worker")
+        conf.clear_override("conf", group="ceph")

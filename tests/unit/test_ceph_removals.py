@@ -1,10 +1,6 @@
 """cacheraw.ceph.removals (through CephStore, on a fake pool behind the real rados and rbd
 errors): removal that is idempotent, clones that send a cache to the trash, the trash."""
 
-import pytest
-
-from tests.unit.conftest import FakeLease
-
 ID = "0dc0185d-550c-461a-bdc5-25b9e20586d5"
 CACHE = ID + "_raw"
 
