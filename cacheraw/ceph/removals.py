@@ -28,7 +28,7 @@ def drop_snaps(image: Any) -> None:
 
 def has_children(image: Any) -> bool:
     """True when the cache's snapshot has clones, in any pool. A clone in a pool our user may
-    not read (no ``profile rbd-read-only`` there, README: "Ceph caps") counts as a clone: the
+    not read (no ``profile rbd-read-only`` there, docs/install.md: "Ceph caps") counts as a clone: the
     cache waits in the trash rather than being removed under it."""
     if SNAP not in snapshots(image):
         return False
