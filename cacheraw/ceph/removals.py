@@ -107,11 +107,11 @@ class CacheRemovals:
         return SNAP in snapshots(image) and image.is_protected_snap(SNAP)
 
     def _break_stale_locks(self, image):
-        """A cache is written only by a qemu-img under the image's conversion lease, which the
-        caller holds now: another client's lock on it is that of a qemu-img that was killed, or
-        of one whose worker lost its lease (stalled or gone). librbd breaks it and blocklists
-        that client, fencing it off the cache, so that the removal need not wait for its watch
-        to time out. Our own client's locks (a thread of this worker publishing) are never
+        """A cache is written only through the writable handle of a worker under the image's
+        conversion lease (served to its qemu-img), which the caller holds now: another client's
+        lock on it is that of a worker that lost its lease (stalled or gone). librbd breaks it
+        and blocklists that client, fencing it (and the qemu-img it serves) off the cache, so
+        that the removal need not wait for its watch to time out. Our own client's locks (a thread of this worker publishing) are never
         broken: that would blocklist this worker."""
         lockers = image.list_lockers()
         for client, cookie, address in (lockers["lockers"] if lockers else []):
