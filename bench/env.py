@@ -334,17 +334,17 @@ def _children(pid):
 
 
 def _image_bytes(directory):
-    """Bytes on disk of files in the conversion directory, but for the Ceph key that cacheraw
-    hands to qemu-img there (a few bytes, mode 0600, while a conversion runs)."""
+    """Bytes on disk of the regular files in the conversion directory (the downloads), not of
+    the folders of qemu-img's NBD sockets."""
     total = 0
     try:
         entries = list(os.scandir(directory))
     except OSError:
         return 0
     for entry in entries:
-        if entry.name.endswith(".key"):
-            continue
         try:
+            if not entry.is_file(follow_symlinks=False):
+                continue
             total += entry.stat(follow_symlinks=False).st_blocks * 512
         except OSError:
             pass

@@ -258,7 +258,7 @@ install_nova() {
   "$nova_venv/bin/python" -c 'import nova.virt.cacheraw' \
     || fail "nova.virt.cacheraw does not import in $nova_venv"
   echo "$prog: next: set [DEFAULT] compute_driver = cacheraw.LibvirtDriver in nova.conf (see" \
-       "README, Installing the Nova driver), then restart nova-compute"
+       "docs/install.md, Installing the Nova driver), then restart nova-compute"
 }
 
 uninstall_nova() {

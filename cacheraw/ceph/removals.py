@@ -28,8 +28,8 @@ def drop_snaps(image: Any) -> None:
 
 def has_children(image: Any) -> bool:
     """True when the cache's snapshot has clones, in any pool. A clone in a pool our user may
-    not read (no ``profile rbd-read-only`` there, README: "Ceph caps") counts as a clone: the
-    cache waits in the trash rather than being removed under it."""
+    not read (no ``profile rbd-read-only`` there, docs/install.md: "Ceph caps") counts as a
+    clone: the cache waits in the trash rather than being removed under it."""
     if SNAP not in snapshots(image):
         return False
     image.set_snap(SNAP)
@@ -107,12 +107,13 @@ class CacheRemovals:
         return SNAP in snapshots(image) and image.is_protected_snap(SNAP)
 
     def _break_stale_locks(self, image):
-        """A cache is written only by a qemu-img under the image's conversion lease, which the
-        caller holds now: another client's lock on it is that of a qemu-img that was killed, or
-        of one whose worker lost its lease (stalled or gone). librbd breaks it and blocklists
-        that client, fencing it off the cache, so that the removal need not wait for its watch
-        to time out. Our own client's locks (a thread of this worker publishing) are never
-        broken: that would blocklist this worker."""
+        """A cache is written only through the writable handle of a worker under the image's
+        conversion lease (served to its qemu-img), which the caller holds now: another client's
+        lock on it is that of a worker that lost its lease (stalled or gone). librbd breaks it
+        and blocklists that client, fencing it (and the qemu-img it serves) off the cache, so
+        that the removal need not wait for its watch to time out. Our own client's locks (a
+        thread of this worker publishing) are never broken: that would blocklist this
+        worker."""
         lockers = image.list_lockers()
         for client, cookie, address in (lockers["lockers"] if lockers else []):
             if client == self.conn.client or (address and address in self.conn.addresses()):

@@ -64,7 +64,8 @@ def worker(module_worker):
 
 @pytest.fixture(scope="module")
 def cluster(stack):
-    """The cluster as the cacheraw user, which reads the vms pool (README: Ceph caps)."""
+    """The cluster as the cacheraw user, which reads the vms pool (docs/install.md: Ceph caps
+    for Nova)."""
     with pools_as_cacheraw(stack, ("images", stack["ceph"]["vm_pool"])) as pools:
         yield pools
 

@@ -358,3 +358,38 @@ def ceph(monkeypatch):
     monkeypatch.setattr(rbd, "Image", lambda ioctx, *args, **kwargs: FakeImage(pool, *args,
                                                                                 **kwargs))
     return pool
+
+
+class FakeLease:
+    """A conversion lease that holds (or, once ``lost``, raises LockLost), counting its checks."""
+
+    def __init__(self, cookie="cookie-1", image_id=ID):
+        self.cookie = cookie
+        self.image_id = image_id
+        self.lost = False
+        self.checks = 0
+
+    def check(self):
+        self.checks += 1
+        if self.lost:
+            raise exception.LockLost("lost")
+
+    def held(self):
+        return not self.lost
+
+
+@pytest.fixture
+def store(conf, ceph, tmp_path):
+    """A connected CephStore on the FakePool ``ceph``, two attempts per step."""
+    from cacheraw.ceph import store as ceph_store
+    ceph_conf = tmp_path / "ceph.conf"
+    ceph_conf.write_text("[global]\n")
+    conf.set_override("conf", str(ceph_conf), group="ceph")
+    conf.set_override("retry_attempts", 2, group="worker")
+    try:
+        with ceph_store.CephStore(conf) as connected:
+            yield connected
+    finally:
+        # The option groups' options are shared by every ConfigOpts: leave no override behind.
+        conf.clear_override("retry_attempts", group="worker")
+        conf.clear_override("conf", group="ceph")
