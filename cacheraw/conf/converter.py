@@ -48,8 +48,8 @@ OPTS = [
                     "image service hashed equal (same secure os_hash_algo and os_hash_value, "
                     "same size and disk_format, both active) is already cached in this pool. "
                     "Set 'off' where users can set an image's hash themselves (Glance's "
-                    "show_multiple_locations, or do_secure_hash = false): docs/design.md, "
-                    "'Identical images'."),
+                    "show_multiple_locations, or do_secure_hash = false): docs/security.md, "
+                    "'Identical images, and who may read what'."),
     cfg.IntOpt("max_virtual_size_gib", default=1024, min=1,
                help="Largest virtual disk size accepted, in GiB. Larger images get an error."),
 ]

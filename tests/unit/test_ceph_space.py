@@ -54,8 +54,6 @@ def test_the_room_is_max_avail_less_what_lies_between_the_ceiling_and_full():
         == "the nearfull ratio 0.85"
 
 
-@pytest.mark.xfail(strict=True, reason="room() names the nearfull ratio's value as that of "
-                   "max_pool_usage (its message is formatted with the old ceiling)")
 def test_the_room_names_the_max_pool_usage_that_limits_it():
     assert space.PoolSpace(Conn(), Locks(), max_pool_usage=0.65).room()[1] \
         == "[converter] max_pool_usage 0.65"

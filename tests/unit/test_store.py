@@ -65,7 +65,7 @@ def finished_cache(ceph):
 
 def shared_pair(store, ceph):
     """CACHE, a finished cache, and OTHER, a finished clone of it."""
-    lease = Lease()
+    lease = FakeLease()
     finished_cache(ceph)
     origin, rbd_id = store.clone_cache(CACHE, OTHER, lease)
     assert (origin, rbd_id) == (CACHE, ceph.images[OTHER]["id"])
@@ -74,7 +74,7 @@ def shared_pair(store, ceph):
 
 def test_a_clone_of_a_cache_is_unpublished_until_publish(store, ceph):
     finished_cache(ceph)
-    lease = Lease()
+    lease = FakeLease()
     store.clone_cache(CACHE, OTHER, lease)
     assert ceph.images[OTHER]["metadata"]["cacheraw.created_by"] == lease.cookie
     assert not store.has_protected_snap(OTHER)
@@ -84,7 +84,7 @@ def test_a_clone_of_a_cache_is_unpublished_until_publish(store, ceph):
 
 def test_a_clone_of_a_shared_cache_clones_the_cache_it_shares(store, ceph):
     shared_pair(store, ceph)
-    assert store.clone_cache(OTHER, THIRD, Lease("cookie-3"))[0] == CACHE
+    assert store.clone_cache(OTHER, THIRD, FakeLease("cookie-3"))[0] == CACHE
     assert ceph.images[THIRD]["parent_name"] == CACHE
     assert store.sharing(CACHE) == {"parent": None, "parent_trashed": False,
                                     "sharers": sorted([OTHER, THIRD])}
@@ -92,18 +92,18 @@ def test_a_clone_of_a_shared_cache_clones_the_cache_it_shares(store, ceph):
 
 def test_a_shared_cache_whose_parent_is_trashed_is_cloned_itself(store, ceph):
     shared_pair(store, ceph)
-    assert store.remove(CACHE, lease=Lease()) == "trashed"
+    assert store.remove(CACHE, lease=FakeLease()) == "trashed"
     assert store.sharing(OTHER) == {"parent": CACHE, "parent_trashed": True, "sharers": []}
-    assert store.clone_cache(OTHER, THIRD, Lease("cookie-3"))[0] == OTHER
+    assert store.clone_cache(OTHER, THIRD, FakeLease("cookie-3"))[0] == OTHER
 
 
 def test_a_copy_of_a_cache_has_no_parent(store, ceph):
     finished_cache(ceph)
-    lease = Lease()
+    lease = FakeLease()
     _, rbd_id = store.clone_cache(CACHE, OTHER, lease, independent=True)
     store.publish(OTHER, rbd_id, lease)
     assert store.sharing(OTHER)["parent"] is None
-    assert store.remove(CACHE, lease=Lease("cookie-2")) == "removed"
+    assert store.remove(CACHE, lease=FakeLease("cookie-2")) == "removed"
 
 
 class Once(dict):
@@ -121,7 +121,7 @@ def test_a_clone_whose_answer_was_lost_is_recognised_on_its_retry(store, ceph, i
     ImageExists, finds the clone its own and goes on from where the first attempt stopped."""
     finished_cache(ceph)
     ceph.faults = Once({lost: rados.TimedOut("answer lost")})
-    lease = Lease()
+    lease = FakeLease()
     origin, rbd_id = store.clone_cache(CACHE, OTHER, lease, independent=independent)
     assert ceph.faults == {} and lease.checks == 2
     assert (origin, rbd_id) == (CACHE, ceph.images[OTHER]["id"])
@@ -133,19 +133,19 @@ def test_a_clone_whose_answer_was_lost_is_recognised_on_its_retry(store, ceph, i
 
 def test_a_clone_target_made_by_another_lease_is_not_taken_for_ours(store, ceph):
     finished_cache(ceph)
-    other = Lease("cookie-other")
+    other = FakeLease("cookie-other")
     rbd_id = store.create(OTHER, 1024, other)
     with pytest.raises(exception.CephError, match="not made by this conversion"):
-        store.clone_cache(CACHE, OTHER, Lease())
+        store.clone_cache(CACHE, OTHER, FakeLease())
     with pytest.raises(exception.CephError, match="not created by this conversion"):
-        store.publish(OTHER, rbd_id, Lease())
+        store.publish(OTHER, rbd_id, FakeLease())
     assert ceph.images[OTHER]["metadata"] == {"cacheraw.created_by": other.cookie}
     assert ceph.images[CACHE]["children"] == []
 
 
 def test_a_clone_asks_the_lease_first(store, ceph):
     finished_cache(ceph)
-    lease = Lease()
+    lease = FakeLease()
     lease.lost = True
     with pytest.raises(exception.LockLost):
         store.clone_cache(CACHE, OTHER, lease)
@@ -158,7 +158,7 @@ def test_a_chain_of_cache_clone_volume_is_purged_in_one_pass_after_the_volume(st
     shared_pair(store, ceph)
     ceph.images[OTHER]["clones"] = 1  # a volume
     for name in (first, CACHE if first == OTHER else OTHER):
-        assert store.remove(name, lease=Lease()) == "trashed"
+        assert store.remove(name, lease=FakeLease()) == "trashed"
     assert store.purge_trash() == []
     other = next(data for name, data in ceph.trash.values() if name == OTHER)
     other["clones"] = 0  # the volume is deleted
@@ -169,8 +169,8 @@ def test_a_chain_of_cache_clone_volume_is_purged_in_one_pass_after_the_volume(st
 def test_a_dry_run_purge_says_each_cache_once(store, ceph):
     shared_pair(store, ceph)
     ceph.images[OTHER]["clones"] = 1
-    store.remove(CACHE, lease=Lease())
-    store.remove(OTHER, lease=Lease())
+    store.remove(CACHE, lease=FakeLease())
+    store.remove(OTHER, lease=FakeLease())
     next(data for name, data in ceph.trash.values() if name == OTHER)["clones"] = 0
     said = []
     store.before_remove = lambda outcome, name: said.append((outcome, name)) or False
