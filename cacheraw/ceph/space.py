@@ -57,7 +57,8 @@ class PoolSpace:
         nearfull, full = osd_map["nearfull_ratio"], osd_map["full_ratio"]
         ceiling, why = nearfull, "the nearfull ratio %.2f" % nearfull
         if self.max_pool_usage is not None and self.max_pool_usage < nearfull:
-            ceiling, why = self.max_pool_usage, "[converter] max_pool_usage %.2f" % self.max_pool_usage
+            ceiling = self.max_pool_usage
+            why = "[converter] max_pool_usage %.2f" % ceiling
         above = max(0.0, full - ceiling) * df["stats"]["total_bytes"] / max(1, pool["size"])
         room = max(0, int(stats["max_avail"] - above))
         quota = self.conn.mon_json({"prefix": "osd pool get-quota", "pool": self.conn.pool})
