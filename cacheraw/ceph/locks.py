@@ -167,6 +167,9 @@ class RadosLocks:
     def _blocklist_address(self, address):
         self.conn.mon_json({"prefix": "osd blocklist", "blocklistop": "add", "addr": address,
                             "expire": float(self.blocklist_expiry)})
+        # As librbd's lock breaker does: once this client has the map with the entry, every OSD
+        # that serves its next request has it too, and refuses the fenced client from then on.
+        self.conn.connected().wait_for_latest_osdmap()
 
     @connection.translate_errors
     def _record_holder(self, image_id, cookie):
