@@ -21,6 +21,7 @@ def files(tmp_path):
             "bad value": (bad_value, "max_concurrent_conversions")}
 
 
+@pytest.mark.ceph_bindings  # the commands themselves run, and import rados
 @pytest.mark.parametrize("program, case", [
     ("cacheraw-worker", "missing"), ("cacheraw-worker", "directory"),
     ("cacheraw-worker", "unparsable"), ("cacheraw-worker", "bad value"),
