@@ -369,20 +369,17 @@ def _children(pid):
 
 
 def _image_bytes(directory):
-    """Bytes on disk of files in the conversion directory, but for the Ceph key that cacheraw
-    hands to qemu-img there (a few bytes, mode 0600, while a conversion runs)."""
+    """Bytes on disk of the files in the conversion directory (an image downloaded there); the
+    folders of the NBD sockets hold no data."""
     total = 0
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return 0
-    for entry in entries:
-        if entry.name.endswith(".key"):
-            continue
-        try:
-            total += entry.stat(follow_symlinks=False).st_blocks * 512
-        except OSError:
-            pass
+    for top, _dirs, files in os.walk(directory):
+        for name in files:
+            try:
+                stat = os.stat(os.path.join(top, name), follow_symlinks=False)
+            except OSError:
+                continue
+            if not os.path.stat.S_ISSOCK(stat.st_mode):
+                total += stat.st_blocks * 512
     return total
 
 
