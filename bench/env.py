@@ -334,20 +334,17 @@ def _children(pid):
 
 
 def _image_bytes(directory):
-    """Bytes on disk of the regular files in the conversion directory (the downloads), not of
-    the folders of qemu-img's NBD sockets."""
+    """Bytes on disk of the files in the conversion directory (an image downloaded there); the
+    folders of the NBD sockets hold no data."""
     total = 0
-    try:
-        entries = list(os.scandir(directory))
-    except OSError:
-        return 0
-    for entry in entries:
-        try:
-            if not entry.is_file(follow_symlinks=False):
+    for top, _dirs, files in os.walk(directory):
+        for name in files:
+            try:
+                stat = os.stat(os.path.join(top, name), follow_symlinks=False)
+            except OSError:
                 continue
-            total += entry.stat(follow_symlinks=False).st_blocks * 512
-        except OSError:
-            pass
+            if not os.path.stat.S_ISSOCK(stat.st_mode):
+                total += stat.st_blocks * 512
     return total
 
 

@@ -41,15 +41,17 @@ class ProtocolError(Exception):
 
 
 def recv_exact(conn: socket.socket, length: int) -> bytes:
-    data = bytearray(length)
-    view = memoryview(data)
+    """Exactly ``length`` bytes, received into the one bytes object handed on (to librbd for a
+    write): no second copy of a 2 MiB payload."""
+    chunks = []
     got = 0
     while got < length:
-        n = conn.recv_into(view[got:], length - got)
-        if not n:
+        chunk = conn.recv(length - got, socket.MSG_WAITALL)
+        if not chunk:
             raise ProtocolError("the client closed the connection")
-        got += n
-    return bytes(data)
+        chunks.append(chunk)
+        got += len(chunk)
+    return chunks[0] if len(chunks) == 1 else b"".join(chunks)
 
 
 class Transmission:
