@@ -93,6 +93,9 @@ class Connection:
         self._shared_lock = threading.Lock()
         # Set once the cluster refused this client: the process must start again.
         self.blocklisted = threading.Event()
+        # The caches this process has open for writing (served to its qemu-img): the RBD locks
+        # its client holds on any other cache were left by a handle that could not release them.
+        self.writing: set = set()
 
     def check_config(self) -> None:
         if not os.access(self.conffile, os.R_OK) or not os.path.isfile(self.conffile):

@@ -17,6 +17,8 @@ from cacheraw.ceph.caches import snapshots
 from cacheraw.ceph.connection import translate_errors
 
 LOG = logging.getLogger(__name__)
+# The name of the lock librbd takes on an image's header object (its exclusive lock).
+RBD_LOCK_NAME = "rbd_lock"
 
 
 def drop_snaps(image: Any) -> None:
@@ -117,11 +119,26 @@ class CacheRemovals:
         lockers = image.list_lockers()
         for client, cookie, address in (lockers["lockers"] if lockers else []):
             if client == self.conn.client or (address and address in self.conn.addresses()):
-                LOG.warning("Not breaking our own lock on %s (%s)", image.get_name(), client)
+                self._release_own_lock(image, client, cookie)
                 continue
             LOG.info("Breaking the stale lock of %s at %s on %s", client, address,
                      image.get_name())
             image.break_lock(client, cookie)
+
+    def _release_own_lock(self, image, client, cookie):
+        """A lock of our own client on a cache that no handle of this process writes was left
+        by a handle whose close could not release it (the pool was full): unlock it as the
+        client that holds it. Breaking it would blocklist this very worker."""
+        name = image.get_name()
+        if name in self.conn.writing:
+            LOG.warning("Not breaking our own lock on %s (%s)", name, client)
+            return
+        LOG.info("Releasing the lock this worker's client left on %s (%s)", name, client)
+        with self.conn.ioctx() as ioctx:
+            try:
+                ioctx.unlock("rbd_header.%s" % image.id(), RBD_LOCK_NAME, cookie)
+            except rados.ObjectNotFound:
+                pass  # released meanwhile
 
     @translate_errors
     def purge_trash(self) -> List[str]:

@@ -182,10 +182,16 @@ class CephStore:
         ``served.check()`` raises CephNotFound once it is removed."""
         return served.serve_snapshot(self.conn.ioctx, self._translated, name, snapshot, path)
 
-    def serve_cache(self, name: str, path: str) -> Any:
+    @contextlib.contextmanager
+    def serve_cache(self, name: str, path: str) -> Iterator[Any]:
         """``with store.serve_cache(name, path) as served:`` serves the cache ``name`` writable
         to qemu-img over NBD on the Unix socket ``path``."""
-        return served.serve_cache(self.conn.ioctx, self._translated, name, path)
+        self.conn.writing.add(name)
+        try:
+            with served.serve_cache(self.conn.ioctx, self._translated, name, path) as cache:
+                yield cache
+        finally:
+            self.conn.writing.discard(name)
 
     def _translated(self, exc: Exception) -> Exception:
         return connection.translated_error(exc, self.conn.shut_out)
