@@ -9,10 +9,10 @@ still says "importing" (the task saves the image after them), then image.update 
 is saved active. cacheraw reads the image at each event it listens to and acts on the one
 whose image the image API shows active."""
 
-import functools
-import http.server
 import json
-import threading
+import socket
+import subprocess
+import sys
 import time
 import uuid
 
@@ -26,6 +26,7 @@ from tests.functional.helpers import names_in_pool
 from tests.functional.helpers import openstack
 from tests.functional.helpers import upload
 from tests.functional.helpers import wait_status
+from tests.functional.helpers import wait_until
 from tests.image_client import ImageClient
 
 
@@ -84,17 +85,25 @@ def test_glance_direct_through_the_cli_is_cached(worker, demo_images, qcow2, cep
 @pytest.fixture
 def web_server(stack, tmp_path):
     """A web server on 127.0.0.1 serving tmp_path/www, on the one port the stack's Glance
-    accepts for web-download."""
+    accepts for web-download: a process of its own (a server thread in the tests' process would
+    stall there once a library of another test monkey-patched it for eventlet)."""
     root = tmp_path / "www"
     root.mkdir()
-    handler = functools.partial(http.server.SimpleHTTPRequestHandler, directory=str(root))
-    server = http.server.ThreadingHTTPServer(("127.0.0.1",
-                                              stack["glance"]["web_download_port"]), handler)
-    thread = threading.Thread(target=server.serve_forever, daemon=True)
-    thread.start()
-    yield root, "http://127.0.0.1:%d" % server.server_address[1]
-    server.shutdown()
-    server.server_close()
+    port = stack["glance"]["web_download_port"]
+    server = subprocess.Popen([sys.executable, "-m", "http.server", "--bind", "127.0.0.1",
+                               "--directory", str(root), str(port)],
+                              stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    try:
+        wait_until("the web server", lambda: _listening(port), 30)
+        yield root, "http://127.0.0.1:%d" % port
+    finally:
+        server.terminate()
+        server.wait(timeout=30)
+
+
+def _listening(port):
+    with socket.socket() as sock:
+        return sock.connect_ex(("127.0.0.1", port)) == 0
 
 
 def test_web_download_from_a_local_web_server_is_cached(worker, demo_images, qcow2, ceph,
