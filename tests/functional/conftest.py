@@ -133,7 +133,11 @@ class WorkerProcess:
         self.proc = subprocess.Popen(
             [str(VENV_BIN / "cacheraw-worker"), "--config-file", str(config_file), *extra_args],
             stdout=self._log, stderr=subprocess.STDOUT,
-            env=dict(os.environ, **env) if env else None)
+            env=dict(os.environ, **env) if env else None,
+            # A session of its own: a worker stopped by a test (SIGSTOP) stays stopped. In the
+            # tests' process group, the kernel would continue it (SIGHUP, SIGCONT) as soon as
+            # an exit elsewhere left that group orphaned with a stopped member.
+            start_new_session=True)
 
     def log(self):
         return Path(self.log_path).read_text(errors="replace")
