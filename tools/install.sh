@@ -26,7 +26,8 @@ sysusers=/usr/lib/sysusers.d/cacheraw.conf
 # The documentation the wheel carries (setup.py's data_files), besides docs/*.md.
 doc=/usr/share/doc/cacheraw
 docs=(README.md CHANGELOG.md LICENSE)
-debs=(python3-rados python3-rbd qemu-utils qemu-block-extra bubblewrap python3-venv)
+# qemu-img needs its built-in nbd and file drivers only, not qemu-block-extra (rbd, curl, ...).
+debs=(python3-rados python3-rbd qemu-utils bubblewrap python3-venv)
 
 usage() {
   cat <<EOF

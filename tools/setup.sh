@@ -8,7 +8,7 @@ venv=${VENV:-$top/.venv}
 python=${PYTHON:-python3}
 
 debs=(ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd
-      qemu-utils qemu-block-extra rabbitmq-server uuid-runtime curl procps iproute2
+      qemu-utils rabbitmq-server uuid-runtime curl procps iproute2
       systemd-container debootstrap mariadb-server mariadb-client bubblewrap)
 
 missing_debs() {
