@@ -26,7 +26,8 @@ sysusers=/usr/lib/sysusers.d/cacheraw.conf
 # The documentation the wheel carries (setup.py's data_files), besides docs/*.md.
 doc=/usr/share/doc/cacheraw
 docs=(README.md CHANGELOG.md LICENSE)
-debs=(python3-rados python3-rbd qemu-utils qemu-block-extra bubblewrap python3-venv)
+# qemu-img needs its built-in nbd and file drivers only, not qemu-block-extra (rbd, curl, ...).
+debs=(python3-rados python3-rbd qemu-utils bubblewrap python3-venv)
 
 usage() {
   cat <<EOF
@@ -98,18 +99,9 @@ pip_install() {
   fi
 }
 
-# Debian's rados/rbd bindings are compiled modules in dist-packages; expose just those two to the
-# venv through a folder of symlinks named in a .pth file (the rest of dist-packages stays out).
+# Debian's rados/rbd bindings, made visible to the venv (tools/link-ceph-bindings.sh).
 link_ceph_bindings() {
-  local site dir so
-  site=$("$prefix/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  dir="$prefix/ceph-bindings"
-  mkdir -p "$dir"
-  for so in /usr/lib/python3/dist-packages/rados.cpython-*.so \
-            /usr/lib/python3/dist-packages/rbd.cpython-*.so; do
-    ln -sfn "$so" "$dir/"
-  done
-  echo "$dir" > "$site/ceph-bindings.pth"
+  bash "$(dirname "$0")/link-ceph-bindings.sh" "$prefix"
   "$prefix/bin/python" -c 'import rados, rbd' \
     || fail "Debian's rados/rbd bindings do not load in $prefix (built for another Python?)"
 }

@@ -41,7 +41,8 @@ uv=$top/.venv/bin/uv
 
 stamp="$venv/.cacheraw-nova-venv"
 # cacheraw is installed editable; the shim is copied, so its files count.
-want=$({ cat "$0" "$top/nova-shim/setup.py" "$top/nova-shim/nova/virt/cacheraw/__init__.py"
+want=$({ cat "$0" "$top/tools/link-ceph-bindings.sh" "$top/nova-shim/setup.py" \
+           "$top/nova-shim/nova/virt/cacheraw/__init__.py"
          printf '%s\n' "${specs[@]}" "${test_libs[@]}"; } | sha256sum | cut -d' ' -f1)
 if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then
   echo "$venv"
@@ -57,13 +58,8 @@ echo "nova-venv: making $venv (Nova ${specs[0]#nova==})" >&2
 "$uv" pip install -q --python "$venv/bin/python" --no-deps --reinstall-package cacheraw-nova \
   "$top/nova-shim"
 
+"$top/tools/link-ceph-bindings.sh" "$venv"
 site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-mkdir -p "$venv/ceph-bindings"
-for so in /usr/lib/python3/dist-packages/rados.cpython-*.so \
-          /usr/lib/python3/dist-packages/rbd.cpython-*.so; do
-  ln -sfn "$so" "$venv/ceph-bindings/"
-done
-echo "$venv/ceph-bindings" > "$site/ceph-bindings.pth"
 # Nova's test configuration looks for api-paste.ini under the folder that holds the nova
 # package (its state_path); the wheel puts it in the venv's etc/nova.
 ln -sfn "$venv/etc" "$site/etc"

@@ -27,7 +27,7 @@ TOP = Path(__file__).resolve().parents[1]
 ROOT = Path(os.environ.get("CACHERAW_NSPAWN_ROOT", TOP / ".cache" / "nspawn" / "bookworm"))
 # What a controller has before cacheraw: systemd, and the Debian packages install.sh asks for.
 PACKAGES = ["systemd", "systemd-sysv", "dbus", "python3", "python3-venv", "python3-rados",
-            "python3-rbd", "qemu-utils", "qemu-block-extra", "bubblewrap"]
+            "python3-rbd", "qemu-utils", "bubblewrap"]
 DEFAULT_MIRROR = "http://deb.debian.org/debian"
 # Commands inside get a clean environment, not the caller's (its virtualenv, pip settings, CI).
 CLEAN_ENV = ["env", "-i", "PATH=/usr/local/sbin:/usr/local/bin:/usr/sbin:/usr/bin:/sbin:/bin",

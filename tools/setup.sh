@@ -8,7 +8,7 @@ venv=${VENV:-$top/.venv}
 python=${PYTHON:-python3}
 
 debs=(ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd
-      qemu-utils qemu-block-extra rabbitmq-server uuid-runtime curl procps iproute2
+      qemu-utils rabbitmq-server uuid-runtime curl procps iproute2
       systemd-container debootstrap mariadb-server mariadb-client bubblewrap)
 
 missing_debs() {
@@ -31,17 +31,9 @@ install_debs() {
   DEBIAN_FRONTEND=noninteractive $sudo apt-get install -y -qq --no-install-recommends $missing
 }
 
-# Debian's rados/rbd bindings are compiled modules in dist-packages; expose just those two to the
-# venv through a folder of symlinks named in a .pth file.
+# Debian's rados/rbd bindings, made visible to a venv (the main one by default).
 link_ceph_bindings() {
-  local venv=${1:-$venv} site dir so
-  site=$("$venv/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["purelib"])')
-  dir="$venv/ceph-bindings"
-  mkdir -p "$dir"
-  for so in /usr/lib/python3/dist-packages/rados.cpython-*.so /usr/lib/python3/dist-packages/rbd.cpython-*.so; do
-    ln -sf "$so" "$dir/"
-  done
-  echo "$dir" > "$site/ceph-bindings.pth"
+  "$top/tools/link-ceph-bindings.sh" "${1:-$venv}"
 }
 
 install_venv() {

@@ -105,7 +105,7 @@ class QemuImg:
         limits = processutils.ProcessLimits(
             address_space=self.conf.qemu_img_address_space_mib * 1024 * 1024,
             cpu_time=cpu_seconds)
-        metrics.qemu_img_run(name, False)
+        metrics.qemu_img_run(name)
         run = Run(sandbox.argv(self.program, args, binds), limits, timeout,
                   job or Job(None))
         try:

@@ -18,6 +18,7 @@ from tests import notifications
 from tests.functional.conftest import FAST  # noqa: F401 - the suites import it from here
 from tests.functional.conftest import STATE
 from tests.functional.conftest import VENV_BIN
+from tests.functional.conftest import make_qcow2
 
 LOCK_PREFIX = "cacheraw.lock."
 MANAGE = os.path.join(os.path.dirname(sys.executable), "cacheraw-manage")
@@ -108,6 +109,13 @@ def raw_of(path, tmp_path):
     subprocess.run(["qemu-img", "convert", "-f", "qcow2", "-O", "raw", str(path), str(out)],
                    check=True, timeout=120)
     return out.read_bytes()
+
+
+def small_disk(tmp_path_factory, name):
+    """A small qcow2 in a new temporary folder ``name``, and its RAW conversion by qemu-img."""
+    tmp = tmp_path_factory.mktemp(name)
+    path = make_qcow2(tmp / "disk.qcow2")
+    return path, raw_of(path, tmp)
 
 
 def conversions(log, image_id):

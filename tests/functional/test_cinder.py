@@ -12,7 +12,7 @@ import rbd
 from tests.functional.conftest import (STATE, VENV_BIN, make_qcow2, need,
                                       pools_as_cacheraw)
 from tests.functional.helpers import openstack
-from tests.functional.helpers import raw_of
+from tests.functional.helpers import small_disk
 from tests.functional.helpers import upload
 from tests.functional.helpers import wait_status
 
@@ -95,10 +95,7 @@ def cluster(stack):
 
 @pytest.fixture(scope="module")
 def disk(tmp_path_factory):
-    """A small qcow2 and its RAW conversion by qemu-img."""
-    tmp = tmp_path_factory.mktemp("cinder-disk")
-    path = make_qcow2(tmp / "disk.qcow2")
-    return path, raw_of(path, tmp)
+    return small_disk(tmp_path_factory, "cinder-disk")
 
 
 @pytest.fixture(scope="module")

@@ -1,6 +1,7 @@
 """qemu-img, which parses hostile bytes, holds nothing worth taking: looked at from outside
-while it converts on the real stack, it has a network namespace of its own, no TCP socket, and
-the Ceph key is nowhere in its argv, environment or open files; the cache is still exact."""
+while it converts on the real stack, it has a network namespace of its own, no TCP socket, no
+block driver module loaded, and the Ceph key is nowhere in its argv, environment or open files;
+the cache is still exact."""
 
 import os
 
@@ -65,6 +66,10 @@ def test_qemu_img_has_no_network_no_key_and_only_its_sockets(start_worker, demo_
     with open(proc + "environ", "rb") as f:
         environ = f.read()
     assert key not in environ and b"CEPH" not in environ
+    # It opens the image and the cache with built-in drivers only: no block driver module
+    # (Debian's qemu-block-extra: rbd, curl, iscsi, nfs, gluster, ssh) is loaded.
+    with open(proc + "maps") as f:
+        assert "/qemu/block-" not in f.read()
     sockets = set()
     for fd in os.listdir(proc + "fd"):
         target = os.readlink(proc + "fd/" + fd)

@@ -18,9 +18,9 @@ import uuid
 import pytest
 import rbd
 
-from tests.functional.conftest import TOP, make_qcow2, pools_as_cacheraw
-from tests.functional.helpers import raw_of
+from tests.functional.conftest import TOP, pools_as_cacheraw
 from tests.functional.helpers import read_rbd
+from tests.functional.helpers import small_disk
 from tests.functional.helpers import upload
 from tests.functional.helpers import wait_status
 
@@ -72,9 +72,7 @@ def cluster(stack):
 
 @pytest.fixture(scope="module")
 def disk(tmp_path_factory):
-    tmp = tmp_path_factory.mktemp("nova-disk")
-    path = make_qcow2(tmp / "disk.qcow2")
-    return path, raw_of(path, tmp)
+    return small_disk(tmp_path_factory, "nova-disk")
 
 
 class Caches:

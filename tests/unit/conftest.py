@@ -96,13 +96,15 @@ class FakeLocks:
     """A RADOS lock table as cls_lock keeps it: a lock has one holder (cookie) and an expiry;
     renewal with MUST_RENEW fails unless the cookie holds it still."""
 
-    def __init__(self, clock=None, held=None):
+    def __init__(self, clock=None, held=None, progress=None, records=None):
         self.clock = clock or Clock()
         self.holders = {}  # image id -> (cookie, expiry)
         self.released = []
         self.fail_renewals = None
         for image_id in held or ():
             self.holders[image_id] = ("someone-else", float("inf"))
+        self.progresses = progress or {}  # image id -> what its converting worker published
+        self.records = records or {}  # image id -> its holder's record
 
     def _holder(self, image_id):
         cookie, expiry = self.holders.get(image_id, (None, 0))
@@ -128,6 +130,12 @@ class FakeLocks:
 
     def is_locked(self, image_id):
         return self._holder(image_id) is not None
+
+    def holder_record(self, image_id):
+        return self.records.get(image_id)
+
+    def progress(self, image_id):
+        return self.progresses.get(image_id)
 
     def steal(self, image_id):
         """Another worker takes the lock, as after ours expired."""

@@ -7,6 +7,7 @@ import pytest
 from cacheraw import exception
 from cacheraw.ceph import space
 from tests.unit.conftest import FakeLease
+from tests.unit.conftest import FakeLocks
 
 GIB = 1 << 30
 
@@ -33,47 +34,35 @@ class Conn:
         return self.answers[command["prefix"]]
 
 
-class Locks:
-    def __init__(self, locked=(), progress=None):
-        self.locked = set(locked)
-        self.progresses = progress or {}
-
-    def is_locked(self, image_id):
-        return image_id in self.locked
-
-    def progress(self, image_id):
-        return self.progresses.get(image_id)
-
-
 def test_the_room_is_max_avail_less_what_lies_between_the_ceiling_and_full():
     # (0.95 - 0.85) of 30 GiB raw is 3 GiB, 1 GiB of a pool of size 3.
-    assert space.PoolSpace(Conn(), Locks()).room() == (5 * GIB, "the nearfull ratio 0.85")
-    room, why = space.PoolSpace(Conn(), Locks(), max_pool_usage=0.65).room()
+    assert space.PoolSpace(Conn(), FakeLocks()).room() == (5 * GIB, "the nearfull ratio 0.85")
+    room, why = space.PoolSpace(Conn(), FakeLocks(), max_pool_usage=0.65).room()
     assert room == 3 * GIB and why.startswith("[converter] max_pool_usage ")
-    assert space.PoolSpace(Conn(), Locks(), max_pool_usage=0.9).room()[1] \
+    assert space.PoolSpace(Conn(), FakeLocks(), max_pool_usage=0.9).room()[1] \
         == "the nearfull ratio 0.85"
 
 
 def test_the_room_names_the_max_pool_usage_that_limits_it():
-    assert space.PoolSpace(Conn(), Locks(), max_pool_usage=0.65).room()[1] \
+    assert space.PoolSpace(Conn(), FakeLocks(), max_pool_usage=0.65).room()[1] \
         == "[converter] max_pool_usage 0.65"
 
 
 def test_a_quota_limits_the_room_when_lower():
-    assert space.PoolSpace(Conn(quota=3 * GIB, used=GIB), Locks()).room() == (2 * GIB,
+    assert space.PoolSpace(Conn(quota=3 * GIB, used=GIB), FakeLocks()).room() == (2 * GIB,
                                                                              "its quota")
-    assert space.PoolSpace(Conn(quota=100 * GIB), Locks()).room()[0] == 5 * GIB
+    assert space.PoolSpace(Conn(quota=100 * GIB), FakeLocks()).room()[0] == 5 * GIB
 
 
 def test_a_pool_missing_from_the_maps_is_an_error():
     conn = Conn()
     conn.answers["df"]["pools"] = []
     with pytest.raises(exception.CephError, match="not in the cluster's maps"):
-        space.PoolSpace(conn, Locks()).room()
+        space.PoolSpace(conn, FakeLocks()).room()
 
 
 def test_only_locked_images_reserve_what_they_have_still_to_write(monkeypatch):
-    pool = space.PoolSpace(Conn(), Locks(locked={"a", "b"}, progress={"a": {"percent": 75}}))
+    pool = space.PoolSpace(Conn(), FakeLocks(held={"a", "b"}, progress={"a": {"percent": 75}}))
     monkeypatch.setattr(pool, "entries", lambda: {
         "a": {"bytes": 4 * GIB}, "b": {"bytes": GIB}, "dead": {"bytes": 9 * GIB}})
     assert pool.reserved() == 2 * GIB  # a quarter of a, all of b, nothing of the dead one
@@ -82,7 +71,7 @@ def test_only_locked_images_reserve_what_they_have_still_to_write(monkeypatch):
 
 
 def test_a_reservation_that_does_not_fit_is_refused_and_not_kept(monkeypatch):
-    pool = space.PoolSpace(Conn(), Locks(locked={"other"}))
+    pool = space.PoolSpace(Conn(), FakeLocks(held={"other"}))
     entries = {"other": {"bytes": 4 * GIB, "cookie": "x"}}
     monkeypatch.setattr(pool, "entries", lambda: dict(entries))
     monkeypatch.setattr(pool, "_write", lambda image_id, entry, lease=None:
@@ -97,7 +86,7 @@ def test_a_reservation_that_does_not_fit_is_refused_and_not_kept(monkeypatch):
 
 
 def test_a_release_leaves_a_later_holders_reservation(monkeypatch):
-    pool = space.PoolSpace(Conn(), Locks())
+    pool = space.PoolSpace(Conn(), FakeLocks())
     entries = {"mine": {"bytes": 1, "cookie": "later"}}
     monkeypatch.setattr(pool, "entries", lambda: dict(entries))
     monkeypatch.setattr(pool, "_remove", entries.pop)

@@ -9,6 +9,7 @@ import rados
 
 from cacheraw import exception
 from cacheraw.ceph import views
+from tests.unit.conftest import FakeLocks
 
 
 class Ioctx:
@@ -51,22 +52,10 @@ class Conn:
         return {}
 
 
-class Locks:
-    def __init__(self, locked=(), records=None):
-        self.locked = set(locked)
-        self.records = records or {}
-
-    def is_locked(self, image_id):
-        return image_id in self.locked
-
-    def holder_record(self, image_id):
-        return self.records.get(image_id)
-
-
 def test_a_lock_holder_is_who_holds_the_lock_now():
     record = {"host": "ctl-1", "pid": 7}
-    operator = views.OperatorViews(None, Locks(locked={"a", "b"}, records={"a": record,
-                                                                          "c": record}))
+    locks = FakeLocks(held={"a", "b"}, records={"a": record, "c": record})
+    operator = views.OperatorViews(None, locks)
     assert operator.lock_holder("a") == record
     assert operator.lock_holder("b") == {"host": "unknown"}  # locked, its record not written
     assert operator.lock_holder("c") is None  # a record left by a holder that died
@@ -74,7 +63,7 @@ def test_a_lock_holder_is_who_holds_the_lock_now():
 
 def test_the_caps_check_does_each_step_and_leaves_nothing(ceph):
     conn = Conn(ceph)
-    name = views.OperatorViews(conn, Locks()).check_rbd_caps()
+    name = views.OperatorViews(conn, FakeLocks()).check_rbd_caps()
     assert name.startswith("cacheraw-check-")
     assert ceph.images == {} and ceph.objects == set() and conn.locks == {}
     assert conn.commands == [{"prefix": "osd blocklist", "blocklistop": "add",
@@ -90,5 +79,5 @@ def test_a_step_refused_is_named_and_the_scratch_image_removed(ceph, fault, step
     ceph.faults[fault] = rados.PermissionDeniedError("caps")
     with pytest.raises(exception.CephError, match="client.cacheraw cannot %s in pool images: "
                                                   r".*caps" % step):
-        views.OperatorViews(conn, Locks()).check_rbd_caps()
+        views.OperatorViews(conn, FakeLocks()).check_rbd_caps()
     assert ceph.images == {} and ceph.objects == set()

@@ -45,11 +45,11 @@ def test_relative_prefix_is_refused():
 
 def test_missing_debian_packages_are_named_in_one_line(tmp_path):
     # dpkg-query that knows every package but two.
-    fake_bin(tmp_path, "dpkg-query", 'case "$3" in python3-rbd|qemu-block-extra) exit 1;; esac\n'
+    fake_bin(tmp_path, "dpkg-query", 'case "$3" in python3-rbd|bubblewrap) exit 1;; esac\n'
              'echo "install ok installed"\n')
     env = dict(os.environ, PATH="%s:%s" % (tmp_path / "bin", os.environ["PATH"]))
     line = one_error_line(run("--prefix", tmp_path / "prefix", env=env))
-    assert "missing Debian packages: python3-rbd qemu-block-extra" in line
+    assert "missing Debian packages: python3-rbd bubblewrap" in line
     assert not (tmp_path / "prefix").exists()
 
 
