@@ -4,8 +4,9 @@ GROUP = cfg.OptGroup("converter", title="Conversion of images to RAW with qemu-i
 
 OPTS = [
     cfg.ListOpt("allowed_source_formats", default=["qcow2"],
-                help="Disk formats that are converted to RAW. Images of other formats are left "
-                     "alone; a raw image asking for a cache gets an error."),
+                help="Disk formats that are converted to RAW. An image of another format that asks "
+                     "for a cache gets an Error naming this option; a raw image needs no cache "
+                     "(NotNeeded)."),
     cfg.StrOpt("conversion_dir", default="/var/lib/cacheraw/conversions",
                help="Directory where an image whose data is not in this Ceph pool is "
                     "downloaded, converted and removed; it also holds the folder of the Unix "
