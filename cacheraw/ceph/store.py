@@ -5,9 +5,10 @@ removals, the pool's space, the operator's views, the snapshots served to qemu-i
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, ContextManager, Iterator, List, Optional, Tuple
 
 import rados
+from oslo_config import cfg
 
 from cacheraw import properties
 from cacheraw.ceph import caches as caches_mod
@@ -26,7 +27,7 @@ class CephStore:
     """One connection to the cluster, shared by the threads of a worker, and the operations
     cacheraw needs on its pool."""
 
-    def __init__(self, conf: Any) -> None:
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conn = connection.Connection(conf)
         self.pool = self.conn.pool
         self.lock_duration = self.conn.lock_duration
@@ -176,14 +177,15 @@ class CephStore:
 
     # -- the images served to qemu-img over NBD (cacheraw.ceph.served)
 
-    def serve_snapshot(self, name: str, snapshot: str, path: str) -> Any:
+    def serve_snapshot(self, name: str, snapshot: str,
+                       path: str) -> ContextManager[served.ServedSnapshot]:
         """``with store.serve_snapshot(name, snapshot, path) as served:`` serves
         ``name@snapshot`` read-only to qemu-img over NBD on the Unix socket ``path``;
         ``served.check()`` raises CephNotFound once it is removed."""
         return served.serve_snapshot(self.conn.ioctx, self._translated, name, snapshot, path)
 
     @contextlib.contextmanager
-    def serve_cache(self, name: str, path: str) -> Iterator[Any]:
+    def serve_cache(self, name: str, path: str) -> Iterator[served.ServedCache]:
         """``with store.serve_cache(name, path) as served:`` serves the cache ``name`` writable
         to qemu-img over NBD on the Unix socket ``path``."""
         self.conn.writing.add(name)

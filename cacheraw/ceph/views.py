@@ -69,7 +69,7 @@ class OperatorViews:
                 self.conn.user, step, self.conn.pool, exc or type(exc).__name__)) from exc
         return name
 
-    def _remove_scratch(self, name):
+    def _remove_scratch(self, name: str) -> None:
         try:
             with self.conn.ioctx() as ioctx:
                 try:
