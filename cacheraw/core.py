@@ -11,17 +11,17 @@ from cacheraw import cacher
 from cacheraw import converter
 from cacheraw import exception
 from cacheraw import image_api
-from cacheraw.ceph import store as ceph_store
+from cacheraw.ceph.store import CephStore
 
 
-def build(conf: cfg.ConfigOpts, store: Optional[ceph_store.CephStore] = None,
+def build(conf: cfg.ConfigOpts, store: Optional[CephStore] = None,
           enqueue: Optional[Callable[[str], bool]] = None,
           cancel: Optional[Callable[[str, exception.ConversionAborted], None]] = None
           ) -> cacher.Cacher:
     """A Cacher on the image API and on Ceph: ``store`` (connected), or a new CephStore
     connected here."""
     if store is None:
-        store = ceph_store.CephStore(conf)
+        store = CephStore(conf)
         store.connect()
     return cacher.Cacher(conf, image_api.ImageAPI(conf), store, converter.Converter(conf),
                          enqueue=enqueue, cancel=cancel)

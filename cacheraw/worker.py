@@ -19,14 +19,15 @@ from typing import Any, Callable, Deque, Dict, List, Optional, Set
 from oslo_config import cfg
 
 from cacheraw import __version__
-from cacheraw import cacher as cacher_mod
-from cacheraw import converter as conv
+from cacheraw import converter
 from cacheraw import core
 from cacheraw import exception
 from cacheraw import messaging
 from cacheraw import metrics
 from cacheraw import sdnotify
-from cacheraw.ceph import store as ceph_store
+from cacheraw.cacher import SHUTDOWN
+from cacheraw.cacher import Cacher
+from cacheraw.ceph import store
 from cacheraw.qemu.job import Job
 
 LOG = logging.getLogger(__name__)
@@ -78,7 +79,7 @@ class Worker:
 
     def __init__(self, conf: cfg.ConfigOpts):
         self.conf = conf
-        self.store = ceph_store.CephStore(conf)
+        self.store = store.CephStore(conf)
         self.queue = WorkQueue()
         self.jobs: Dict[str, Job] = {}
         self._jobs_lock = threading.Lock()
@@ -86,7 +87,7 @@ class Worker:
         self._signals = 0
         self._threads: List[threading.Thread] = []
         self.listener: Any = None
-        self.cacher: Optional[cacher_mod.Cacher] = None
+        self.cacher: Optional[Cacher] = None
 
     def start(self) -> None:
         LOG.info("cacheraw-worker %s starting (pool %s, notification pool %s, %d conversions "
@@ -95,7 +96,7 @@ class Worker:
         metrics.serve(self.conf)
         metrics.watch_queue(self.queue)
         self.store.connect()
-        for name in conv.clean_conversion_dir(self.conf.converter.conversion_dir,
+        for name in converter.clean_conversion_dir(self.conf.converter.conversion_dir,
                                               in_use=self.store.is_locked):
             LOG.info("Removed %s, left in %s by a conversion that did not end", name,
                      self.conf.converter.conversion_dir)
@@ -111,13 +112,13 @@ class Worker:
         LOG.info("cacheraw-worker %s started", __version__)
         sdnotify.ready("listening on exchange %s" % self.conf.notifications.exchange)
 
-    def _spawn(self, name: str, target: Callable[[cacher_mod.Cacher], None],
-               cacher: cacher_mod.Cacher) -> None:
+    def _spawn(self, name: str, target: Callable[[Cacher], None],
+               cacher: Cacher) -> None:
         thread = threading.Thread(target=target, args=(cacher,), name=name, daemon=True)
         thread.start()
         self._threads.append(thread)
 
-    def _convert_forever(self, cacher: cacher_mod.Cacher) -> None:
+    def _convert_forever(self, cacher: Cacher) -> None:
         while True:
             image_id = self.queue.get()
             if image_id is None:
@@ -138,7 +139,7 @@ class Worker:
                     self.jobs.pop(image_id, None)
                 self.queue.done(image_id)
 
-    def _sweep_forever(self, cacher: cacher_mod.Cacher) -> None:
+    def _sweep_forever(self, cacher: Cacher) -> None:
         interval = self.conf.worker.sweep_interval
         while not self._stopping.is_set():
             try:
@@ -197,7 +198,7 @@ class Worker:
         with self._jobs_lock:
             running = list(self.jobs.values())
         for job in running:
-            job.cancel(cacher_mod.SHUTDOWN)
+            job.cancel(SHUTDOWN)
         for thread in self._threads:
             thread.join(SWEEP_STOP_TIMEOUT if thread.name == "sweeper" else None)
         if not any(thread.is_alive() for thread in self._threads):

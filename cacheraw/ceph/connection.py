@@ -19,7 +19,7 @@ from oslo_config import cfg
 from cacheraw import exception
 from cacheraw import metrics
 from cacheraw import retry
-from cacheraw.ceph import lease as lease_mod
+from cacheraw.ceph import lease
 
 LOG = logging.getLogger(__name__)
 
@@ -86,7 +86,7 @@ class Connection:
         self.op_timeout = conf.ceph.op_timeout
         self.lock_duration = conf.ceph.lock_duration
         self.renewal_timeout = (conf.ceph.lock_renewal_timeout
-                                or lease_mod.default_renewal_timeout(self.lock_duration))
+                                or lease.default_renewal_timeout(self.lock_duration))
         self.retry = retry.policy(conf, exception.Transient)
         self.cluster: Optional[rados.Rados] = None
         self.client: Optional[str] = None
@@ -103,7 +103,7 @@ class Connection:
             raise exception.ConfigError("cannot read Ceph configuration file %s" % self.conffile)
         if self.keyring:
             read_key(self.keyring, self.user)
-        lease_mod.check_timing(self.lock_duration, self.renewal_timeout)
+        lease.check_timing(self.lock_duration, self.renewal_timeout)
 
     def connect(self) -> None:
         self.check_config()

@@ -26,8 +26,8 @@ import rados
 
 from cacheraw import exception
 from cacheraw.ceph import connection
-from cacheraw.ceph import locks as locks_mod
 from cacheraw.ceph.connection import translate_errors
+from cacheraw.ceph.locks import RadosLocks
 
 LOG = logging.getLogger(__name__)
 
@@ -38,7 +38,7 @@ MAX_ENTRIES = 10000
 class PoolSpace:
     """The room of the pool and the reservations, on the connection ``conn``."""
 
-    def __init__(self, conn: connection.Connection, locks: locks_mod.RadosLocks,
+    def __init__(self, conn: connection.Connection, locks: RadosLocks,
                  max_pool_usage: Optional[float] = None) -> None:
         self.conn = conn
         self.locks = locks
