@@ -153,8 +153,8 @@ def _event_of(body: object) -> Tuple[Optional[str], Optional[str]]:
     if not isinstance(body, dict):
         return None, None
     payload = body.get("payload")
-    event_type, image_id = body.get("event_type"), \
-        payload.get("id") if isinstance(payload, dict) else None
+    event_type = body.get("event_type")
+    image_id = payload.get("id") if isinstance(payload, dict) else None
     return (event_type if isinstance(event_type, str) else None,
             image_id if isinstance(image_id, str) else None)
 
