@@ -4,7 +4,7 @@ PY := $(VENV)/bin/python
 STACK := tools/stack/stack.py
 
 .PHONY: setup stack-up stack-down stack-status run test unit functional genconfig bench clean
-.PHONY: test-faults test-hostile test-nova dist lint compat
+.PHONY: test-faults test-hostile test-nova dist lint typecheck compat
 
 setup:
 	@tools/setup.sh
@@ -32,6 +32,11 @@ unit: setup
 # ruff.toml's rules; tests/unit/test_lint.py runs the same in make test.
 lint: setup
 	$(PY) -m ruff check cacheraw tests tools bench setup.py
+
+# mypy.ini's packages and modules, checked for Python 3.9; tests/unit/test_types.py runs the same
+# in make test.
+typecheck: setup
+	$(PY) -m mypy --config-file mypy.ini
 
 functional: setup
 	@tools/run-tests.sh tests/functional

@@ -3,11 +3,11 @@ converter, the Ceph store, the image API, the message bus): it does the real thi
 daemon would, and leaves nothing behind.
 """
 
-from cacheraw import converter as conv
+from cacheraw import converter
 from cacheraw import exception
 from cacheraw import image_api
 from cacheraw import properties
-from cacheraw.ceph import store as ceph_store
+from cacheraw.ceph.store import CephStore
 
 # Glance sends image.create before it answers the request that made the image.
 NOTIFICATION_TIMEOUT = 10
@@ -45,11 +45,11 @@ def check_config(conf):
 
 
 def check_converter(conf):
-    return conv.Converter(conf).check()
+    return converter.Converter(conf).check()
 
 
 def check_ceph(conf):
-    store = ceph_store.CephStore(conf)
+    store = CephStore(conf)
     try:
         store.connect()
         store.check_rbd_caps()
@@ -95,7 +95,7 @@ def check_notifications(conf):
 
 
 def check_locations(conf):
-    store = ceph_store.CephStore(conf)
+    store = CephStore(conf)
     try:
         store.connect()
         fsid = store.fsid()

@@ -15,11 +15,18 @@ import os
 import re
 import shutil
 import tempfile
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional, Protocol
+from typing import Sequence, Tuple, Union
+
+from oslo_config import cfg
+from oslo_utils.imageutils import format_inspector
 
 from cacheraw import exception
 from cacheraw.qemu import convert
 from cacheraw.qemu import inspection
 from cacheraw.qemu import runner
+from cacheraw.qemu.job import Job
+from cacheraw.qemu.sandbox import Bind
 
 LOG = logging.getLogger(__name__)
 
@@ -38,7 +45,36 @@ LEFTOVER_RE = re.compile(r"(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4
                          r"\.(download|nbd|key)")
 
 
-def nbd_file(socket_name: str) -> dict:
+class ServedImage(Protocol):
+    """An image the store serves to qemu-img (cacheraw.ceph.served)."""
+
+    def check(self) -> None: ...
+
+
+class Store(Protocol):
+    """What a conversion asks of the store (cacheraw.ceph.store.CephStore)."""
+
+    pool: str
+
+    def read(self, name: str, offset: int, length: int, snapshot: str = ...) -> bytes: ...
+
+    def serve_snapshot(self, name: str, snapshot: str,
+                       path: str) -> ContextManager[ServedImage]: ...
+
+    def serve_cache(self, name: str, path: str) -> ContextManager[object]: ...
+
+
+class Images(Protocol):
+    """What a conversion asks of the image API (cacheraw.image_api.ImageAPI)."""
+
+    def get(self, image_id: str) -> dict: ...
+
+    def download(self, image_id: str, path: str, expected_size: Optional[int],
+                 checksums: Sequence[Tuple[str, str]],
+                 check: Optional[Callable[[], None]] = None) -> int: ...
+
+
+def nbd_file(socket_name: str) -> Dict[str, str]:
     """Options of qemu's nbd protocol driver for a socket of the sockets' folder."""
     return {"driver": "nbd", "server.type": "unix",
             "server.path": "%s/%s" % (SOCKETS_INSIDE, socket_name)}
@@ -47,7 +83,7 @@ def nbd_file(socket_name: str) -> dict:
 class RBDSource:
     """Image data in our Ceph pool: ``<pool>/<name>@<snapshot>``."""
 
-    def __init__(self, store, name: str, snapshot: str):
+    def __init__(self, store: Store, name: str, snapshot: str):
         self.store = store
         self.name = name
         self.snapshot = snapshot
@@ -55,7 +91,7 @@ class RBDSource:
     def read_head(self, length: int) -> bytes:
         return self.store.read(self.name, 0, length, snapshot=self.snapshot)
 
-    def __str__(self):
+    def __str__(self) -> str:
         return "rbd %s/%s@%s" % (self.store.pool, self.name, self.snapshot)
 
 
@@ -63,22 +99,25 @@ class Served:
     """An RBD image this worker serves over NBD in the sockets' folder ``sockets``: what
     qemu-img is given of it."""
 
-    def __init__(self, served, sockets: str, socket_name: str):
+    def __init__(self, served: object, sockets: str, socket_name: str):
         self.served = served
         self.sockets = sockets
         self.socket_name = socket_name
 
-    def qemu_file(self) -> dict:
+    def qemu_file(self) -> Dict[str, str]:
         return nbd_file(self.socket_name)
 
-    def binds(self):
+    def binds(self) -> List[Bind]:
         return [(self.sockets, SOCKETS_INSIDE, False)]
 
 
 class ServedSource(Served):
     """Image data in our Ceph pool, served read-only: its owner can delete it meanwhile."""
 
-    def __init__(self, rbd_source, served, sockets, gone):
+    served: ServedImage
+
+    def __init__(self, rbd_source: RBDSource, served: ServedImage, sockets: str,
+                 gone: Callable[[Exception], Exception]):
         super().__init__(served, sockets, SOURCE_SOCKET)
         self.rbd_source = rbd_source
         self._gone = gone
@@ -94,7 +133,7 @@ class ServedSource(Served):
         except exception.CephNotFound as exc:
             raise self._gone(exc) from exc
 
-    def __str__(self):
+    def __str__(self) -> str:
         return str(self.rbd_source)
 
 
@@ -104,10 +143,10 @@ class FileSource:
     def __init__(self, path: str):
         self.path = path
 
-    def qemu_file(self) -> dict:
+    def qemu_file(self) -> Dict[str, str]:
         return {"driver": "file", "filename": IMAGE_INSIDE}
 
-    def binds(self):
+    def binds(self) -> List[Bind]:
         return [(self.path, IMAGE_INSIDE, False)]
 
     def read_head(self, length: int) -> bytes:
@@ -117,8 +156,12 @@ class FileSource:
     def check(self) -> None:
         """A local file stays."""
 
-    def __str__(self):
+    def __str__(self) -> str:
         return "file %s" % self.path
+
+
+# Where qemu-img reads an image.
+Source = Union[ServedSource, FileSource]
 
 
 class SourcePreparer:
@@ -131,27 +174,29 @@ class SourcePreparer:
     this worker over NBD from a read-only handle (so that its owner can delete it meanwhile).
     Whatever was written in conversion_dir is removed at the end, in every outcome."""
 
-    def __init__(self, conf, images, store, image, job, in_place=None):
-        self.directory = conf.converter.conversion_dir
+    def __init__(self, conf: cfg.ConfigOpts, images: Images, store: Store, image: dict,
+                 job: Job, in_place: Optional[RBDSource] = None):
+        self.directory: str = conf.converter.conversion_dir
         self.images = images
         self.store = store
         self.image = image
         self.job = job
         self.in_place = in_place
-        self.sockets = None
+        self.sockets = ""  # the folder of the NBD sockets, once entered
         self._stack = contextlib.ExitStack()
 
-    def __enter__(self):
+    def __enter__(self) -> Source:
         with self._stack as stack:
             self.sockets = self._sockets(stack)
-            source = self._download(stack) if self.in_place is None else self._serve(stack)
+            source: Source = (self._download(stack) if self.in_place is None
+                              else self._serve(stack, self.in_place))
             self._stack = stack.pop_all()
         return source
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: Any) -> Optional[bool]:
         return self._stack.__exit__(*exc_info)
 
-    def _sockets(self, stack):
+    def _sockets(self, stack: contextlib.ExitStack) -> str:
         """A private folder for the NBD sockets, short enough for a Unix socket's path."""
         path = os.path.join(self.directory, "%s.nbd" % self.image["id"])
         if len(os.fsencode(os.path.join(path, SOURCE_SOCKET))) > MAX_SOCKET_PATH:
@@ -162,7 +207,7 @@ class SourcePreparer:
         stack.callback(shutil.rmtree, path, ignore_errors=True)
         return path
 
-    def _check_free_space(self):
+    def _check_free_space(self) -> None:
         size = self.image.get("size")
         free = free_bytes(self.directory)
         if size is None or size > free:
@@ -170,13 +215,13 @@ class SourcePreparer:
                 "not enough space in conversion directory %s: need %s, have %d"
                 % (self.directory, size, free))
 
-    def _download(self, stack):
+    def _download(self, stack: contextlib.ExitStack) -> FileSource:
         image = self.image
         self._check_free_space()
         size = image["size"]
         path = os.path.join(self.directory, "%s.download" % image["id"])
         stack.callback(_unlink, path)
-        checksums = []
+        checksums: List[Tuple[str, str]] = []
         if image.get("os_hash_algo") in ("sha256", "sha384", "sha512") and \
                 image.get("os_hash_value"):
             checksums.append((image["os_hash_algo"], image["os_hash_value"]))
@@ -186,23 +231,22 @@ class SourcePreparer:
         LOG.info("Image %s: downloaded %d bytes (data not in this Ceph pool)", image["id"], size)
         return FileSource(path)
 
-    def _serve(self, stack):
+    def _serve(self, stack: contextlib.ExitStack, in_place: RBDSource) -> ServedSource:
         try:
             served = stack.enter_context(self.store.serve_snapshot(
-                self.in_place.name, self.in_place.snapshot,
-                os.path.join(self.sockets, SOURCE_SOCKET)))
+                in_place.name, in_place.snapshot, os.path.join(self.sockets, SOURCE_SOCKET)))
         except exception.CephNotFound as exc:
             raise self._data_gone(exc) from exc
-        LOG.info("Image %s: serving %s read-only to qemu-img", self.image["id"], self.in_place)
-        return ServedSource(self.in_place, served, self.sockets, self._data_gone)
+        LOG.info("Image %s: serving %s read-only to qemu-img", self.image["id"], in_place)
+        return ServedSource(in_place, served, self.sockets, self._data_gone)
 
     @contextlib.contextmanager
-    def serve_cache(self, name: str):
+    def serve_cache(self, name: str) -> Iterator[Served]:
         """Serve the new cache ``name`` writable to qemu-img while it converts."""
         with self.store.serve_cache(name, os.path.join(self.sockets, CACHE_SOCKET)) as served:
             yield Served(served, self.sockets, CACHE_SOCKET)
 
-    def _data_gone(self, exc):
+    def _data_gone(self, exc: Exception) -> Exception:
         """The image's data left the pool while it was read: deleted with its image (the image
         API says so), or gone behind the image's back (an error recorded on the image)."""
         try:
@@ -215,12 +259,13 @@ class SourcePreparer:
                                          % (self.store.pool, exc))
 
 
-def clean_conversion_dir(directory, in_use=lambda image_id: False):
+def clean_conversion_dir(directory: str,
+                         in_use: Callable[[str], bool] = lambda image_id: False) -> List[str]:
     """Remove what a worker that died left in conversion_dir: ``<id>.download`` files and
     ``<id>.nbd`` folders whose image nobody converts now (``in_use(image_id)``). Returns the
     names removed."""
     os.makedirs(directory, mode=0o700, exist_ok=True)
-    removed = []
+    removed: List[str] = []
     for name in sorted(os.listdir(directory)):
         match = LEFTOVER_RE.fullmatch(name)
         if match is None or in_use(match.group("id")):
@@ -234,13 +279,13 @@ def clean_conversion_dir(directory, in_use=lambda image_id: False):
     return removed
 
 
-def free_bytes(directory):
+def free_bytes(directory: str) -> int:
     os.makedirs(directory, mode=0o700, exist_ok=True)
     stat = os.statvfs(directory)
     return stat.f_bavail * stat.f_frsize
 
 
-def _unlink(path):
+def _unlink(path: str) -> None:
     try:
         os.unlink(path)
     except FileNotFoundError:
@@ -251,7 +296,7 @@ class Converter:
     """The steps of a conversion, as the cacher takes them: inspect, info (with check),
     data_bytes, convert. Each runs qemu-img through cacheraw.qemu."""
 
-    def __init__(self, conf):
+    def __init__(self, conf: cfg.ConfigOpts):
         self.conf = conf.converter
         self.qemu_img = runner.QemuImg(self.conf)
         self.inspector = inspection.Inspector(self.conf, self.qemu_img)
@@ -281,17 +326,18 @@ class Converter:
         return "%s in its sandbox with the nbd driver; %s writable" % (self.qemu_img.program,
                                                                         directory)
 
-    def inspect(self, source, disk_format: str):
+    def inspect(self, source: Source, disk_format: str) -> format_inspector.FileInspector:
         """Check the image's first bytes: the format must be the labelled one and safe."""
         return inspection.inspect_head(source.read_head(inspection.INSPECT_LIMIT), disk_format,
                                        self.inspector.max_virtual_size)
 
-    def info(self, source, disk_format: str, job=None) -> dict:
+    def info(self, source: Source, disk_format: str, job: Optional[Job] = None) -> dict:
         return self.inspector.info(source, disk_format, job)
 
-    def data_bytes(self, source, disk_format: str, job=None, bound=None, info=None) -> int:
+    def data_bytes(self, source: Source, disk_format: str, job: Optional[Job] = None,
+                   bound: Optional[int] = None, info: Optional[dict] = None) -> int:
         return self.inspector.data_bytes(source, disk_format, job, bound, info)
 
-    def convert(self, source, disk_format: str, target, job) -> None:
+    def convert(self, source: Source, disk_format: str, target: Served, job: Job) -> None:
         """Write the RAW image into ``target``, the new cache served to qemu-img."""
         convert.convert(self.qemu_img, self.conf, source, disk_format, target, job)

@@ -111,7 +111,7 @@ class ImageUpdateRefused(Permanent):
     quota is reached): repeating it cannot help."""
 
 
-def one_line(text, limit=250):
+def one_line(text: object, limit: int = 250) -> str:
     """An error as one line of at most ``limit`` characters, as it is recorded and shown."""
     text = " ".join(str(text).split())
     return text if len(text) <= limit else text[:limit - 3] + "..."

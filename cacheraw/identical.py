@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Callable, Iterable, Optional
+from typing import Any, Callable, Iterator, Optional, Protocol, Tuple
 
 from cacheraw import exception
 from cacheraw import properties
@@ -25,6 +25,12 @@ SAME = ("os_hash_algo", "os_hash_value", "size", "disk_format")
 _HEX = re.compile(r"[0-9a-f]+")
 
 
+class ImageLister(Protocol):
+    """What the finder asks of the image API (cacheraw.image_api.ImageAPI)."""
+
+    def list(self, **filters: Any) -> Iterator[dict]: ...
+
+
 class Mode(properties.StrEnum):
     """[converter] share_identical."""
     CLONE = "clone"
@@ -32,7 +38,7 @@ class Mode(properties.StrEnum):
     OFF = "off"
 
 
-def fingerprint(image: dict) -> Optional[tuple]:
+def fingerprint(image: dict) -> Optional[Tuple[Any, ...]]:
     """What the image service computed of an active image's stored bytes, or None when it
     cannot tell whether another image has the same data."""
     algo = image.get("os_hash_algo")
@@ -55,7 +61,7 @@ def same_data(image: dict, other: dict) -> bool:
 class Finder:
     """Finds, through the image API, a cached image with the data of another."""
 
-    def __init__(self, mode: str, images, cache_valid: Callable[[dict], bool]):
+    def __init__(self, mode: str, images: ImageLister, cache_valid: Callable[[dict], bool]):
         self.mode = Mode(mode)
         self.images = images
         self.cache_valid = cache_valid
@@ -78,7 +84,7 @@ class Finder:
                         image["id"], exc)
         return None
 
-    def _same_hash(self, value: str) -> Iterable[dict]:
+    def _same_hash(self, value: str) -> Iterator[dict]:
         """The images whose os_hash_value is ``value``, hidden ones too (the image API filters
         its list by it)."""
         for hidden in ("false", "true"):

@@ -4,15 +4,20 @@ HTTP and Keystone errors are translated into cacheraw.exception here; transient 
 with the one retry policy (cacheraw.retry).
 """
 
+from __future__ import annotations
+
 import collections
 import contextlib
 import hashlib
 import logging
 import os
 import threading
+from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+from keystoneauth1 import adapter
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
+from oslo_config import cfg
 
 from cacheraw import exception
 from cacheraw import metrics
@@ -36,8 +41,13 @@ OWN_PROPERTIES = ("cache_raw", "cache_raw_status", "cache_raw_url", "cache_raw_s
 # reached; 400: a value the image schema refuses; 403: a role that may not write it).
 REFUSED_UPDATE = (400, 403, 413)
 
+# A JSON-patch operation: {"op": ..., "path": ..., "value": ...}.
+Op = Dict[str, Any]
+# update()'s only_if: whether the image as read is to be patched.
+Condition = Callable[[dict], bool]
 
-def _translate(exc, image_id=None):
+
+def _translate(exc: BaseException, image_id: Optional[str] = None) -> exception.CacherawError:
     about = " (image %s)" % image_id if image_id else ""
     if isinstance(exc, ks_exc.NotFound):
         return exception.ImageNotFound("image %s not found" % image_id)
@@ -54,10 +64,10 @@ calls_api = retry.boundary(
     ks_exc.ClientException, lambda self, exc, args: _translate(exc, args[0] if args else None))
 
 
-def patch_ops(image, wanted):
+def patch_ops(image: dict, wanted: Dict[str, Any]) -> List[Op]:
     """JSON-patch operations that give ``image`` the properties in ``wanted``
     (a value of None removes the property)."""
-    ops = []
+    ops: List[Op] = []
     for name, value in wanted.items():
         if value is None:
             if name in image:
@@ -69,7 +79,7 @@ def patch_ops(image, wanted):
     return ops
 
 
-def apply_ops(image, ops):
+def apply_ops(image: dict, ops: List[Op]) -> dict:
     """The image as the JSON-patch ``ops`` of patch_ops() make it."""
     changed = dict(image)
     for op in ops:
@@ -83,20 +93,20 @@ def apply_ops(image, ops):
 class _CountingAdapter:
     """The keystoneauth1 adapter, counting each request in the metrics."""
 
-    def __init__(self, adapter):
-        self._adapter = adapter
+    def __init__(self, api: adapter.Adapter):
+        self._adapter = api
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._adapter, name)
 
-    def request(self, url, method, **kwargs):
+    def request(self, url: str, method: str, **kwargs: Any) -> Any:
         metrics.image_api_request(method)
         return self._adapter.request(url, method, **kwargs)
 
-    def get(self, url, **kwargs):
+    def get(self, url: str, **kwargs: Any) -> Any:
         return self.request(url, "GET", **kwargs)
 
-    def patch(self, url, **kwargs):
+    def patch(self, url: str, **kwargs: Any) -> Any:
         return self.request(url, "PATCH", **kwargs)
 
 
@@ -104,12 +114,13 @@ class _Remembered:
     """The last version of each image read or written here (a bounded, thread-safe map), and
     whether it is the answer to a write of ours."""
 
-    def __init__(self, size=REMEMBERED):
-        self._images = collections.OrderedDict()
+    def __init__(self, size: int = REMEMBERED):
+        self._images: collections.OrderedDict[str, Tuple[dict, bool]] = \
+            collections.OrderedDict()
         self._size = size
         self._lock = threading.Lock()
 
-    def put(self, image, written=False):
+    def put(self, image: dict, written: bool = False) -> dict:
         """Remember ``image``; a read that finds the image as our last write left it keeps
         that write recognisable."""
         with self._lock:
@@ -120,18 +131,20 @@ class _Remembered:
                 self._images.popitem(last=False)
         return image
 
-    def get(self, image_id):
+    def get(self, image_id: str) -> Optional[dict]:
         with self._lock:
             return self._images.get(image_id, (None, False))[0]
 
-    def written(self, image_id):
+    def written(self, image_id: str) -> Optional[dict]:
         """The image as our last write left it, unless it was read again since."""
         with self._lock:
             image, written = self._images.get(image_id, (None, False))
         return image if written else None
 
 
-def _conditional_ops(image, wanted, only_if, only_if_absent):
+def _conditional_ops(image: dict, wanted: Dict[str, Any],
+                     only_if: Optional[Condition],
+                     only_if_absent: Optional[str]) -> List[Op]:
     """patch_ops() of ``wanted``, or none when a condition of update() does not hold."""
     if (only_if is not None and not only_if(image)) or \
             (only_if_absent is not None and only_if_absent in image):
@@ -139,7 +152,7 @@ def _conditional_ops(image, wanted, only_if, only_if_absent):
     return patch_ops(image, wanted)
 
 
-def shows(payload, image):
+def shows(payload: dict, image: dict) -> bool:
     """Whether a notification's payload shows ``image`` (the image API's view of it): every
     field and property the payload has is the image's, and so is every cache property."""
     props = payload.get("properties")
@@ -156,9 +169,9 @@ def shows(payload, image):
 class ImageAPI:
     # cacheraw-manage's hook: before_patch(image_id, ops) is told of each patch update() is
     # about to send; when it returns False the patch is not sent (a dry run).
-    before_patch = None
+    before_patch: Optional[Callable[[str, List[Op]], Any]] = None
 
-    def __init__(self, conf):
+    def __init__(self, conf: cfg.ConfigOpts):
         self._options = conf.image_api
         try:
             auth = ks_loading.load_auth_from_conf_options(conf, GROUP)
@@ -174,27 +187,28 @@ class ImageAPI:
         self._seen = _Remembered()
         self._retry = retry.policy(conf, exception.ImageAPIUnavailable)
 
-    def _url(self, path):
+    def _url(self, path: str) -> str:
         return "/v2" + path
 
     @calls_api
-    def get(self, image_id):
+    def get(self, image_id: str) -> dict:
         return self._get(image_id)
 
-    def _get(self, image_id):
+    def _get(self, image_id: str) -> dict:
         return self._seen.put(self._api.get(self._url("/images/%s" % image_id)).json())
 
-    def own_write(self, image_id):
+    def own_write(self, image_id: str) -> Optional[dict]:
         """The image as our last write left it, or None if it was read changed since."""
         return self._seen.written(image_id)
 
-    def shows_own_write(self, image_id, payload):
+    def shows_own_write(self, image_id: str, payload: object) -> bool:
         """Whether an image.update notification shows the image as our last write left it."""
         image = self._seen.written(image_id)
         return image is not None and isinstance(payload, dict) and shows(payload, image)
 
     @calls_api
-    def list_page(self, marker=None, **filters):
+    def list_page(self, marker: Optional[str] = None,
+                  **filters: Any) -> Tuple[List[dict], Optional[str]]:
         """One page of images and the marker of the next one (None after the last): Glance
         says there is a next page with a ``next`` link, whatever the page's length (it caps
         the page size at its api_limit_max)."""
@@ -202,10 +216,10 @@ class ImageAPI:
         if marker:
             params["marker"] = marker
         body = self._api.get(self._url("/images"), params=params).json()
-        images = body["images"]
+        images: List[dict] = body["images"]
         return images, (images[-1]["id"] if body.get("next") and images else None)
 
-    def list(self, **filters):
+    def list(self, **filters: Any) -> Iterator[dict]:
         """Every image the user sees (an admin sees all), page after page."""
         marker = None
         while True:
@@ -215,7 +229,8 @@ class ImageAPI:
                 return
 
     @calls_api
-    def update(self, image_id, wanted, only_if=None, only_if_absent=None, lease=None):
+    def update(self, image_id: str, wanted: Dict[str, Any], only_if: Optional[Condition] = None,
+               only_if_absent: Optional[str] = None, lease: Any = None) -> dict:
         """Set (or, for None, remove) the properties in ``wanted``. Returns the new image.
 
         The patch is computed from the image as this process last read or wrote it, without
@@ -230,11 +245,11 @@ class ImageAPI:
         """
         if only_if_absent is not None and wanted.get(only_if_absent) is None:
             raise ValueError("only_if_absent must name a property that the patch sets")
-        image = self._seen.get(image_id) if only_if is None else None
+        image: Optional[dict] = self._seen.get(image_id) if only_if is None else None
         conflicts = 0
         while True:
             fresh = image is None
-            if fresh:
+            if image is None:
                 image = self._get(image_id)
             ops = _conditional_ops(image, wanted, only_if, only_if_absent)
             if not ops:
@@ -255,7 +270,7 @@ class ImageAPI:
                                               % image_id)
             image = None
 
-    def _patch(self, image_id, ops):
+    def _patch(self, image_id: str, ops: List[Op]) -> Optional[dict]:
         """The patched image, or None when the patch conflicts with a change made meanwhile."""
         LOG.debug("Image %s: patch %s", image_id, ops)
         try:
@@ -273,7 +288,9 @@ class ImageAPI:
             raise
 
     @calls_api
-    def download(self, image_id, path, expected_size, checksums, check=None):
+    def download(self, image_id: str, path: str, expected_size: Optional[int],
+                 checksums: Sequence[Tuple[str, str]],
+                 check: Optional[Callable[[], None]] = None) -> int:
         """Stream the image's data into ``path`` and verify it. ``checksums`` is a list of
         (hashlib algorithm name, hex digest) recorded by the image service; ``check()`` is
         called between chunks and may raise to stop the download (a cancelled conversion)."""
@@ -307,7 +324,7 @@ class ImageAPI:
 
     # -- cacheraw-manage check: each does the real thing once and leaves nothing behind
 
-    def _keystone_reason(self, exc):
+    def _keystone_reason(self, exc: Exception) -> str:
         options = self._options
         if isinstance(exc, ks_exc.Unauthorized):
             return "Keystone at %s refused the credentials of user %s" % (
@@ -317,7 +334,7 @@ class ImageAPI:
                                             exception.one_line(exc))
         return exception.one_line(exc)
 
-    def check_endpoint(self):
+    def check_endpoint(self) -> str:
         """The image API's URL, and where it comes from, once it answers a listing."""
         try:
             url = self._api.get_endpoint()
@@ -339,7 +356,7 @@ class ImageAPI:
         return "%s (from %s)" % (url, source)
 
     @contextlib.contextmanager
-    def scratch_image(self, data=None):
+    def scratch_image(self, data: Optional[bytes] = None) -> Iterator[dict]:
         """A private scratch image of the service user, as the image API shows it once made
         (with ``data``, bytes, uploaded as a raw image); deleted again in every outcome."""
         user = getattr(self._options, "username", "?")
@@ -365,7 +382,7 @@ class ImageAPI:
             except ks_exc.ClientException:
                 pass
 
-    def check_write(self):
+    def check_write(self) -> str:
         """The service user may write cache_raw_*: tried on a scratch image of its own
         (private, no data), deleted again in every outcome."""
         user = getattr(self._options, "username", "?")
@@ -381,7 +398,7 @@ class ImageAPI:
         return "user %s may write %s (on a scratch image, deleted again)" % (
             user, properties.STATUS)
 
-    def property_refused(self, image_id, name):
+    def property_refused(self, image_id: str, name: str) -> bool:
         """Whether the image API refuses (403) to set the property ``name`` on the image."""
         try:
             self._api.patch(self._url("/images/%s" % image_id),
@@ -393,10 +410,11 @@ class ImageAPI:
                 name, image_id, exception.one_line(exc))) from exc
         return False
 
-    def image_schema(self):
+    def image_schema(self) -> dict:
         """The image API's schema of an image (GET /v2/schemas/image)."""
         try:
-            return self._api.get(self._url("/schemas/image")).json()
+            schema: dict = self._api.get(self._url("/schemas/image")).json()
+            return schema
         except (ks_exc.ClientException, ValueError) as exc:
             raise exception.ImageAPIError("cannot read the image schema: %s"
                                           % exception.one_line(exc)) from exc

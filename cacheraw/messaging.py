@@ -1,5 +1,7 @@
 """The image service's notifications, received with oslo.messaging."""
 
+from __future__ import annotations
+
 import functools
 import json
 import logging
@@ -7,15 +9,20 @@ import socket
 import time
 import urllib.parse
 import uuid
+from typing import Any, Callable, Dict, Optional, Tuple, Union
 
 import kombu
 import oslo_messaging
+from oslo_config import cfg
 
 from cacheraw import exception
 
 LOG = logging.getLogger(__name__)
 
 EVENT_TYPES = r"^image\.(upload|update|delete)$"
+
+# handle(event_type, image_id, payload): what an image event is handed to.
+Handler = Callable[[str, str, dict], object]
 
 
 class ImageEventEndpoint:
@@ -27,20 +34,22 @@ class ImageEventEndpoint:
 
     filter_rule = oslo_messaging.NotificationFilter(event_type=EVENT_TYPES)
 
-    def __init__(self, handle):
+    def __init__(self, handle: Handler):
         self._handle = handle
 
-    def info(self, ctxt, publisher_id, event_type, payload, metadata):
+    def info(self, ctxt: object, publisher_id: str, event_type: str, payload: object,
+             metadata: object) -> Any:
         return self._dispatch(event_type, payload)
 
-    def error(self, ctxt, publisher_id, event_type, payload, metadata):
+    def error(self, ctxt: object, publisher_id: str, event_type: str, payload: object,
+              metadata: object) -> Any:
         # A failed upload: its payload is a bare string and the image is not active.
         LOG.info("Ignoring %s at error priority from %s", event_type, publisher_id)
         return oslo_messaging.NotificationResult.HANDLED
 
-    def _dispatch(self, event_type, payload):
+    def _dispatch(self, event_type: str, payload: object) -> Any:
         image_id = payload.get("id") if isinstance(payload, dict) else None
-        if not isinstance(image_id, str):
+        if not isinstance(payload, dict) or not isinstance(image_id, str):
             LOG.warning("Ignoring %s without an image id", event_type)
             return oslo_messaging.NotificationResult.HANDLED
         LOG.info("Received %s for image %s", event_type, image_id)
@@ -57,7 +66,9 @@ class ImageEventEndpoint:
         return oslo_messaging.NotificationResult.HANDLED
 
 
-def build_listener(conf, handle):
+def build_listener(conf: cfg.ConfigOpts, handle: Handler) -> Any:
+    """The notification listener (oslo.messaging's, with its own threads) that hands every image
+    event to ``handle``; started and stopped by the worker."""
     transport = oslo_messaging.get_notification_transport(conf)
     targets = [oslo_messaging.Target(exchange=conf.notifications.exchange,
                                      topic=conf.notifications.topic)]
@@ -66,7 +77,7 @@ def build_listener(conf, handle):
         pool=conf.notifications.pool, allow_requeue=True)
 
 
-def check_connection(conf):
+def check_connection(conf: cfg.ConfigOpts) -> str:
     """Reach the notification bus as the worker would, once, and leave nothing behind.
     Returns where it connected; raises ConfigError (transport_url) or MessagingUnavailable.
 
@@ -103,7 +114,7 @@ def check_connection(conf):
     return "connected to %s" % about
 
 
-def _broker_urls(conf):
+def _broker_urls(conf: cfg.ConfigOpts) -> str:
     """kombu's URL of each host of the notification transport_url (rabbit:// only)."""
     try:
         oslo_messaging.get_notification_transport(conf).cleanup()  # registers the options
@@ -121,17 +132,17 @@ def _broker_urls(conf):
                                                 h.port or 5672, vhost) for h in where.hosts)
 
 
-def _tls_options(conf):
+def _tls_options(conf: cfg.ConfigOpts) -> Union[bool, Dict[str, str]]:
     """kombu's ssl argument from the worker's [oslo_messaging_rabbit] TLS options."""
     rabbit = getattr(conf, "oslo_messaging_rabbit", None)
-    if not getattr(rabbit, "ssl", False):
+    if rabbit is None or not getattr(rabbit, "ssl", False):
         return False
     files = {"ca_certs": rabbit.ssl_ca_file, "certfile": rabbit.ssl_cert_file,
              "keyfile": rabbit.ssl_key_file}
     return {key: path for key, path in files.items() if path} or True
 
 
-def _event_of(body):
+def _event_of(body: object) -> Tuple[Optional[str], Optional[str]]:
     """(event type, image id) of a notification's body (oslo's v2 envelope or a bare v1
     message); None parts when the body says nothing usable."""
     if isinstance(body, dict) and isinstance(body.get("oslo.message"), str):
@@ -142,7 +153,10 @@ def _event_of(body):
     if not isinstance(body, dict):
         return None, None
     payload = body.get("payload")
-    return body.get("event_type"), payload.get("id") if isinstance(payload, dict) else None
+    event_type = body.get("event_type")
+    image_id = payload.get("id") if isinstance(payload, dict) else None
+    return (event_type if isinstance(event_type, str) else None,
+            image_id if isinstance(image_id, str) else None)
 
 
 class NotificationWatch:
@@ -150,16 +164,16 @@ class NotificationWatch:
     removed by the broker when the connection closes (a listener's queue would stay bound and
     keep collecting). For cacheraw-manage check."""
 
-    def __init__(self, conf):
+    def __init__(self, conf: cfg.ConfigOpts):
         self._conf = conf
-        self._conn = None
-        self._image_id = None
-        self._found = None
+        self._conn: Optional[kombu.Connection] = None
+        self._image_id: Optional[str] = None
+        self._found: Optional[str] = None
 
-    def __enter__(self):
+    def __enter__(self) -> NotificationWatch:
         conf = self._conf.notifications
-        self._conn = kombu.Connection(_broker_urls(self._conf), connect_timeout=10,
-                                      ssl=_tls_options(self._conf))
+        self._conn = conn = kombu.Connection(_broker_urls(self._conf), connect_timeout=10,
+                                             ssl=_tls_options(self._conf))
         # The exchange is the image service's: bound to, never declared (a declaration whose
         # flags differ from its own would fail, and one that creates it would hide its absence).
         exchange = kombu.Exchange(conf.exchange, type="topic", no_declare=True)
@@ -167,11 +181,11 @@ class NotificationWatch:
                             routing_key="%s.info" % conf.topic, exclusive=True,
                             auto_delete=True, durable=False)
         try:
-            consumer = kombu.Consumer(self._conn.channel(), [queue], no_ack=True,
+            consumer = kombu.Consumer(conn.channel(), [queue], no_ack=True,
                                       callbacks=[self._on_message], accept=["json"])
             consumer.consume()
         except Exception as exc:  # noqa: BLE001 - any failure is the answer
-            self._conn.release()
+            conn.release()
             if "NOT_FOUND" in str(exc):
                 raise exception.MessagingUnavailable(
                     "exchange %s does not exist: nothing was ever published there"
@@ -180,18 +194,20 @@ class NotificationWatch:
                 conf.exchange, exception.one_line(exc))) from exc
         return self
 
-    def __exit__(self, *exc_info):
-        self._conn.release()
+    def __exit__(self, *exc_info: object) -> None:
+        if self._conn is not None:
+            self._conn.release()
 
-    def _on_message(self, body, message):
+    def _on_message(self, body: object, message: object) -> None:
         event_type, image_id = _event_of(body)
         if self._found is None and image_id == self._image_id:
             self._found = event_type or "?"
 
-    def wait_for(self, image_id, timeout):
+    def wait_for(self, image_id: str, timeout: float) -> Optional[str]:
         """The first event type seen about ``image_id`` within ``timeout`` seconds, or None;
         messages about other images are dropped as they come."""
         self._image_id, self._found = image_id, None
+        conn = self._connection()
         deadline = time.monotonic() + timeout
         while True:
             if self._found is not None:
@@ -200,6 +216,11 @@ class NotificationWatch:
             if left <= 0:
                 return None
             try:
-                self._conn.drain_events(timeout=min(left, 1.0))
+                conn.drain_events(timeout=min(left, 1.0))
             except socket.timeout:
                 pass
+
+    def _connection(self) -> kombu.Connection:
+        if self._conn is None:
+            raise RuntimeError("NotificationWatch is used outside its with block")
+        return self._conn

@@ -5,14 +5,21 @@ when the endpoint is off (the counters still count, nobody reads them). The metr
 prometheus-client's default registry, next to its process collector (CPU, memory, open files).
 """
 
+from __future__ import annotations
+
 import logging
 import time
+from typing import Callable, Optional, Sized, TypeVar, Union
 
 import prometheus_client
+from oslo_config import cfg
 
 from cacheraw import exception
 
 LOG = logging.getLogger(__name__)
+
+F = TypeVar("F", bound=Callable[..., object])
+S = TypeVar("S", bound=str)
 
 NAMESPACE = "cacheraw"
 # Results of Cacher.cache() that are not the end of a conversion attempt.
@@ -62,7 +69,7 @@ ORPHAN_BREAKER = prometheus_client.Gauge(
                            "cached images read as gone at once ([worker] orphan_breaker_ratio).",
     namespace=NAMESPACE)
 
-def serve(conf):
+def serve(conf: cfg.ConfigOpts) -> None:
     """Start the /metrics endpoint when [metrics] enabled; a port in use is a config error."""
     if not conf.metrics.enabled:
         return
@@ -75,55 +82,55 @@ def serve(conf):
     LOG.info("Metrics on http://%s:%d/metrics", conf.metrics.host, conf.metrics.port)
 
 
-def watch_queue(queue):
+def watch_queue(queue: Sized) -> None:
     QUEUE_DEPTH.set_function(lambda: len(queue))
 
 
-def ended(result):
+def ended(result: S) -> S:
     """Count how one conversion attempt ended; returns ``result`` to pass it on."""
     if result not in NOT_CONVERSIONS:
         CONVERSIONS.labels(result=result).inc()
     return result
 
 
-def converted(seconds, read_bytes, written_bytes):
+def converted(seconds: float, read_bytes: Optional[int], written_bytes: Optional[int]) -> None:
     CONVERSION_SECONDS.observe(seconds)
     READ_BYTES.inc(read_bytes or 0)
     WRITTEN_BYTES.inc(written_bytes or 0)
 
 
-def shared(mode, source_bytes):
+def shared(mode: str, source_bytes: Optional[int]) -> None:
     """A cache made from the cache of an image with the same data, which uses
     ``source_bytes``."""
     SHARED_BYTES.labels(mode=mode).inc(source_bytes or 0)
 
 
-def orphan_breaker(is_open):
+def orphan_breaker(is_open: bool) -> None:
     ORPHAN_BREAKER.set(1 if is_open else 0)
 
 
-def error(cause):
+def error(cause: Union[BaseException, str]) -> None:
     """Count an error: an exception, or a message for the ones that are ours ('internal')."""
     ERRORS.labels(cause=type(cause).__name__ if isinstance(cause, BaseException)
                   else "internal").inc()
 
 
-def image_api_request(method):
+def image_api_request(method: str) -> None:
     IMAGE_API_REQUESTS.labels(method=method).inc()
 
 
-def qemu_img_run(subcommand):
+def qemu_img_run(subcommand: str) -> None:
     QEMU_IMG_RUNS.labels(subcommand=subcommand).inc()
 
 
-def ceph_connected():
+def ceph_connected() -> None:
     CEPH_CONNECTIONS.inc()
 
 
-def swept():
+def swept() -> None:
     LAST_SWEEP.set(time.time())
 
 
-def running(func):
+def running(func: F) -> F:
     """Decorator: the wrapped conversion counts as running while it runs."""
     return RUNNING.track_inprogress()(func)

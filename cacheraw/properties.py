@@ -10,9 +10,12 @@ rules; the ``parse_*`` functions read a value (None when it is missing or invali
 both may say something.
 """
 
+from __future__ import annotations
+
 import enum
 import re
 import uuid
+from typing import Callable, List, Optional, Tuple, TypeVar
 
 from oslo_utils import strutils
 
@@ -26,12 +29,14 @@ URL = "cache_raw_url"
 SIZE = "cache_raw_size"
 ERROR = "cache_raw_error"
 
+T = TypeVar("T")
 
 
 class StrEnum(str, enum.Enum):
     """enum.StrEnum of Python 3.11, for 3.9 and 3.10: each member is its string, str() included."""
     __str__ = str.__str__
-    __format__ = str.__format__
+    # str's own, where Enum's would format the member's name on some Pythons.
+    __format__ = str.__format__  # type: ignore[assignment]
 
 
 class Status(StrEnum):
@@ -75,35 +80,35 @@ _CACHE_URL = re.compile(r"rbd://(%s)/(%s)/(%s)%s/%s" % (_UUID, _POOL, _UUID, CAC
 
 # -- the names cacheraw gives its caches
 
-def valid_id(image_id):
+def valid_id(image_id: object) -> bool:
     """True for an image id that may name something in Ceph: a lowercase UUID."""
     return isinstance(image_id, str) and _UUID_RE.fullmatch(image_id) is not None
 
 
-def cache_name(image_id):
+def cache_name(image_id: str) -> str:
     return image_id + CACHE_SUFFIX
 
 
-def scratch_name():
+def scratch_name() -> str:
     return SCRATCH_PREFIX + uuid.uuid4().hex[:12]
 
 
-def is_cache_name(name):
+def is_cache_name(name: str) -> bool:
     """True for ``<image uuid>_raw``: the only RBD images cacheraw ever removes unasked."""
     return name.endswith(CACHE_SUFFIX) and valid_id(name[:-len(CACHE_SUFFIX)])
 
 
-def rbd_url(fsid, pool, name, snapshot=CACHE_SNAP):
+def rbd_url(fsid: str, pool: str, name: str, snapshot: str = CACHE_SNAP) -> str:
     """glance_store's location of an RBD image's snapshot: rbd://<fsid>/<pool>/<name>/<snap>."""
     return "rbd://%s/%s/%s/%s" % (fsid, pool, name, snapshot)
 
 
-def cache_url(fsid, pool, image_id):
+def cache_url(fsid: str, pool: str, image_id: str) -> str:
     """Where the cache of ``image_id`` is: the value of cache_raw_url."""
     return rbd_url(fsid, pool, cache_name(image_id))
 
 
-def parse_cache_url(value):
+def parse_cache_url(value: object) -> Optional[Tuple[str, ...]]:
     """(fsid, pool, image id) of a cache_raw_url, as cache_url() makes it, else None. The whole
     value must match: no quoting, no trailing characters, lowercase UUIDs, a plain pool name."""
     match = _CACHE_URL.fullmatch(value) if isinstance(value, str) else None
@@ -112,7 +117,7 @@ def parse_cache_url(value):
 
 # -- reading one value (None: missing or invalid)
 
-def parse_bool(value):
+def parse_bool(value: object) -> Optional[bool]:
     """True/False for a boolean string (``True``, ``false``, ``yes``, ``0``, ...), else None."""
     if not isinstance(value, str) or value != value.strip():
         return None
@@ -122,7 +127,7 @@ def parse_bool(value):
         return None
 
 
-def parse_whole_number(value):
+def parse_whole_number(value: object) -> Optional[int]:
     """The integer of a string of digits (no sign, spaces or leading zeros; ints too), else None."""
     if isinstance(value, bool):
         return None
@@ -133,7 +138,7 @@ def parse_whole_number(value):
     return None
 
 
-def parse_migration_timeout(value):
+def parse_migration_timeout(value: object) -> Optional[int]:
     """Seconds: 0 (disabled) or TIMEOUT_MIN..TIMEOUT_MAX, else None."""
     seconds = parse_whole_number(value)
     if seconds == TIMEOUT_DISABLED or (seconds is not None
@@ -142,7 +147,7 @@ def parse_migration_timeout(value):
     return None
 
 
-def parse_migration_max_downtime(value):
+def parse_migration_max_downtime(value: object) -> Optional[int]:
     """Milliseconds, at least DOWNTIME_MIN, else None."""
     millis = parse_whole_number(value)
     return millis if millis is not None and millis >= DOWNTIME_MIN else None
@@ -150,20 +155,20 @@ def parse_migration_max_downtime(value):
 
 # -- what a consumer uses
 
-def cache_raw(image):
+def cache_raw(image: dict) -> bool:
     return _or_default(parse_bool(image.get(CACHE_RAW)), CACHE_RAW_DEFAULT)
 
 
-def needs_no_cache(image):
+def needs_no_cache(image: dict) -> bool:
     """A raw image: consumers clone the image itself, so its cache status is NotNeeded."""
     return image.get("disk_format") == "raw"
 
 
-def auto_recovery(image):
+def auto_recovery(image: dict) -> bool:
     return _or_default(parse_bool(image.get(AUTO_RECOVERY)), AUTO_RECOVERY_DEFAULT)
 
 
-def effective_migration_timeout(flavor_value=None, image_value=None):
+def effective_migration_timeout(flavor_value: object = None, image_value: object = None) -> int:
     """Seconds a live migration may take: the smaller of the flavor's and the image's values
     when both are set (so a 0 in either disables the timeout), the one set otherwise, 800 when
     neither is. 0 means no timeout. Invalid values count as not set."""
@@ -172,7 +177,8 @@ def effective_migration_timeout(flavor_value=None, image_value=None):
     return min(values) if values else TIMEOUT_DEFAULT
 
 
-def effective_migration_max_downtime(flavor_value=None, image_value=None):
+def effective_migration_max_downtime(flavor_value: object = None,
+                                     image_value: object = None) -> int:
     """Milliseconds of downtime a live migration may cause: the flavor's value overrides the
     image's; 500 when neither is set. Invalid values count as not set."""
     for value in (flavor_value, image_value):
@@ -184,54 +190,54 @@ def effective_migration_max_downtime(flavor_value=None, image_value=None):
 
 # -- the rules, one sentence per broken one
 
-def _or_default(value, default):
+def _or_default(value: Optional[T], default: T) -> T:
     return default if value is None else value
 
 
-def _bool_problem(value):
+def _bool_problem(value: str) -> Optional[str]:
     if parse_bool(value) is None:
         return "must be a boolean string such as 'True' or 'False'"
     return None
 
 
-def _timeout_problem(value):
+def _timeout_problem(value: str) -> Optional[str]:
     if parse_migration_timeout(value) is None:
         return ("must be '0' (no timeout) or a whole number of seconds from %d to %d"
                 % (TIMEOUT_MIN, TIMEOUT_MAX))
     return None
 
 
-def _downtime_problem(value):
+def _downtime_problem(value: str) -> Optional[str]:
     if parse_migration_max_downtime(value) is None:
         return "must be a whole number of milliseconds, at least %d" % DOWNTIME_MIN
     return None
 
 
-def _store_problem(value):
+def _store_problem(value: str) -> Optional[str]:
     if value not in STORES:
         return "must be 'rbd' (Ceph) or 'file' (controller file system)"
     return None
 
 
-def _status_problem(value):
+def _status_problem(value: str) -> Optional[str]:
     if value not in STATUSES:
         return "must be one of %s" % ", ".join(STATUSES)
     return None
 
 
-def _size_problem(value):
+def _size_problem(value: str) -> Optional[str]:
     if not isinstance(value, str) or parse_whole_number(value) is None:
         return "must be a whole number of bytes"
     return None
 
 
-def _error_problem(value):
+def _error_problem(value: str) -> Optional[str]:
     if not isinstance(value, str) or "\n" in value or not value.strip():
         return "must be one line of text"
     return None
 
 
-RULES = (
+RULES: Tuple[Tuple[str, Callable[[str], Optional[str]]], ...] = (
     (CACHE_RAW, _bool_problem),
     (AUTO_RECOVERY, _bool_problem),
     (MIGRATION_TIMEOUT, _timeout_problem),
@@ -243,7 +249,7 @@ RULES = (
 )
 
 
-def _url_problem(image):
+def _url_problem(image: dict) -> Optional[str]:
     url = image.get(URL)
     if url is None:
         return None
@@ -256,9 +262,9 @@ def _url_problem(image):
     return None
 
 
-def _consistency_problems(image):
+def _consistency_problems(image: dict) -> List[str]:
     status = image.get(STATUS)
-    found = []
+    found: List[str] = []
     if status == Status.CACHED:
         found += ["%s is missing although %s is Cached" % (name, STATUS)
                   for name in (URL, SIZE) if image.get(name) is None]
@@ -270,10 +276,10 @@ def _consistency_problems(image):
     return found
 
 
-def problems(image: dict) -> list[str]:
+def problems(image: dict) -> List[str]:
     """One sentence for each property of ``image`` that breaks the extension's rules; an empty
     list when all present properties are valid (a missing property is never a problem)."""
-    found = []
+    found: List[str] = []
     for name, rule in RULES:
         if name in image and image[name] is not None:
             why = (rule(image[name]) if isinstance(image[name], str)

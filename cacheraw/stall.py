@@ -8,6 +8,8 @@ The points: ``before-publish`` (qemu-img ended, the cache not yet published), ``
 removed), ``before-cached`` (the lease checked, ``Cached`` not yet written).
 """
 
+from __future__ import annotations
+
 import logging
 import os
 import signal
@@ -16,11 +18,11 @@ import threading
 LOG = logging.getLogger(__name__)
 
 VARIABLE = "CACHERAW_TEST_STALL_AT"
-_reached = set()
+_reached: set[str] = set()
 _lock = threading.Lock()
 
 
-def point(name):
+def point(name: str) -> None:
     wanted = os.environ.get(VARIABLE)
     if not wanted or name not in wanted.split(","):
         return

@@ -4,7 +4,7 @@ the lease that created them, and the facts the rest of cacheraw reads of them.""
 from __future__ import annotations
 
 import logging
-from typing import Any, List, Optional, Tuple
+from typing import Any, Dict, List, Optional, Tuple
 
 import rados
 import rbd
@@ -64,7 +64,7 @@ class Caches:
         self.conn = conn
         self._retry = conn.retry
 
-    def _default_features(self):
+    def _default_features(self) -> Optional[int]:
         """The features the cluster gives new images (None unless it says them as a number)."""
         try:
             return int(self.conn.connected().conf_get("rbd_default_features"))
@@ -89,7 +89,7 @@ class Caches:
                 return image.id()
 
     @staticmethod
-    def _claim(image, name, size, cookie):
+    def _claim(image: Any, name: str, size: int, cookie: str) -> None:
         """Mark ``image`` as this lease's: it must be new (no snapshot, the size asked, made by
         no other lease); the caller removed any partial cache under this lease before."""
         owner = metadata(image, CREATED_BY)
@@ -152,7 +152,7 @@ class Caches:
                 return origin, image.id()
 
     @staticmethod
-    def _claim_clone(image, name, cookie, inherited):
+    def _claim_clone(image: Any, name: str, cookie: str, inherited: Optional[str]) -> None:
         """Mark the clone ``image`` as this lease's, as _claim() does a new cache. librbd copies
         the parent's metadata into a clone: the mark ``inherited`` of the lease that made the
         parent is no other conversion's claim on this one."""
@@ -163,7 +163,7 @@ class Caches:
         if owner != cookie:
             image.metadata_set(CREATED_BY, cookie)
 
-    def _origin(self, ioctx, name):
+    def _origin(self, ioctx: Any, name: str) -> str:
         for _ in range(MAX_SHARED_DEPTH):
             with rbd.Image(ioctx, name, snapshot=SNAP, read_only=True) as image:
                 try:
@@ -182,7 +182,7 @@ class Caches:
         """Which caches the cache ``name`` shares data with: {"parent": the cache it is a clone
         of, "parent_trashed": whether that one is in the trash, "sharers": the caches cloned
         from it}. Clones that are not caches (volumes) are left out."""
-        found = {"parent": None, "parent_trashed": False, "sharers": []}
+        found: Dict[str, Any] = {"parent": None, "parent_trashed": False, "sharers": []}
         try:
             with self.conn.image(name, snapshot=SNAP, read_only=True) as image:
                 found["sharers"] = sorted(
@@ -224,7 +224,7 @@ class Caches:
     def count_used(self, name: str, snapshot: str) -> int:
         used = 0
 
-        def count(offset, length, exists):
+        def count(offset: int, length: int, exists: bool) -> None:
             nonlocal used
             if exists:
                 used += length
@@ -237,7 +237,8 @@ class Caches:
     @translate_errors
     def cache_facts(self, name: str) -> dict:
         """What Ceph holds for the cache ``name``: exists, protected, used bytes, clones."""
-        facts = {"exists": False, "protected": False, "used": None, "clones": None}
+        facts: Dict[str, Any] = {"exists": False, "protected": False, "used": None,
+                                 "clones": None}
         try:
             with self.conn.image(name, read_only=True) as image:
                 facts["exists"] = True

@@ -14,11 +14,12 @@ from typing import Any, Callable, Iterator, Optional
 
 import rados
 import rbd
+from oslo_config import cfg
 
 from cacheraw import exception
 from cacheraw import metrics
 from cacheraw import retry
-from cacheraw.ceph import lease as lease_mod
+from cacheraw.ceph import lease
 
 LOG = logging.getLogger(__name__)
 
@@ -29,7 +30,7 @@ SHUT_OUT = (rados.ConnectionShutdown, rbd.ConnectionShutdown)
 _ADDRESS = re.compile(r"(?:^|[\[,])(?:v[12]:|any:)?([^,\[\]/]+/\d+)")
 
 
-def translated_error(exc: Exception, shut_out: Optional[Callable[[], None]] = None
+def translated_error(exc: BaseException, shut_out: Optional[Callable[[], None]] = None
                      ) -> exception.CacherawError:
     """Our exception for a rados/rbd one; ``shut_out()`` is called when the cluster refuses
     this client (blocklisted)."""
@@ -76,7 +77,7 @@ class Connection:
     """One connection to the cluster, shared by the threads of a worker (librados is
     thread-safe); connected at the first use."""
 
-    def __init__(self, conf: Any) -> None:
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conffile = conf.ceph.conf
         self.user = conf.ceph.user
         self.keyring = conf.ceph.keyring
@@ -85,11 +86,11 @@ class Connection:
         self.op_timeout = conf.ceph.op_timeout
         self.lock_duration = conf.ceph.lock_duration
         self.renewal_timeout = (conf.ceph.lock_renewal_timeout
-                                or lease_mod.default_renewal_timeout(self.lock_duration))
+                                or lease.default_renewal_timeout(self.lock_duration))
         self.retry = retry.policy(conf, exception.Transient)
-        self.cluster = None
-        self.client = None
-        self._shared = None
+        self.cluster: Optional[rados.Rados] = None
+        self.client: Optional[str] = None
+        self._shared: Optional[rados.Ioctx] = None
         self._shared_lock = threading.Lock()
         # Set once the cluster refused this client: the process must start again.
         self.blocklisted = threading.Event()
@@ -102,7 +103,7 @@ class Connection:
             raise exception.ConfigError("cannot read Ceph configuration file %s" % self.conffile)
         if self.keyring:
             read_key(self.keyring, self.user)
-        lease_mod.check_timing(self.lock_duration, self.renewal_timeout)
+        lease.check_timing(self.lock_duration, self.renewal_timeout)
 
     def connect(self) -> None:
         self.check_config()
@@ -129,8 +130,11 @@ class Connection:
                  self.addresses(), self.user, self.pool)
 
     def addresses(self) -> str:
+        cluster = self.cluster
+        if cluster is None:
+            return "unknown address"
         try:
-            return str(self.cluster.get_addrs())
+            return str(cluster.get_addrs())
         except (rados.Error, AttributeError):
             return "unknown address"
 

@@ -19,7 +19,7 @@ import socket
 import struct
 import threading
 import time
-from typing import Any, Callable, Optional
+from typing import Any, Callable, List, Optional, Set
 
 import rados
 
@@ -83,19 +83,19 @@ class _LiveCookies:
     """The cookies of the leases this process holds (their ``with`` block has not ended): a
     lock that expired under one of them is not fenced by blocklisting this very process."""
 
-    def __init__(self):
-        self._cookies = set()
+    def __init__(self) -> None:
+        self._cookies: Set[str] = set()
         self._lock = threading.Lock()
 
-    def add(self, cookie):
+    def add(self, cookie: str) -> None:
         with self._lock:
             self._cookies.add(cookie)
 
-    def discard(self, cookie):
+    def discard(self, cookie: str) -> None:
         with self._lock:
             self._cookies.discard(cookie)
 
-    def __contains__(self, cookie):
+    def __contains__(self, cookie: object) -> bool:
         with self._lock:
             return cookie in self._cookies
 
@@ -109,7 +109,7 @@ class RadosLocks:
         self._retry = conn.retry
         self._live = _LiveCookies()
 
-    def _object(self, image_id):
+    def _object(self, image_id: str) -> str:
         return LOCK_PREFIX + image_id
 
     def take(self, image_id: str, cookie: str, duration: float) -> None:
@@ -121,7 +121,7 @@ class RadosLocks:
         self._live.add(cookie)
 
     @connection.translate_errors
-    def _take(self, image_id, cookie, duration):
+    def _take(self, image_id: str, cookie: str, duration: float) -> None:
         # cls_lock's request encoded here, as renew() sends it: the binding's lock_exclusive
         # leaves the microseconds of its duration unset, so that a lock it took could outlive
         # its duration by any amount (seen: a 1.5 s lock still held a minute later).
@@ -136,7 +136,7 @@ class RadosLocks:
                 raise exception.LockBusy("image %s is being cached by another worker"
                                          % image_id) from exc
 
-    def _fence_previous(self, image_id, cookie):
+    def _fence_previous(self, image_id: str, cookie: str) -> None:
         """A holder record left on the lock object is that of a lease that ran out (a released
         lock object is removed): blocklist its client, then record ours. When blocklisting
         fails, the lock is given back with the old record in place, for the next taker."""
@@ -149,7 +149,7 @@ class RadosLocks:
             self.release(image_id, cookie, remove=False)
             raise
 
-    def _blocklist(self, image_id, previous):
+    def _blocklist(self, image_id: str, previous: dict) -> None:
         address = previous.get("addr")
         if previous.get("cookie") in self._live:
             raise exception.LockBusy("image %s: an earlier lease of this worker still runs"
@@ -164,7 +164,7 @@ class RadosLocks:
         self._blocklist_address(address)
 
     @connection.translate_errors
-    def _blocklist_address(self, address):
+    def _blocklist_address(self, address: str) -> None:
         self.conn.mon_json({"prefix": "osd blocklist", "blocklistop": "add", "addr": address,
                             "expire": float(self.blocklist_expiry)})
         # As librbd's lock breaker does: once this client has the map with the entry, every OSD
@@ -172,7 +172,7 @@ class RadosLocks:
         self.conn.connected().wait_for_latest_osdmap()
 
     @connection.translate_errors
-    def _record_holder(self, image_id, cookie):
+    def _record_holder(self, image_id: str, cookie: str) -> None:
         """The binding cannot list lockers: the holder says who it is on the lock object, with
         its client's address, in one operation with the check that it holds the lock (and
         clears an earlier holder's progress)."""
@@ -192,10 +192,10 @@ class RadosLocks:
         is called if it succeeds after all, e.g. once an OSD is back). LockLost when the lock
         is not held with ``cookie`` any more: MUST_RENEW never takes a lost lock again."""
         done = threading.Event()
-        result = []
+        result: List[int] = []
         waiting = [True]
 
-        def complete(completion, _):
+        def complete(completion: Any, _: Any) -> None:
             result.append(completion.get_return_value())
             done.set()
             if not waiting[0] and result[0] >= 0 and late is not None:
@@ -216,7 +216,7 @@ class RadosLocks:
                                                 "%.1f s" % (image_id, timeout))
         self._renewed(image_id, result[0])
 
-    def _renewed(self, image_id, ret):
+    def _renewed(self, image_id: str, ret: int) -> None:
         if ret >= 0:
             return
         if -ret in (errno.ENOENT, errno.EBUSY, errno.EEXIST):
@@ -237,7 +237,7 @@ class RadosLocks:
                     op.execute("lock", "unlock", encoded(encode_string(LOCK_NAME),
                                                          encode_string(cookie))))
 
-    def _fenced(self, image_id, cookie, add):
+    def _fenced(self, image_id: str, cookie: str, add: Callable[[Any], None]) -> None:
         with self.conn.ioctx() as ioctx:
             with rados.WriteOpCtx() as op:
                 op.execute("lock", "assert_locked", assert_locked_op(cookie))
@@ -272,7 +272,7 @@ class RadosLocks:
     def progress(self, image_id: str) -> Optional[dict]:
         return self._xattr(image_id, PROGRESS_XATTR)
 
-    def _xattr(self, image_id, key):
+    def _xattr(self, image_id: str, key: str) -> Optional[dict]:
         with self.conn.ioctx() as ioctx:
             try:
                 value = ioctx.get_xattr(self._object(image_id), key)

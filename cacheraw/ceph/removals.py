@@ -77,7 +77,7 @@ class CacheRemovals:
         """
         return self._remove(name, finished_too=False)
 
-    def _remove(self, name, finished_too):
+    def _remove(self, name: str, finished_too: bool) -> str:
         try:
             with self.conn.image(name) as image:
                 if not finished_too and self._protected(image):
@@ -101,14 +101,14 @@ class CacheRemovals:
                 return "absent"
         return "removed"
 
-    def _may_remove(self, outcome, name):
+    def _may_remove(self, outcome: str, name: str) -> bool:
         return self.before_remove is None or self.before_remove(outcome, name) is not False
 
     @staticmethod
-    def _protected(image):
+    def _protected(image: Any) -> bool:
         return SNAP in snapshots(image) and image.is_protected_snap(SNAP)
 
-    def _break_stale_locks(self, image):
+    def _break_stale_locks(self, image: Any) -> None:
         """A cache is written only through the writable handle of a worker under the image's
         conversion lease (served to its qemu-img), which the caller holds now: another client's
         lock on it is that of a worker that lost its lease (stalled or gone). librbd breaks it
@@ -125,7 +125,7 @@ class CacheRemovals:
                      image.get_name())
             image.break_lock(client, cookie)
 
-    def _release_own_lock(self, image, client, cookie):
+    def _release_own_lock(self, image: Any, client: str, cookie: str) -> None:
         """A lock of our own client on a cache that no handle of this process writes was left
         by a handle whose close could not release it (the pool was full): unlock it as the
         client that holds it. Breaking it would blocklist this very worker."""
@@ -167,7 +167,7 @@ class CacheRemovals:
             self._may_remove("kept", name)
         return purged
 
-    def _purge_checked(self, ioctx, entry):
+    def _purge_checked(self, ioctx: Any, entry: dict) -> str:
         """"purged", "kept" (clones use it) or "failed" (one cache that cannot be purged does
         not keep the others); nothing else in the trash is touched."""
         try:
@@ -179,7 +179,7 @@ class CacheRemovals:
                         type(exc).__name__, exc)
             return "failed"
 
-    def _purge_one(self, ioctx, entry):
+    def _purge_one(self, ioctx: Any, entry: dict) -> bool:
         with rbd.Image(ioctx, image_id=entry["id"]) as image:
             if has_children(image):
                 return False

@@ -13,7 +13,7 @@ import contextlib
 import errno
 import logging
 import struct
-from typing import Callable, Iterator
+from typing import Any, Callable, ContextManager, Iterator, List, Optional
 
 import rados
 import rbd
@@ -24,13 +24,13 @@ from cacheraw.qemu import nbd
 LOG = logging.getLogger(__name__)
 
 
-def _errno(completion) -> int:
+def _errno(completion: Any) -> int:
     """A completion's error as a positive errno, 0 on success."""
     value = completion.get_return_value()
     return -value if value < 0 else 0
 
 
-def snapshot_ids(reply: bytes) -> list:
+def snapshot_ids(reply: bytes) -> List[int]:
     """The snapshot ids in cls_rbd's get_snapcontext reply (a SnapContext: u64 seq, then a
     u32-counted list of u64 ids)."""
     if len(reply) < 12:
@@ -50,14 +50,15 @@ class ServedSnapshot:
     CHECK_EVERY = 256 * 1024 * 1024
     writable = False
 
-    def __init__(self, ioctx, image, snapshot: str, translate: Callable):
+    def __init__(self, ioctx: Any, image: Any, snapshot: str,
+                 translate: Callable[[Exception], Exception]):
         self.ioctx = ioctx
         self.image = image
-        self.size = image.size()
+        self.size: int = image.size()
         self.header = "rbd_header.%s" % image.id()
         self.snap_id = image.snap_get_id(snapshot)
         self.translate = translate
-        self.export = None
+        self.export: Optional[nbd.Export] = None
         self.gone = False
         self._unchecked = 0
 
@@ -74,7 +75,7 @@ class ServedSnapshot:
             self.gone = True
             raise exception.CephNotFound("snapshot removed while it was read")
 
-    def read(self, offset: int, length: int, done: Callable) -> None:
+    def read(self, offset: int, length: int, done: nbd.Done) -> None:
         self._unchecked += length
         try:
             if self.gone:
@@ -96,28 +97,29 @@ class ServedCache:
 
     writable = True
 
-    def __init__(self, image):
+    def __init__(self, image: Any):
         self.image = image
-        self.size = image.size()
-        self.export = None
+        self.size: int = image.size()
+        self.export: Optional[nbd.Export] = None
 
-    def read(self, offset: int, length: int, done: Callable) -> None:
+    def read(self, offset: int, length: int, done: nbd.Done) -> None:
         self.image.aio_read(offset, length, lambda completion, data: done(
             data, 0 if data is not None else _errno(completion) or errno.EIO))
 
-    def write(self, offset: int, data: bytes, done: Callable) -> None:
+    def write(self, offset: int, data: bytes, done: nbd.Done) -> None:
         self.image.aio_write(data, offset, lambda completion: done(None, _errno(completion)))
 
-    def write_zeroes(self, offset: int, length: int, done: Callable) -> None:
+    def write_zeroes(self, offset: int, length: int, done: nbd.Done) -> None:
         self.image.aio_write_zeroes(offset, length,
                                     lambda completion: done(None, _errno(completion)))
 
-    def flush(self, done: Callable) -> None:
+    def flush(self, done: nbd.Done) -> None:
         self.image.aio_flush(lambda completion: done(None, _errno(completion)))
 
 
 @contextlib.contextmanager
-def serve_snapshot(open_ioctx: Callable, translate: Callable, name: str, snapshot: str,
+def serve_snapshot(open_ioctx: Callable[[], ContextManager[Any]],
+                   translate: Callable[[Exception], Exception], name: str, snapshot: str,
                    path: str) -> Iterator[ServedSnapshot]:
     """``with serve_snapshot(...) as served:`` serves ``name@snapshot`` read-only on the Unix
     socket ``path``; ``served.check()`` raises CephNotFound once the snapshot is removed."""
@@ -132,7 +134,8 @@ def serve_snapshot(open_ioctx: Callable, translate: Callable, name: str, snapsho
 
 
 @contextlib.contextmanager
-def serve_cache(open_ioctx: Callable, translate: Callable, name: str,
+def serve_cache(open_ioctx: Callable[[], ContextManager[Any]],
+                translate: Callable[[Exception], Exception], name: str,
                 path: str) -> Iterator[ServedCache]:
     """``with serve_cache(...) as served:`` serves the cache ``name`` writable on the Unix socket
     ``path``; once qemu-img is done with it, what it wrote is flushed."""

@@ -26,8 +26,8 @@ import rados
 
 from cacheraw import exception
 from cacheraw.ceph import connection
-from cacheraw.ceph import locks as locks_mod
 from cacheraw.ceph.connection import translate_errors
+from cacheraw.ceph.locks import RadosLocks
 
 LOG = logging.getLogger(__name__)
 
@@ -38,8 +38,8 @@ MAX_ENTRIES = 10000
 class PoolSpace:
     """The room of the pool and the reservations, on the connection ``conn``."""
 
-    def __init__(self, conn: connection.Connection, locks: locks_mod.RadosLocks,
-                 max_pool_usage: float = None) -> None:
+    def __init__(self, conn: connection.Connection, locks: RadosLocks,
+                 max_pool_usage: Optional[float] = None) -> None:
         self.conn = conn
         self.locks = locks
         self.max_pool_usage = max_pool_usage
@@ -93,7 +93,7 @@ class PoolSpace:
         return max(0, room - self.reserved())
 
     @translate_errors
-    def _write(self, image_id, entry, lease=None):
+    def _write(self, image_id: str, entry: dict, lease: Any = None) -> None:
         with self.conn.ioctx() as ioctx:
             with rados.WriteOpCtx() as op:
                 ioctx.set_omap(op, (image_id,), (json.dumps(entry).encode(),))
@@ -110,15 +110,15 @@ class PoolSpace:
                     return {}
                 return {key: _entry(value) for key, value in found}
 
-    def reserved(self, but: str = None) -> int:
+    def reserved(self, but: Optional[str] = None) -> int:
         """What the running conversions (of images other than ``but``) have still to write."""
         total = 0
         for image_id, entry in self.entries().items():
             if image_id == but or not self.locks.is_locked(image_id):
                 continue
-            progress = self.locks.progress(image_id) or {}
-            percent = progress.get("percent") if isinstance(progress.get("percent"),
-                                                            (int, float)) else 0
+            percent = (self.locks.progress(image_id) or {}).get("percent")
+            if not isinstance(percent, (int, float)):
+                percent = 0
             total += int(entry.get("bytes", 0) * (1 - min(100, max(0, percent)) / 100.0))
         return total
 
@@ -133,14 +133,14 @@ class PoolSpace:
             LOG.warning("Image %s: could not remove its space reservation: %s", image_id, exc)
 
     @translate_errors
-    def _remove(self, image_id):
+    def _remove(self, image_id: str) -> None:
         with self.conn.ioctx() as ioctx:
             with rados.WriteOpCtx() as op:
                 ioctx.remove_omap_keys(op, (image_id,))
                 ioctx.operate_write_op(op, RESERVATIONS)
 
 
-def _entry(value):
+def _entry(value: bytes) -> dict:
     try:
         entry = json.loads(value.decode())
     except (UnicodeDecodeError, ValueError):

@@ -5,19 +5,21 @@ removals, the pool's space, the operator's views, the snapshots served to qemu-i
 from __future__ import annotations
 
 import contextlib
-from typing import Any, Callable, Iterator, List, Optional, Tuple
+from typing import Any, Callable, ContextManager, Iterator, List, Optional, Tuple
 
 import rados
+from oslo_config import cfg
 
 from cacheraw import properties
-from cacheraw.ceph import caches as caches_mod
+from cacheraw.ceph import caches
 from cacheraw.ceph import connection
-from cacheraw.ceph import lease as lease_mod
-from cacheraw.ceph import locks as locks_mod
-from cacheraw.ceph import removals as removals_mod
+from cacheraw.ceph import locks
+from cacheraw.ceph import removals
 from cacheraw.ceph import served
-from cacheraw.ceph import space as space_mod
-from cacheraw.ceph import views as views_mod
+from cacheraw.ceph import space
+from cacheraw.ceph import views
+from cacheraw.ceph.lease import Lease
+from cacheraw.ceph.lease import hold
 
 SNAP = properties.CACHE_SNAP
 
@@ -26,15 +28,15 @@ class CephStore:
     """One connection to the cluster, shared by the threads of a worker, and the operations
     cacheraw needs on its pool."""
 
-    def __init__(self, conf: Any) -> None:
+    def __init__(self, conf: cfg.ConfigOpts) -> None:
         self.conn = connection.Connection(conf)
         self.pool = self.conn.pool
         self.lock_duration = self.conn.lock_duration
-        self.locks = locks_mod.RadosLocks(self.conn, conf.ceph.blocklist_expiry)
-        self.caches = caches_mod.Caches(self.conn)
-        self.removals = removals_mod.CacheRemovals(self.conn)
-        self.space = space_mod.PoolSpace(self.conn, self.locks, conf.converter.max_pool_usage)
-        self.views = views_mod.OperatorViews(self.conn, self.locks)
+        self.locks = locks.RadosLocks(self.conn, conf.ceph.blocklist_expiry)
+        self.caches = caches.Caches(self.conn)
+        self.removals = removals.CacheRemovals(self.conn)
+        self.space = space.PoolSpace(self.conn, self.locks, conf.converter.max_pool_usage)
+        self.views = views.OperatorViews(self.conn, self.locks)
         self.blocklisted = self.conn.blocklisted
         self._retry = self.conn.retry
 
@@ -76,12 +78,12 @@ class CephStore:
 
     @contextlib.contextmanager
     def conversion_lock(self, image_id: str, on_lost: Optional[Callable[[], None]] = None
-                        ) -> Iterator[lease_mod.Lease]:
+                        ) -> Iterator[Lease]:
         """``with store.conversion_lock(image_id) as lease:``: the image's lock, taken (LockBusy
         when another holds it; the previous holder fenced if its lease ran out), renewed while
         the block runs and released after it, with the space the conversion reserved;
         ``on_lost`` is called as soon as it is lost. See cacheraw.ceph.lease."""
-        with lease_mod.hold(self.locks, image_id, self.lock_duration, on_lost,
+        with hold(self.locks, image_id, self.lock_duration, on_lost,
                             renewal_timeout=self.conn.renewal_timeout) as lease:
             try:
                 yield lease
@@ -95,7 +97,7 @@ class CephStore:
     def lock_holder(self, image_id: str) -> Optional[dict]:
         return self.views.lock_holder(image_id)
 
-    def set_progress(self, lease: lease_mod.Lease, progress: dict) -> None:
+    def set_progress(self, lease: Lease, progress: dict) -> None:
         """Publish how far the conversion under ``lease`` is, for any reader. Best effort, never
         retried: the conversion must not wait for it."""
         self.locks.set_progress(lease, progress)
@@ -114,18 +116,18 @@ class CephStore:
         """The bytes a new cache may take now, beside the running conversions."""
         return self.space.available()
 
-    def reserve(self, lease: lease_mod.Lease, need: int) -> None:
+    def reserve(self, lease: Lease, need: int) -> None:
         """Reserve ``need`` bytes for the conversion under ``lease`` until it ends, or raise
         NotEnoughSpace."""
         self.space.reserve(lease, need)
 
     # -- caches
 
-    def create(self, name: str, size: int, lease: lease_mod.Lease) -> str:
+    def create(self, name: str, size: int, lease: Lease) -> str:
         """Create the empty cache ``name``; returns its RBD id (for publish())."""
         return self.caches.create(name, size, lease=lease)
 
-    def publish(self, name: str, rbd_id: str, lease: lease_mod.Lease) -> None:
+    def publish(self, name: str, rbd_id: str, lease: Lease) -> None:
         self.caches.publish(name, rbd_id, lease=lease)
 
     def has_protected_snap(self, name: str) -> bool:
@@ -167,7 +169,7 @@ class CephStore:
 
     # -- caches that share the data of an identical image's (cacheraw.identical)
 
-    def clone_cache(self, source: str, target: str, lease: lease_mod.Lease,
+    def clone_cache(self, source: str, target: str, lease: Lease,
                     independent: bool = False) -> Tuple[str, str]:
         return self.caches.clone_cache(source, target, independent, lease=lease)
 
@@ -176,14 +178,15 @@ class CephStore:
 
     # -- the images served to qemu-img over NBD (cacheraw.ceph.served)
 
-    def serve_snapshot(self, name: str, snapshot: str, path: str) -> Any:
+    def serve_snapshot(self, name: str, snapshot: str,
+                       path: str) -> ContextManager[served.ServedSnapshot]:
         """``with store.serve_snapshot(name, snapshot, path) as served:`` serves
         ``name@snapshot`` read-only to qemu-img over NBD on the Unix socket ``path``;
         ``served.check()`` raises CephNotFound once it is removed."""
         return served.serve_snapshot(self.conn.ioctx, self._translated, name, snapshot, path)
 
     @contextlib.contextmanager
-    def serve_cache(self, name: str, path: str) -> Iterator[Any]:
+    def serve_cache(self, name: str, path: str) -> Iterator[served.ServedCache]:
         """``with store.serve_cache(name, path) as served:`` serves the cache ``name`` writable
         to qemu-img over NBD on the Unix socket ``path``."""
         self.conn.writing.add(name)

@@ -12,9 +12,10 @@ import rbd
 from cacheraw import exception
 from cacheraw import properties
 from cacheraw.ceph import connection
-from cacheraw.ceph import lease as lease_mod
-from cacheraw.ceph import locks as locks_mod
+from cacheraw.ceph import lease
 from cacheraw.ceph.caches import SNAP
+from cacheraw.ceph.locks import LOCK_NAME
+from cacheraw.ceph.locks import RadosLocks
 from cacheraw.ceph.removals import drop_snaps
 
 LOG = logging.getLogger(__name__)
@@ -27,7 +28,7 @@ CHECK_ADDRESS = "192.0.2.1:0/1"
 class OperatorViews:
     """Questions about the pool, on the connection ``conn`` and its ``locks``."""
 
-    def __init__(self, conn: connection.Connection, locks: locks_mod.RadosLocks) -> None:
+    def __init__(self, conn: connection.Connection, locks: RadosLocks) -> None:
         self.conn = conn
         self.locks = locks
 
@@ -56,9 +57,9 @@ class OperatorViews:
                 step = "remove an RBD image"
                 rbd.RBD().remove(ioctx, name)
                 step = "take a lock"
-                cookie = lease_mod.new_cookie()
-                ioctx.lock_exclusive(name, locks_mod.LOCK_NAME, cookie, duration=10)
-                ioctx.unlock(name, locks_mod.LOCK_NAME, cookie)
+                cookie = lease.new_cookie()
+                ioctx.lock_exclusive(name, LOCK_NAME, cookie, duration=10)
+                ioctx.unlock(name, LOCK_NAME, cookie)
                 ioctx.remove_object(name)
                 step = "blocklist a client (osd blocklist add)"
                 self.conn.mon_json({"prefix": "osd blocklist", "blocklistop": "add",
@@ -69,7 +70,7 @@ class OperatorViews:
                 self.conn.user, step, self.conn.pool, exc or type(exc).__name__)) from exc
         return name
 
-    def _remove_scratch(self, name):
+    def _remove_scratch(self, name: str) -> None:
         try:
             with self.conn.ioctx() as ioctx:
                 try:

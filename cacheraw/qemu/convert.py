@@ -4,10 +4,14 @@ from __future__ import annotations
 
 import logging
 import re
-from typing import Callable, List
+from typing import Callable, List, Optional
 
+from oslo_config import cfg
+
+from cacheraw.qemu.inspection import Source
 from cacheraw.qemu.inspection import layered
 from cacheraw.qemu.job import Job
+from cacheraw.qemu.runner import BoundedReader
 from cacheraw.qemu.runner import QemuImg
 
 LOG = logging.getLogger(__name__)
@@ -15,7 +19,8 @@ LOG = logging.getLogger(__name__)
 PROGRESS_RE = re.compile(r"\((\d+(?:\.\d+)?)/100%\)")
 
 
-def convert(qemu_img: QemuImg, conf, source, disk_format: str, target, job: Job) -> None:
+def convert(qemu_img: QemuImg, conf: cfg.ConfigOpts.GroupAttr, source: Source,
+            disk_format: str, target: Source, job: Job) -> None:
     """Write the RAW image into ``target``, an empty cache served to qemu-img (as a source is:
     ``qemu_file()`` and ``binds()``)."""
     progress = job.on_progress
@@ -33,7 +38,8 @@ def parse_progress(text: str) -> List[float]:
     return [float(m) for m in PROGRESS_RE.findall(text)]
 
 
-def follow_progress(stream, progress: Callable[[float], None]) -> None:
+def follow_progress(stream: BoundedReader,
+                    progress: Optional[Callable[[float], None]]) -> None:
     """Hand each percentage qemu-img reports to ``progress`` (None: read and drop them)."""
     pending = b""
     while True:

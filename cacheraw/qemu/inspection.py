@@ -9,14 +9,19 @@ it in its sandbox) and ``binds()`` (what the sandbox must be given to reach it).
 
 from __future__ import annotations
 
+import io
 import json
 import logging
-from typing import Optional
+from typing import Any, Dict, List, Optional, Protocol, Tuple, cast
 
+from oslo_config import cfg
 from oslo_utils.imageutils import format_inspector
 
 from cacheraw import exception
+from cacheraw.qemu.job import Job
+from cacheraw.qemu.runner import BoundedReader
 from cacheraw.qemu.runner import QemuImg
+from cacheraw.qemu.sandbox import Bind
 
 LOG = logging.getLogger(__name__)
 
@@ -32,6 +37,15 @@ CHECK_EXIT_CODES = (0, 2, 3, 63)
 CHECK_KEY = "cacheraw-check"
 # The longest line of qemu-img map's JSON (one extent) that is read.
 MAP_LINE_LIMIT = 4096
+
+
+class Source(Protocol):
+    """An image as qemu-img is given it: the options of its protocol driver, and what its
+    sandbox must be given to reach it."""
+
+    def qemu_file(self) -> Dict[str, str]: ...
+
+    def binds(self) -> List[Bind]: ...
 
 
 def image_opts(options: dict) -> str:
@@ -52,9 +66,10 @@ def layered(driver: str, file_options: dict) -> str:
     return image_opts(options)
 
 
-def inspect_head(head: bytes, disk_format: str, max_virtual_size: int):
+def inspect_head(head: bytes, disk_format: str,
+                 max_virtual_size: int) -> format_inspector.FileInspector:
     """Check the image's first bytes: the format must be the labelled one and safe."""
-    wrapper = format_inspector.InspectWrapper(_Chunks(head))
+    wrapper = format_inspector.InspectWrapper(io.BytesIO(head))
     try:
         while wrapper.read(INSPECT_CHUNK):
             if wrapper.format is not None:
@@ -75,7 +90,7 @@ def inspect_head(head: bytes, disk_format: str, max_virtual_size: int):
     return detected
 
 
-def check_size(virtual_size, limit: int) -> None:
+def check_size(virtual_size: Optional[int], limit: int) -> None:
     if not virtual_size or virtual_size <= 0:
         raise exception.UnsafeImage("image has no usable virtual size")
     if virtual_size > limit:
@@ -86,28 +101,33 @@ def check_size(virtual_size, limit: int) -> None:
 class Inspector:
     """``qemu-img info``, ``check`` and ``map`` of a source, under [converter]'s limits."""
 
-    def __init__(self, conf, qemu_img: QemuImg):
+    def __init__(self, conf: cfg.ConfigOpts.GroupAttr, qemu_img: QemuImg):
         self.conf = conf
         self.qemu_img = qemu_img
-        self.max_virtual_size = conf.max_virtual_size_gib * 1024 ** 3
+        self.max_virtual_size: int = conf.max_virtual_size_gib * 1024 ** 3
 
-    def _run(self, args, source, job, **kwargs):
+    def _run(self, args: List[str], source: Source, job: Optional[Job], **kwargs: Any) -> Any:
         return self.qemu_img.run(args, self.conf.qemu_img_info_cpu_seconds,
                                  self.conf.qemu_img_info_timeout, binds=source.binds(),
                                  job=job, failure=exception.UnreadableImage, **kwargs)
 
-    def _json(self, subcommand, source, disk_format, job, **kwargs):
+    def _json(self, subcommand: str, source: Source, disk_format: str, job: Optional[Job],
+              **kwargs: Any) -> Dict[str, Any]:
         out = self._run([subcommand, "--output=json", "--image-opts",
                          layered(disk_format, source.qemu_file())], source, job, **kwargs)
         if subcommand == "check" and not out.strip():
             return {}  # the format has no consistency check
         try:
-            return json.loads(out)
+            answer = json.loads(out)
         except ValueError as exc:
             raise exception.UnsafeImage("qemu-img %s gave no JSON for the image"
                                         % subcommand) from exc
+        if not isinstance(answer, dict):
+            raise exception.UnsafeImage("qemu-img %s gave no JSON object for the image"
+                                        % subcommand)
+        return answer
 
-    def info(self, source, disk_format: str, job=None) -> dict:
+    def info(self, source: Source, disk_format: str, job: Optional[Job] = None) -> dict:
         """qemu-img info with the format forced; refuses backing files and odd sizes."""
         info = self._json("info", source, disk_format, job)
         if info.get("format") != QEMU_DRIVERS.get(disk_format, disk_format):
@@ -125,7 +145,7 @@ class Inspector:
         info[CHECK_KEY] = self.check(source, disk_format, job)
         return info
 
-    def check(self, source, disk_format: str, job=None) -> dict:
+    def check(self, source: Source, disk_format: str, job: Optional[Job] = None) -> dict:
         """qemu-img check: a truncated or corrupt image would otherwise convert "successfully",
         its missing clusters read as zeros. A hostile image can make it write hundreds of MB of
         complaints: past the runner's limit it is killed and the image refused."""
@@ -136,8 +156,8 @@ class Inspector:
                                         "errors" % errors)
         return result
 
-    def data_bytes(self, source, disk_format: str, job=None, bound: Optional[int] = None,
-                   info: Optional[dict] = None) -> int:
+    def data_bytes(self, source: Source, disk_format: str, job: Optional[Job] = None,
+                   bound: Optional[int] = None, info: Optional[dict] = None) -> int:
         """Bytes of the image that hold data: what a thin RAW copy writes at most.
 
         For a qcow2 image, the clusters that ``qemu-img check`` (in ``info``, from info())
@@ -165,12 +185,12 @@ def allocated_bytes(disk_format: str, info: dict) -> Optional[int]:
     """A qcow2 image's allocated clusters as ``qemu-img check`` counted them, in bytes (an upper
     bound of its data: zero clusters are not allocated, a compressed one counts whole), or None
     when the numbers are not there or not plain."""
-    check = info.get(CHECK_KEY) or {}
-    clusters, size = check.get("allocated-clusters"), info.get("cluster-size")
-    virtual = info.get("virtual-size")
-    if disk_format != "qcow2" or not all(type(n) is int and n >= 0
-                                         for n in (clusters, size, virtual)):
+    check: Dict[str, Any] = info.get(CHECK_KEY) or {}
+    numbers = (check.get("allocated-clusters"), info.get("cluster-size"),
+               info.get("virtual-size"))
+    if disk_format != "qcow2" or not all(type(n) is int and n >= 0 for n in numbers):
         return None
+    clusters, size, virtual = cast(Tuple[int, int, int], numbers)
     return min(clusters * size, virtual)
 
 
@@ -187,7 +207,7 @@ class ExtentCounter:
         self.extents = 0
         self.data = 0
 
-    def consume(self, stream) -> None:
+    def consume(self, stream: BoundedReader) -> None:
         while True:
             line = stream.readline(MAP_LINE_LIMIT)
             if not line:
@@ -211,15 +231,3 @@ class ExtentCounter:
         if self.extents >= self.max_extents:
             raise EnoughRead()
 
-
-class _Chunks:
-    """A file-like view of bytes, for InspectWrapper."""
-
-    def __init__(self, data):
-        self._data = data
-        self._pos = 0
-
-    def read(self, size):
-        chunk = self._data[self._pos:self._pos + size]
-        self._pos += len(chunk)
-        return chunk

@@ -5,9 +5,16 @@ from __future__ import annotations
 import os
 import signal
 import threading
-from typing import Callable, Optional
+from typing import Callable, Optional, Protocol, Union
 
 from cacheraw import exception
+
+
+class Process(Protocol):
+    """What a job needs of the process it may kill: its id, which is its group's too."""
+
+    @property
+    def pid(self) -> int: ...
 
 
 class Job:
@@ -18,17 +25,17 @@ class Job:
         self.image_id = image_id
         self.on_progress: Optional[Callable[[float], None]] = None
         self.cancelled = threading.Event()
-        self.reason = None
-        self._process = None
+        self.reason: Union[exception.ConversionAborted, str, None] = None
+        self._process: Optional[Process] = None
         self._lock = threading.Lock()
 
-    def attach(self, process) -> None:
+    def attach(self, process: Process) -> None:
         with self._lock:
             self._process = process
             if self.cancelled.is_set():
                 self._kill_locked()
 
-    def detach(self, process) -> None:
+    def detach(self, process: Process) -> None:
         """The process and its group have ended."""
         with self._lock:
             if self._process is process:
@@ -38,7 +45,7 @@ class Job:
         with self._lock:
             self._kill_locked()
 
-    def _kill_locked(self):
+    def _kill_locked(self) -> None:
         # qemu-img runs in a process group of its own (its sandbox with it): kill all of it.
         if self._process is not None:
             try:
@@ -46,7 +53,7 @@ class Job:
             except OSError:
                 pass
 
-    def cancel(self, reason) -> None:
+    def cancel(self, reason: Union[exception.ConversionAborted, str]) -> None:
         """Stop the conversion: ``reason`` is a ConversionAborted (LockLost, WorkerStopping,
         ImageDeleted), raised by the next check()."""
         with self._lock:

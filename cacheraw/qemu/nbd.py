@@ -20,7 +20,7 @@ import socket
 import struct
 import threading
 import time
-from typing import Callable
+from typing import Any, Callable, List, Optional, Protocol, Set
 
 from cacheraw.qemu import nbd_requests
 from cacheraw.qemu.nbd_requests import MAX_BLOCK
@@ -59,17 +59,33 @@ HANDSHAKE_TIMEOUT = 30
 PEERCRED = struct.Struct("3i")  # pid, uid, gid
 
 
-class Backend:
-    """What an export serves: ``size`` bytes, ``read(offset, length, done)`` and, when writable,
-    ``write(offset, data, done)``, ``write_zeroes(offset, length, done)`` and ``flush(done)``.
-    Each calls ``done(data, error)`` once, from any thread (``error`` an errno, 0 on success)."""
+# ``done(data, error)``: how a backend ends a request (``error`` an errno, 0 on success).
+Done = Callable[[Optional[bytes], int], None]
 
-    size: int
-    writable: bool
-    read: Callable
-    write: Callable
-    write_zeroes: Callable
-    flush: Callable
+
+class Backend(Protocol):
+    """What an export serves: ``size`` bytes, ``read(offset, length, done)`` and, when writable
+    (a WritableBackend), its writes. Each request calls ``done(data, error)`` once, from any
+    thread."""
+
+    @property
+    def size(self) -> int: ...
+
+    @property
+    def writable(self) -> bool: ...
+
+    def read(self, offset: int, length: int, done: Done) -> None: ...
+
+
+class WritableBackend(Backend, Protocol):
+    """A backend whose ``writable`` is True: ``write(offset, data, done)``,
+    ``write_zeroes(offset, length, done)`` and ``flush(done)`` too."""
+
+    def write(self, offset: int, data: bytes, done: Done) -> None: ...
+
+    def write_zeroes(self, offset: int, length: int, done: Done) -> None: ...
+
+    def flush(self, done: Done) -> None: ...
 
 
 class Export:
@@ -82,10 +98,10 @@ class Export:
         self.size = backend.size
         self.flags = WRITABLE_FLAGS if backend.writable else READ_ONLY_FLAGS
         self.failed = threading.Event()
-        self._listener = None
-        self._connections = set()
+        self._listener: Optional[socket.socket] = None
+        self._connections: Set[socket.socket] = set()
         self._lock = threading.Lock()
-        self._threads = []
+        self._threads: List[threading.Thread] = []
 
     def __enter__(self) -> Export:
         try:
@@ -104,10 +120,10 @@ class Export:
             listener.close()
             raise
         self._listener = listener
-        self._spawn(self._accept_loop)
+        self._spawn(self._accept_loop, listener)
         return self
 
-    def __exit__(self, *exc_info):
+    def __exit__(self, *exc_info: object) -> None:
         self.close()
 
     def close(self) -> None:
@@ -137,7 +153,7 @@ class Export:
         with self._lock:
             return sum(t.is_alive() for t in self._threads)
 
-    def _spawn(self, target, *args):
+    def _spawn(self, target: Callable[..., None], *args: Any) -> None:
         thread = threading.Thread(target=target, args=args, daemon=True,
                                   name="nbd-%s" % os.path.basename(self.path))
         with self._lock:
@@ -145,8 +161,7 @@ class Export:
             self._threads.append(thread)
         thread.start()
 
-    def _accept_loop(self):
-        listener = self._listener
+    def _accept_loop(self, listener: socket.socket) -> None:
         while True:
             try:
                 conn, _ = listener.accept()
@@ -161,7 +176,7 @@ class Export:
                 self._connections.add(conn)
             self._spawn(self._serve, conn)
 
-    def _refusal(self, conn):
+    def _refusal(self, conn: socket.socket) -> Optional[str]:
         """Why this client is not served, or None."""
         _pid, uid, _gid = PEERCRED.unpack(
             conn.getsockopt(socket.SOL_SOCKET, socket.SO_PEERCRED, PEERCRED.size))
@@ -172,7 +187,7 @@ class Export:
                 return "%d connections already" % MAX_CONNECTIONS
         return None
 
-    def _serve(self, conn):
+    def _serve(self, conn: socket.socket) -> None:
         try:
             if Handshake(conn, self).run():
                 conn.settimeout(None)
@@ -189,12 +204,12 @@ class Handshake:
     """The options a client sends until GO (or EXPORT_NAME): at most MAX_OPTIONS of them, all
     within HANDSHAKE_TIMEOUT seconds."""
 
-    def __init__(self, conn, export):
+    def __init__(self, conn: socket.socket, export: Export):
         self.conn = conn
         self.export = export
         self.deadline = time.monotonic() + HANDSHAKE_TIMEOUT
 
-    def _recv(self, length):
+    def _recv(self, length: int) -> bytes:
         remaining = self.deadline - time.monotonic()
         if remaining <= 0:
             raise ProtocolError("handshake took longer than %d s" % HANDSHAKE_TIMEOUT)
@@ -231,6 +246,6 @@ class Handshake:
             self._reply(option, REP_ERR_UNSUP)
         raise ProtocolError("more than %d options" % MAX_OPTIONS)
 
-    def _reply(self, option, reply, data=b""):
+    def _reply(self, option: int, reply: int, data: bytes = b"") -> None:
         self.conn.sendall(struct.pack(">QIII", OPTION_REPLY_MAGIC, option, reply, len(data)) +
                           data)

@@ -13,6 +13,10 @@ import queue
 import socket
 import struct
 import threading
+from typing import TYPE_CHECKING, Optional, Tuple, cast
+
+if TYPE_CHECKING:
+    from cacheraw.qemu.nbd import Export, WritableBackend
 
 LOG = logging.getLogger(__name__)
 
@@ -34,6 +38,10 @@ DEPTH = 8
 # The errors NBD has names for; any other errno of librbd is sent as EIO.
 NBD_ERRORS = (errno.EPERM, errno.EIO, errno.ENOMEM, errno.EINVAL, errno.ENOSPC,
               errno.EOVERFLOW, errno.ESHUTDOWN)
+
+
+# A reply as queued: (handle, errno, data of a read).
+Reply = Tuple[int, int, Optional[bytes]]
 
 
 class ProtocolError(Exception):
@@ -58,12 +66,13 @@ class Transmission:
     """Requests go to the export's backend, DEPTH at a time; their replies are sent, in the
     order they finish, by a thread of their own."""
 
-    def __init__(self, conn, export):
+    def __init__(self, conn: socket.socket, export: Export):
         self.conn = conn
         self.export = export
         self.backend = export.backend
         self.slots = threading.Semaphore(DEPTH)
-        self.replies = queue.Queue()  # never more than DEPTH: each item holds a slot
+        # never more than DEPTH: each item holds a slot
+        self.replies: queue.Queue[Optional[Reply]] = queue.Queue()
 
     def run(self) -> None:
         sender = threading.Thread(target=self._send_replies, daemon=True,
@@ -77,7 +86,7 @@ class Transmission:
             self.replies.put(None)
             sender.join()
 
-    def _receive(self):
+    def _receive(self) -> None:
         while True:
             magic, _flags, command, handle, offset, length = REQUEST.unpack(
                 recv_exact(self.conn, REQUEST.size))
@@ -98,7 +107,7 @@ class Transmission:
                 self._start(command, offset, length, payload,
                             Completion(self, handle, length if command == CMD_READ else None))
 
-    def _refusal(self, command, offset, length):
+    def _refusal(self, command: int, offset: int, length: int) -> int:
         """The errno this request is refused with, or 0."""
         if command not in KNOWN:
             return errno.EINVAL
@@ -110,22 +119,27 @@ class Transmission:
             return errno.ENOSPC if command in WRITES else errno.EINVAL
         return 0
 
-    def _start(self, command, offset, length, payload, done):
+    def _start(self, command: int, offset: int, length: int, payload: Optional[bytes],
+               done: Completion) -> None:
+        # Only a writable backend gets a write (_refusal).
+        writable = cast("WritableBackend", self.backend)
         try:
             if command == CMD_READ:
                 self.backend.read(offset, length, done)
             elif command == CMD_WRITE:
-                self.backend.write(offset, payload, done)
+                writable.write(offset, cast(bytes, payload), done)
             elif command == CMD_WRITE_ZEROES:
-                self.backend.write_zeroes(offset, length, done)
+                writable.write_zeroes(offset, length, done)
+            elif not self.backend.writable:
+                done(None, 0)  # nothing was written: nothing to flush
             else:
-                self.backend.flush(done)
+                writable.flush(done)
         except Exception:  # noqa: BLE001 - the client gets an error reply; the slot is freed
             LOG.exception("NBD request %d at %d of %d bytes failed on %s", command, offset,
                           length, self.export.path)
             done(None, errno.EIO)
 
-    def _send_replies(self):
+    def _send_replies(self) -> None:
         broken = False
         while True:
             item = self.replies.get()
@@ -146,14 +160,14 @@ class Completion:
     """``done(data, error)`` of one request: its reply is queued once, whatever calls it how
     often; a read's reply carries exactly the bytes asked, or is an error."""
 
-    def __init__(self, transmission, handle, read_length):
+    def __init__(self, transmission: Transmission, handle: int, read_length: Optional[int]):
         self.transmission = transmission
         self.handle = handle
         self.read_length = read_length
         self._called = False
         self._lock = threading.Lock()
 
-    def __call__(self, data, error):
+    def __call__(self, data: Optional[bytes], error: int) -> None:
         with self._lock:
             if self._called:
                 return

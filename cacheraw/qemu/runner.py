@@ -12,6 +12,7 @@ from __future__ import annotations
 import collections
 import ctypes
 import functools
+import io
 import logging
 import os
 import re
@@ -20,9 +21,11 @@ import signal
 import subprocess
 import threading
 import time
-from typing import Callable, Iterable, Optional, Sequence
+from typing import Any, Callable, Container, Deque, Iterable, List, Optional, Sequence, Type
+from typing import cast
 
 from oslo_concurrency import processutils
+from oslo_config import cfg
 
 from cacheraw import exception
 from cacheraw import metrics
@@ -49,7 +52,7 @@ OPEN_PREFIX_RE = re.compile(r"Could not open '[^']*': ")
 class OutputTooLong(Exception):
     """qemu-img wrote more than its limit to one of its outputs."""
 
-    def __init__(self, stream, limit):
+    def __init__(self, stream: str, limit: int):
         super().__init__("%s past %d bytes" % (stream, limit))
         self.stream = stream
         self.limit = limit
@@ -58,7 +61,7 @@ class OutputTooLong(Exception):
 class BoundedReader:
     """qemu-img's stdout, read by a consumer: raises OutputTooLong past ``limit`` bytes."""
 
-    def __init__(self, stream, limit: int):
+    def __init__(self, stream: io.BufferedReader, limit: int):
         self._stream = stream
         self.limit = limit
         self.count = 0
@@ -76,7 +79,7 @@ class BoundedReader:
         return self._counted(self._stream.readline(size))
 
     def read_all(self) -> bytes:
-        chunks = []
+        chunks: List[bytes] = []
         while True:
             chunk = self.read1(CHUNK * 16)
             if not chunk:
@@ -91,14 +94,16 @@ def read_all(stream: BoundedReader) -> bytes:
 class QemuImg:
     """``qemu-img`` of ``[converter] qemu_img``, run in the sandbox with ``binds``."""
 
-    def __init__(self, conf):
+    def __init__(self, conf: cfg.ConfigOpts.GroupAttr):
         self.conf = conf  # the [converter] group
         self.program = conf.qemu_img
 
     def run(self, args: Sequence[str], cpu_seconds: int, timeout: int, *,
             binds: Iterable[sandbox.Bind] = (), job: Optional[Job] = None,
-            consume: Callable = read_all, stdout_limit: int = OUTPUT_LIMIT,
-            failure=exception.ConversionFailed, exit_codes=(0,)):
+            consume: Callable[[BoundedReader], Any] = read_all,
+            stdout_limit: int = OUTPUT_LIMIT,
+            failure: Type[exception.CacherawError] = exception.ConversionFailed,
+            exit_codes: Container[int] = (0,)) -> Any:
         """What ``consume(stdout)`` returns, once qemu-img has ended with one of
         ``exit_codes``; ``failure`` (with its last line of errors) otherwise."""
         name = args[0]
@@ -131,39 +136,44 @@ class QemuImg:
 class Run:
     """One process: ``Run(argv, limits, timeout, job)(consume, stdout_limit)``."""
 
-    def __init__(self, argv, limits, timeout, job):
+    def __init__(self, argv: List[str], limits: processutils.ProcessLimits, timeout: float,
+                 job: Job):
         self.argv = argv
         self.limits = limits
         self.timeout = timeout
         self.job = job
-        self.returncode = None
+        self.returncode: Optional[int] = None
         self.timed_out = False
-        self._tail = collections.deque(maxlen=STDERR_KEPT)
+        self._tail: Deque[bytes] = collections.deque(maxlen=STDERR_KEPT)
         self._stderr_over = False
 
-    def __call__(self, consume, stdout_limit):
+    def __call__(self, consume: Callable[[BoundedReader], Any], stdout_limit: int) -> Any:
         proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, close_fds=True, env={},
                                 preexec_fn=functools.partial(_child_setup, self.limits))
+        # Pipes, buffered (bufsize -1): both are there.
+        stdout = cast(io.BufferedReader, proc.stdout)
+        stderr = cast(io.BufferedReader, proc.stderr)
         self.job.attach(proc)
-        reader = threading.Thread(target=self._read_stderr, args=(proc.stderr,), daemon=True)
+        reader = threading.Thread(target=self._read_stderr, args=(stderr,), daemon=True)
         reader.start()
         timer = threading.Timer(self.timeout, self._expire)
         timer.start()
         try:
-            return self._consume(consume, proc, stdout_limit)
+            return self._consume(consume, proc, stdout, stdout_limit)
         finally:
             timer.cancel()
             self.returncode = proc.wait()
             reader.join()
             _wait_group_gone(proc.pid)
             self.job.detach(proc)
-            proc.stdout.close()
-            proc.stderr.close()
+            stdout.close()
+            stderr.close()
 
-    def _consume(self, consume, proc, stdout_limit):
+    def _consume(self, consume: Callable[[BoundedReader], Any], proc: subprocess.Popen[bytes],
+                 stdout: io.BufferedReader, stdout_limit: int) -> Any:
         try:
-            value = consume(BoundedReader(proc.stdout, stdout_limit))
+            value = consume(BoundedReader(stdout, stdout_limit))
         except BaseException:
             self.job.kill()
             raise
@@ -174,11 +184,11 @@ class Run:
             raise OutputTooLong("stderr", STDERR_LIMIT)
         return value
 
-    def _expire(self):
+    def _expire(self) -> None:
         self.timed_out = True
         self.job.kill()
 
-    def _read_stderr(self, stream):
+    def _read_stderr(self, stream: io.BufferedReader) -> None:
         """Read stderr to its end, keeping its last chunks; past STDERR_LIMIT, kill."""
         count = 0
         while True:
@@ -200,7 +210,7 @@ def last_line(text: str) -> str:
     return OPEN_PREFIX_RE.sub("", lines[-1])[:500] if lines else "no output"
 
 
-def _wait_group_gone(pgid):
+def _wait_group_gone(pgid: int) -> None:
     """Kill what is left of the process group ``pgid`` and wait until none of it runs (a zombie
     left to another parent runs no more)."""
     deadline = time.monotonic() + GROUP_GONE_TIMEOUT
@@ -216,7 +226,7 @@ def _wait_group_gone(pgid):
         time.sleep(0.01)
 
 
-def _group_runs(pgid):
+def _group_runs(pgid: int) -> bool:
     """True while a process of the group ``pgid`` is alive (not a zombie)."""
     try:
         os.killpg(pgid, 0)
@@ -235,7 +245,7 @@ def _group_runs(pgid):
     return False
 
 
-def _child_setup(limits):
+def _child_setup(limits: processutils.ProcessLimits) -> None:
     """In the child before exec: its limits (as oslo.concurrency's prlimit wrapper sets them,
     without a Python process in between), its own process group (so that a kill reaches all of
     it), and SIGKILL when the worker dies, so that no qemu-img outlives a crashed worker."""

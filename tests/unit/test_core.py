@@ -31,6 +31,6 @@ def test_build_without_a_store_connects_a_new_one(conf, monkeypatch):
             connected.append(self)
 
     monkeypatch.setattr(core.image_api, "ImageAPI", lambda c: FakeImages(None))
-    monkeypatch.setattr(core.ceph_store, "CephStore", Store)
+    monkeypatch.setattr(core, "CephStore", Store)
     built = core.build(conf)
     assert connected == [built.store] and built.store.conf is conf

@@ -103,3 +103,28 @@ def test_data_bytes_of_other_formats_need_a_map():
     info = {"cluster-size": 65536, "virtual-size": 10 << 20,
             "cacheraw-check": {"allocated-clusters": 3}}
     assert inspection.allocated_bytes("vmdk", info) is None
+
+
+class AnsweringQemuImg:
+    """A QemuImg whose every run's stdout is ``output``."""
+
+    def __init__(self, output):
+        self.output = output
+
+    def run(self, args, cpu_seconds, timeout, **kwargs):
+        return self.output
+
+
+class FileSource:
+    def qemu_file(self):
+        return {"driver": "file", "filename": "/run/image"}
+
+    def binds(self):
+        return []
+
+
+@pytest.mark.parametrize("output", [b"[1, 2]", b'"qcow2"', b"null", b"not json"])
+def test_info_that_is_no_json_object_is_refused(conf, output):
+    inspector = inspection.Inspector(conf.converter, AnsweringQemuImg(output))
+    with pytest.raises(exception.UnsafeImage, match="qemu-img info gave no JSON"):
+        inspector.info(FileSource(), "qcow2")
