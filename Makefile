@@ -22,9 +22,10 @@ stack-status:
 run: stack-up
 	$(VENV)/bin/cacheraw-worker --config-file .stack/cacheraw.conf
 
-# The whole suite on the main Python, and the unit suite on Python 3.9, 3.10 and 3.12.
+# The whole suite on the main Python, and the unit suite on Python 3.9, 3.10 and 3.12; half the
+# functional suites on a second stack at the same time (tools/run-tests.sh --split).
 test: setup
-	@tools/run-tests.sh --pythons tests
+	@tools/run-tests.sh --pythons --split tests
 
 unit: setup
 	$(PY) -m pytest tests/unit

@@ -14,6 +14,7 @@ to register with (``--register=no --keep-unit``), and nspawn gets a private tmpf
 """
 
 import argparse
+import fcntl
 import os
 import re
 import shutil
@@ -56,6 +57,14 @@ def mirror():
 def build(root=ROOT, log=print):
     """Build the root unless it is there; a half-built one never counts as built."""
     root = Path(root)
+    root.parent.mkdir(parents=True, exist_ok=True)
+    # One build at a time (make test starts one early, the tests' fixture may ask meanwhile).
+    with open(root.with_name(root.name + ".lock"), "w") as lock:
+        fcntl.flock(lock, fcntl.LOCK_EX)
+        return _build(root, log)
+
+
+def _build(root, log):
     if (root / "etc" / "os-release").exists():
         return False
     partial = root.with_name(root.name + ".partial")
