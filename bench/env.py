@@ -16,8 +16,10 @@ from pathlib import Path
 import rbd
 from oslo_config import cfg
 
+from cacheraw.ceph import caches as ceph_caches
 from cacheraw.ceph import store as ceph_store
 from cacheraw.conf import register_opts
+from cacheraw.exception import CacherawError
 from cacheraw.qemu import inspection
 from tests import image_client
 from tests.image_client import ImageClient
@@ -53,7 +55,9 @@ class Stack:
         self.conf(["--config-file", self.conf_file])
         self.store = ceph_store.CephStore(self.conf)
         self.store.connect()
-        self.pool = self.conf.ceph.pool
+        # The store's connection: its handles (ioctx(), image()) and mon_json().
+        self.conn = self.store.conn
+        self.pool = self.conn.pool
         glance = self.facts["glance"]["url"]
         self.demo, self.service = (
             ImageClient(image_client.session(self.facts, name, timeout=300), glance,
@@ -92,29 +96,51 @@ class Stack:
 
     def layout(self, name):
         """Object size, features and whether the object map is valid."""
-        with self.store._image(name, read_only=True) as image:
+        with self.conn.image(name, read_only=True) as image:
             return {"object_size": image.stat()["obj_size"], "features": image.features(),
                     "object_map_valid": not image.flags() & rbd.RBD_FLAG_OBJECT_MAP_INVALID}
 
     def clone_and_open(self, parent, name):
         """What a volume create from the cache does: a clone of its snapshot, opened and read
         at its first sector as a hypervisor attaching it would."""
-        with self.store._ioctx() as ioctx:
+        with self.conn.ioctx() as ioctx:
             rbd.RBD().clone(ioctx, parent, ceph_store.SNAP, ioctx, name)
             with rbd.Image(ioctx, name) as image:
                 image.read(0, 4096)
 
     def remove_image(self, name):
-        with self.store._ioctx() as ioctx:
+        with self.conn.ioctx() as ioctx:
             try:
                 rbd.RBD().remove(ioctx, name)
             except rbd.ImageNotFound:
                 pass
 
+    # -- RAW copies the baselines write themselves: the bench's own images, with no lease
+
+    def create_raw(self, name, size):
+        """An empty RBD image created as cacheraw creates its caches (cacheraw.ceph.caches):
+        the cluster's default features without the object map, which publish_raw() builds."""
+        features = ceph_caches.default_features(self.conn.connected())
+        with self.conn.ioctx() as ioctx:
+            rbd.RBD().create(ioctx, name, size, old_format=False, features=None
+                             if features is None else features & ~ceph_caches.DEFERRED_FEATURES)
+
+    def publish_raw(self, name):
+        """What cacheraw does to a written cache: build the object map create_raw() left out
+        (an ``rbd import`` has it already), snapshot as ``snap`` and protect it."""
+        features = ceph_caches.default_features(self.conn.connected()) or 0
+        with self.conn.image(name) as image:
+            missing = features & ceph_caches.DEFERRED_FEATURES & ~image.features()
+            if missing:
+                image.update_features(missing, True)
+                image.rebuild_object_map()
+            image.create_snap(ceph_store.SNAP)
+            image.protect_snap(ceph_store.SNAP)
+
     def qemu_opts(self, driver, name, snapshot=None):
         """A bare qemu-img's options for ``name`` in the pool, read with its own Ceph client."""
-        options = {"driver": "rbd", "pool": self.store.pool, "image": name,
-                   "conf": self.store.conffile, "user": self.store.user}
+        options = {"driver": "rbd", "pool": self.conn.pool, "image": name,
+                   "conf": self.conn.conffile, "user": self.conn.user}
         if snapshot:
             options["snapshot"] = snapshot
         return inspection.layered(driver, options)
@@ -137,7 +163,7 @@ class Stack:
             last = now
 
     def _stored(self):
-        out = self.store._mon_json({"prefix": "df", "detail": "detail"})
+        out = self.conn.mon_json({"prefix": "df", "detail": "detail"})
         return next(p["stats"]["stored"] for p in out["pools"] if p["name"] == self.pool)
 
     def pool_free(self):
@@ -147,11 +173,10 @@ class Stack:
         """A full OSD blocks writes without an error: say so instead of waiting forever. (A
         memstore OSD's usage count once wrapped below zero, to 16 EiB, after many images were
         written and removed; only a new stack mends that.)"""
-        ret, out, _ = self.store._cluster.mon_command(
-            json.dumps({"prefix": "osd dump", "format": "json"}), b"", timeout=30)
-        if ret:
+        try:
+            dump = self.conn.mon_json({"prefix": "osd dump"})
+        except CacherawError:
             return
-        dump = json.loads(out)
         full = [p["pool_name"] for p in dump["pools"] if "full" in p.get("flags_names", "")]
         if self.pool in full or "full" in dump.get("flags", "").split(","):
             raise BenchError("the Ceph cluster says pool %s is full (see 'ceph health detail'); "

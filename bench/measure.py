@@ -34,7 +34,7 @@ def original(stack, image_id, tmp):
         _, qemu_rss = run_measured(["qemu-img", "convert", "-f", "qcow2", "-O", "raw",
                                     local_qcow2, local_raw])
         stack.rbd_cli("import", "--no-progress", local_raw, stack.spec(target))
-        stack.store.publish(target)
+        stack.publish_raw(target)
         took = time.monotonic() - began
         local_disk = sum(os.stat(p).st_blocks * 512 for p in (local_qcow2, local_raw))
         used = stack.du(target)
@@ -61,13 +61,13 @@ def direct(stack, image_id, virtual_size):
     options = stack.conf.converter
     began = time.monotonic()
     try:
-        stack.store.create(target, virtual_size)
+        stack.create_raw(target, virtual_size)
         _, qemu_rss = run_measured(
             [options.qemu_img, "convert", "-n", "--target-is-zero", "-W",
              "-m", str(options.coroutines),
              "--image-opts", stack.qemu_opts("qcow2", image_id, properties.CACHE_SNAP),
              "--target-image-opts", stack.qemu_opts("raw", target)])
-        stack.store.publish(target)
+        stack.publish_raw(target)
         took = time.monotonic() - began
         used = stack.du(target)
     finally:

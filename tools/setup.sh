@@ -7,8 +7,11 @@ top=$(cd "$(dirname "$0")/.." && pwd)
 venv=${VENV:-$top/.venv}
 python=${PYTHON:-python3}
 
+# qemu-block-extra is for the benchmark's baseline (b) alone, qemu-img reading and writing RBD
+# as the original pipeline does; cacheraw's own qemu-img needs none of its drivers (install.sh
+# leaves it out).
 debs=(ceph-mon ceph-osd ceph-mgr ceph-common python3-rados python3-rbd
-      qemu-utils rabbitmq-server uuid-runtime curl procps iproute2
+      qemu-utils qemu-block-extra rabbitmq-server uuid-runtime curl procps iproute2
       systemd-container debootstrap mariadb-server mariadb-client bubblewrap)
 
 missing_debs() {

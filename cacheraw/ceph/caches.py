@@ -41,6 +41,14 @@ def live_id(ioctx: Any, name: str) -> Optional[str]:
         return None
 
 
+def default_features(cluster: Any) -> Optional[int]:
+    """The features the cluster gives new images (None unless it says them as a number)."""
+    try:
+        return int(cluster.conf_get("rbd_default_features"))
+    except (TypeError, ValueError, rados.Error):
+        return None
+
+
 def has_parent(image: Any) -> bool:
     """Whether ``image`` is a clone still (librbd refuses to flatten one that is not)."""
     try:
@@ -65,11 +73,7 @@ class Caches:
         self._retry = conn.retry
 
     def _default_features(self) -> Optional[int]:
-        """The features the cluster gives new images (None unless it says them as a number)."""
-        try:
-            return int(self.conn.connected().conf_get("rbd_default_features"))
-        except (TypeError, ValueError, rados.Error):
-            return None
+        return default_features(self.conn.connected())
 
     @translate_errors
     def create(self, name: str, size: int, lease: Any) -> str:
