@@ -1,6 +1,6 @@
 """The conversion locks: one RADOS object ``cacheraw.lock.<id>`` per image in the pool, locked
-exclusively with cls_lock (its requests encoded here), and the record its holder keeps on it.
-cacheraw.ceph.lease drives them; every worker on every controller shares them.
+exclusively with cls_lock (its requests encoded in cacheraw.ceph.cls_lock), and the record its
+holder keeps on it. cacheraw.ceph.lease drives them; every worker on every controller shares them.
 
 Fencing: the holder records its client's address on the lock object. Whoever takes a lock that
 expired under another holder blocklists that address (``osd blocklist add``, for
@@ -16,7 +16,6 @@ import json
 import logging
 import os
 import socket
-import struct
 import threading
 import time
 from typing import Any, Callable, Optional
@@ -25,58 +24,21 @@ import rados
 
 from cacheraw import exception
 from cacheraw.ceph import connection
+from cacheraw.ceph.cls_lock import LOCK_FLAG_MUST_RENEW
+from cacheraw.ceph.cls_lock import LOCK_NAME
+from cacheraw.ceph.cls_lock import assert_locked_op
+from cacheraw.ceph.cls_lock import encode_string
+from cacheraw.ceph.cls_lock import encoded
+from cacheraw.ceph.cls_lock import get_info_op
+from cacheraw.ceph.cls_lock import lock_op
+from cacheraw.ceph.cls_lock import lockers_in_info
 
 LOG = logging.getLogger(__name__)
 
 LOCK_PREFIX = "cacheraw.lock."
-LOCK_NAME = "cacheraw"
-LOCK_DESCRIPTION = "cacheraw conversion"
-# cls_lock: renew the lock only when this cookie still holds it (ENOENT otherwise), never
-# take it anew as MAY_RENEW (0x1) would after it was lost.
-LOCK_FLAG_MUST_RENEW = 0x2
-LOCK_TYPE_EXCLUSIVE = 1
 # Extended attributes of a lock object: who holds it, and how far its conversion is.
 HOLDER_XATTR = "cacheraw.holder"
 PROGRESS_XATTR = "cacheraw.progress"
-
-
-# -- cls_lock's requests and replies (Ceph's encoding, src/cls/lock/cls_lock_ops.h)
-
-def encode_string(text: str) -> bytes:
-    data = text.encode()
-    return struct.pack("<I", len(data)) + data
-
-
-def encoded(*fields: bytes) -> bytes:
-    """Ceph's versioned encoding (ENCODE_START(1, 1)) of the fields, already encoded."""
-    body = b"".join(fields)
-    return struct.pack("<BBI", 1, 1, len(body)) + body
-
-
-def lock_op(cookie: str, duration: float, flags: int = 0) -> bytes:
-    """cls_lock's lock input (cls_lock_lock_op): the exclusive lock LOCK_NAME for ``cookie``,
-    for ``duration`` seconds (utime_t: seconds, nanoseconds)."""
-    seconds = int(duration)
-    return encoded(encode_string(LOCK_NAME), struct.pack("<B", LOCK_TYPE_EXCLUSIVE),
-                   encode_string(cookie), encode_string(""), encode_string(LOCK_DESCRIPTION),
-                   struct.pack("<IIB", seconds, int((duration - seconds) * 1e9), flags))
-
-
-def assert_locked_op(cookie: str) -> bytes:
-    """cls_lock's assert_locked input: the exclusive lock LOCK_NAME held with ``cookie``."""
-    return encoded(encode_string(LOCK_NAME), struct.pack("<B", LOCK_TYPE_EXCLUSIVE),
-                   encode_string(cookie), encode_string(""))
-
-
-def get_info_op() -> bytes:
-    return encoded(encode_string(LOCK_NAME))
-
-
-def lockers_in_info(reply: bytes) -> int:
-    """The number of live lockers in cls_lock's get_info reply (the OSD drops the expired)."""
-    if len(reply) < 10:
-        raise exception.CephError("short reply from cls_lock get_info")
-    return struct.unpack_from("<I", reply, 6)[0]
 
 
 class _LiveCookies:

@@ -40,7 +40,8 @@ CEPH_WIRING = {"core.py", "worker.py", "check.py"}
 CEPH_LAYERS = {
     "ceph/lease.py": set(),
     "ceph/connection.py": {"lease"},
-    "ceph/locks.py": {"connection"},
+    "ceph/cls_lock.py": set(),
+    "ceph/locks.py": {"connection", "cls_lock"},
     "ceph/caches.py": {"connection"},
     "ceph/removals.py": {"connection", "caches"},
     "ceph/space.py": {"connection", "locks"},
