@@ -10,7 +10,7 @@ import logging
 import os
 import re
 import threading
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import rados
 import rbd
@@ -25,8 +25,11 @@ LOG = logging.getLogger(__name__)
 TRANSIENT = (rados.TimedOut, rados.InterruptedOrTimeoutError, rbd.Timeout)
 # What a blocklisted client gets for every request (EBLOCKLISTED is ESHUTDOWN).
 SHUT_OUT = (rados.ConnectionShutdown, rbd.ConnectionShutdown)
-# One entity address in what get_addrs() says: "[v2:127.0.0.1:0/123,v1:...]" or "1.2.3.4:0/123".
-_ADDRESS = re.compile(r"(?:^|[\[,])(?:v[12]:|any:)?([^,\[\]/]+/\d+)")
+# One entity address in what get_addrs() says: "[v2:127.0.0.1:0/123,v1:...]" or "1.2.3.4:0/123",
+# or with IPv6, "[v2:[fd00::1]:0/123,v1:[fd00::1]:0/123]" (its IP in brackets, as the blocklist
+# takes it).
+_ADDRESS = re.compile(r"(?:^|[\[,])(?:v[12]:|any:)?"
+                      r"(\[[0-9A-Fa-f:.]+(?:%\w+)?\]:\d+/\d+|[^,\[\]/:]+:\d+/\d+)")
 
 
 def translated_error(exc: Exception, shut_out: Optional[Callable[[], None]] = None
@@ -70,6 +73,12 @@ def entity_address(addresses: str) -> Optional[str]:
     """The address ``ip:port/nonce`` that ``osd blocklist add`` takes, from get_addrs()."""
     match = _ADDRESS.search(addresses or "")
     return match.group(1) if match else None
+
+
+def entity_addresses(addresses: str) -> List[str]:
+    """Every address ``ip:port/nonce`` in get_addrs() (or a locker's address), without its
+    ``v1:``/``v2:`` type."""
+    return _ADDRESS.findall(addresses or "")
 
 
 class Connection:

@@ -116,9 +116,16 @@ class RadosLocks:
         if previous.get("cookie") in self._live:
             raise exception.LockBusy("image %s: an earlier lease of this worker still runs"
                                      % image_id)
-        if not address or address == self.conn.address():
+        if not address:
+            # Whoever held it cannot be fenced: as when a blocklist fails, nothing is touched.
+            raise exception.CephError(
+                "image %s: the lease of %s (host %s, pid %s) ran out and its record has no client "
+                "address to blocklist; once that worker is known to be stopped, remove the object "
+                "%s" % (image_id, previous.get("cookie"), previous.get("host"),
+                        previous.get("pid"), self._object(image_id)))
+        if address == self.conn.address():
             LOG.info("Image %s: the lease of %s ran out; nothing of it runs any more", image_id,
-                     address or "an unknown client")
+                     address)
             return
         LOG.warning("Image %s: the lease of %s (host %s, pid %s) ran out: blocklisting that "
                     "client for %d s before touching the image", image_id, address,
@@ -138,8 +145,13 @@ class RadosLocks:
         """The binding cannot list lockers: the holder says who it is on the lock object, with
         its client's address, in one operation with the check that it holds the lock (and
         clears an earlier holder's progress)."""
+        address = self.conn.address()
+        if not address:
+            # A holder that no later taker could fence must not hold the lock.
+            raise exception.CephError("image %s: this client's address (%s) cannot be recorded "
+                                      "on the lock" % (image_id, self.conn.addresses()))
         record = {"host": socket.gethostname(), "pid": os.getpid(), "since": int(time.time()),
-                  "cookie": cookie, "addr": self.conn.address()}
+                  "cookie": cookie, "addr": address}
         with self.conn.ioctx() as ioctx:
             with rados.WriteOpCtx() as op:
                 op.execute("lock", "assert_locked", assert_locked_op(cookie))
