@@ -18,6 +18,7 @@ import os
 import socket
 import threading
 import time
+import uuid
 from typing import Any, Callable, Optional
 
 import rados
@@ -205,11 +206,43 @@ class RadosLocks:
     def release(self, image_id: str, cookie: str, remove: bool = True) -> None:
         """Remove the lock object (or, without ``remove``, only the lock) in one operation with
         the check that ``cookie`` holds it: a lock that another worker took meanwhile is never
-        removed."""
+        removed; one that expired under ``cookie`` and nobody touched since is (_remove_expired)."""
         self._live.discard(cookie)
-        self._retry(self._fenced, image_id, cookie, lambda op: op.remove() if remove else
-                    op.execute("lock", "unlock", encoded(encode_string(LOCK_NAME),
-                                                         encode_string(cookie))))
+        try:
+            self._retry(self._fenced, image_id, cookie, lambda op: op.remove() if remove else
+                        op.execute("lock", "unlock", encoded(encode_string(LOCK_NAME),
+                                                             encode_string(cookie))))
+        except exception.LockLost:
+            if not remove or not self._remove_expired(image_id, cookie):
+                raise
+            LOG.info("Image %s: its lock had expired; removed it with its holder record",
+                     image_id)
+
+    @connection.translate_errors
+    def _remove_expired(self, image_id, cookie):
+        """True when the object bore ``cookie``'s record and is removed, in one operation that
+        takes the lock afresh (nobody holds it) and fails if the object was written since the
+        record was read: left, it would have the next taker blocklist this (healthy) worker."""
+        name = self._object(image_id)
+        with self.conn.ioctx() as ioctx:
+            try:
+                record = json.loads(ioctx.get_xattr(name, HOLDER_XATTR).decode())
+            except (rados.ObjectNotFound, rados.NoData, UnicodeDecodeError, ValueError):
+                return False
+            version = ioctx.get_last_version()
+            if not isinstance(record, dict) or record.get("cookie") != cookie:
+                return False
+            with rados.WriteOpCtx() as op:
+                op.assert_version(version)
+                op.execute("lock", "lock", lock_op("release-%s" % uuid.uuid4().hex, 1))
+                op.remove()
+                try:
+                    ioctx.operate_write_op(op, name)
+                except rados.OSError as exc:  # held, or written since (its version): left
+                    if exc.errno not in (errno.ENOENT, errno.EBUSY, errno.ERANGE, errno.EOVERFLOW):
+                        raise
+                    return False
+        return True
 
     def _fenced(self, image_id, cookie, add):
         with self.conn.ioctx() as ioctx:

@@ -101,14 +101,35 @@ def test_a_renewal_after_the_lock_expired_is_lost(connect):
     assert not locks.is_locked(image)
     with pytest.raises(exception.LockLost):
         locks.renew(image, "cookie-a", 30, timeout=5)
-    with pytest.raises(exception.LockLost):
-        locks.release(image, "cookie-a")
-    _remove_lock_object(locks, image)
+    locks.release(image, "cookie-a")  # nobody took it since: removed with its record
+    assert locks.holder_record(image) is None
 
 
-def _remove_lock_object(locks, image):
-    with locks.conn.ioctx() as ioctx:
-        ioctx.remove_object(locks_mod.LOCK_PREFIX + image)
+def test_a_lease_that_ran_out_leaves_no_record_to_fence_its_healthy_worker(connect,
+                                                                        admin_cluster):
+    """The lock expired (renewals failed) and nobody took it: its release removes the object
+    with its record, so that whoever takes the lock later does not blocklist that worker, busy
+    with other images; a lock another client took meanwhile is left to it."""
+    first_conn, first = connect()
+    _, second = connect()
+    image, taken = image_id(), image_id()
+    first.take(image, "cookie-a", 1.5)
+    first.take(taken, "cookie-c", 1.5)
+    time.sleep(2.5)
+    first.release(image, "cookie-a")
+    assert first.holder_record(image) is None
+    second.take(image, "cookie-b", 30)
+    second.release(image, "cookie-b")
+    assert first_conn.address() not in blocklist_entries(admin_cluster)
+    assert not first.is_locked(image)  # the first client is not fenced
+    second.take(taken, "cookie-d", 30)  # blocklists the first: its lease of taken ran out
+    try:
+        with pytest.raises(exception.CephBlocklisted):
+            first.release(taken, "cookie-c")
+        assert second.holder_record(taken)["cookie"] == "cookie-d"
+    finally:
+        second.release(taken, "cookie-d")
+        _unblocklist(admin_cluster, first_conn.address())
 
 
 def test_the_taker_of_an_expired_lease_blocklists_its_holder_first(connect, admin_cluster):
@@ -148,8 +169,7 @@ def test_a_lease_that_ran_out_in_this_very_process_fences_nobody(connect, admin_
     time.sleep(2.5)
     with pytest.raises(exception.LockBusy):
         locks.take(image, "cookie-b", 30)  # cookie-a's block still runs in this process
-    with pytest.raises(exception.LockLost):
-        locks.release(image, "cookie-a")  # its block ends; the lock had expired
+    locks.release(image, "cookie-a")  # its block ends; the lock had expired: removed
     locks.take(image, "cookie-b", 30)
     assert conn.address() not in blocklist_entries(admin_cluster)
     locks.release(image, "cookie-b")

@@ -1,9 +1,15 @@
 """cacheraw.ceph.locks: the fencing decisions of a take (the pool itself is in
 tests/functional/test_ceph_locks.py)."""
 
+import contextlib
+import errno
+import json
+
 import pytest
+import rados
 
 from cacheraw import exception
+from cacheraw.ceph import cls_lock
 from cacheraw.ceph import locks
 
 
@@ -68,3 +74,79 @@ def test_the_taker_of_an_expired_ipv6_lease_blocklists_its_address():
     rados_locks._record_holder = lambda image_id, cookie: rados_locks.recorded.append(cookie)
     rados_locks.take("image-1", "cookie-a", 30)
     assert rados_locks.blocklisted == ["[fd00::2]:0/9"] and rados_locks.recorded == ["cookie-a"]
+
+
+class FakeOp:
+    """A write operation: its steps, applied by LockObject.operate_write_op."""
+
+    def __init__(self):
+        self.steps = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+    def __getattr__(self, step):
+        return lambda *args: self.steps.append((step,) + args)
+
+
+class LockObject:
+    """One lock object: its live lock's cookie (None: none, or expired), its xattrs and version;
+    ``meanwhile()`` runs between a read and the next write (another worker)."""
+
+    def __init__(self, holder, record_cookie):
+        self.exists, self.holder, self.version = True, holder, 7
+        self.xattrs = {locks.HOLDER_XATTR: json.dumps({"cookie": record_cookie}).encode()}
+        self.meanwhile = lambda: None
+        self._last = None
+
+    def get_xattr(self, name, key):
+        self._last = self.version
+        return self.xattrs[key]
+
+    def get_last_version(self):
+        return self._last
+
+    def operate_write_op(self, op, name):
+        self.meanwhile()
+        for step, *args in op.steps:
+            if step == "assert_version" and args[0] != self.version:
+                raise rados.OSError("version", errno=errno.ERANGE)
+            if step == "execute" and args[1] == "assert_locked" and (
+                    self.holder is None or args[2] != cls_lock.assert_locked_op(self.holder)):
+                raise rados.ObjectBusy("not locked", errno=errno.EBUSY)
+            if step == "execute" and args[1] == "lock" and self.holder is not None:
+                raise rados.ObjectBusy("locked", errno=errno.EBUSY)
+        self.exists = False  # the steps that pass end with the remove
+
+
+def _locks_on(lock_object, monkeypatch):
+    monkeypatch.setattr(locks.rados, "WriteOpCtx", FakeOp)
+    rados_locks = locks.RadosLocks(StubConnection("10.0.0.1:0/1"), 60)
+    rados_locks.conn.ioctx = lambda: contextlib.nullcontext(lock_object)
+    return rados_locks
+
+
+def test_a_release_after_the_lock_expired_removes_its_record(monkeypatch):
+    """Left in place, the record would have whoever takes the lock next blocklist this worker,
+    days later, in the middle of other conversions."""
+    lock_object = LockObject(holder=None, record_cookie="cookie-a")
+    _locks_on(lock_object, monkeypatch).release("image-1", "cookie-a")
+    assert not lock_object.exists
+
+
+@pytest.mark.parametrize("holder, record_cookie, written_meanwhile", [
+    ("cookie-b", "cookie-b", False),  # another worker took it: its lock and record stay
+    (None, "cookie-b", False),  # another worker's lease ran out too: it is to be fenced
+    (None, "cookie-a", True),  # another worker took the lock between the read and the write
+])
+def test_a_release_leaves_a_lock_object_that_is_not_its_own_any_more(
+        monkeypatch, holder, record_cookie, written_meanwhile):
+    lock_object = LockObject(holder, record_cookie)
+    if written_meanwhile:
+        lock_object.meanwhile = lambda: setattr(lock_object, "version", lock_object.version + 1)
+    with pytest.raises(exception.LockLost):
+        _locks_on(lock_object, monkeypatch).release("image-1", "cookie-a")
+    assert lock_object.exists
