@@ -210,8 +210,23 @@ def test_running_conversions_reserve_their_space_on_every_worker(connect):
         with lease_mod.hold(second_locks, image_id(), 30) as second:
             with pytest.raises(exception.NotEnoughSpace, match="reserved by running conv"):
                 second_space.reserve(second, need)
-            assert second.image_id not in second_space.entries()
+            assert [key for key in second_space.entries()
+                    if space_mod.image_of(key) == second.image_id] == []
             first_space.release(first.image_id, first.cookie)
             second_space.reserve(second, need)
             second_space.release(second.image_id, second.cookie)
     assert first_space.entries() == {}
+
+
+def test_a_release_removes_only_its_own_reservation(connect):
+    """An old holder's release after a new holder of the same image reserved removes the old
+    entry only (by its key, unread)."""
+    conn, locks = connect()
+    pool = space_mod.PoolSpace(conn, locks)
+    image = image_id()
+    with lease_mod.hold(locks, image, 30) as lease:
+        pool.reserve(lease, 1024)
+        pool.release(image, "an-old-lease")
+        assert pool.entries()["%s/%s" % (image, lease.cookie)]["bytes"] == 1024
+        pool.release(image, lease.cookie)
+    assert pool.entries() == {}
