@@ -60,6 +60,7 @@ class ServedSnapshot:
         self.export = None
         self.gone = False
         self._unchecked = 0
+        self._warned = False  # once: qemu-img may go on reading after an error
 
     def check(self) -> None:
         """Raise CephNotFound when the snapshot or its image was removed."""
@@ -85,8 +86,10 @@ class ServedSnapshot:
             self.image.aio_read(offset, length, lambda completion, data: done(
                 data, 0 if data is not None else _errno(completion) or errno.EIO))
         except (exception.CacherawError, rbd.Error, rados.Error) as exc:
-            LOG.warning("Read of %d bytes at %d from %s failed: %s", length, offset,
-                        self.image.get_name(), exc)
+            if not self._warned:
+                self._warned = True
+                LOG.warning("Read of %d bytes at %d from %s failed (later failures are not "
+                            "logged): %s", length, offset, self.image.get_name(), exc)
             done(None, errno.EIO)
 
 

@@ -64,6 +64,7 @@ class Transmission:
         self.backend = export.backend
         self.slots = threading.Semaphore(DEPTH)
         self.replies = queue.Queue()  # never more than DEPTH: each item holds a slot
+        self.logged = False  # a backend's exception is logged once per connection
 
     def run(self) -> None:
         sender = threading.Thread(target=self._send_replies, daemon=True,
@@ -104,6 +105,8 @@ class Transmission:
             return errno.EINVAL
         if command in WRITES and not self.backend.writable:
             return errno.EPERM
+        if command == CMD_FLUSH and not self.backend.writable:
+            return errno.EINVAL  # not offered: a read-only backend has no flush
         if command == CMD_READ and length > MAX_BLOCK:
             return errno.EINVAL
         if command != CMD_FLUSH and offset + length > self.export.size:
@@ -121,8 +124,10 @@ class Transmission:
             else:
                 self.backend.flush(done)
         except Exception:  # noqa: BLE001 - the client gets an error reply; the slot is freed
-            LOG.exception("NBD request %d at %d of %d bytes failed on %s", command, offset,
-                          length, self.export.path)
+            if not self.logged:  # the client may repeat it: no flood of the journal
+                self.logged = True
+                LOG.exception("NBD request %d at %d of %d bytes failed on %s (logged once per "
+                              "connection)", command, offset, length, self.export.path)
             done(None, errno.EIO)
 
     def _send_replies(self):
