@@ -140,10 +140,27 @@ def serve_cache(open_ioctx: Callable, translate: Callable, name: str,
     """``with serve_cache(...) as served:`` serves the cache ``name`` writable on the Unix socket
     ``path``; once qemu-img is done with it, what it wrote is flushed."""
     try:
-        with open_ioctx() as ioctx, rbd.Image(ioctx, name) as image:
+        with open_ioctx() as ioctx, _writable(ioctx, name) as image:
             served = ServedCache(image)
             with nbd.Export(path, served) as served.export:
                 yield served
             image.flush()  # every request has ended with the export
     except (rbd.Error, rados.Error) as exc:
         raise translate(exc) from exc
+
+
+@contextlib.contextmanager
+def _writable(ioctx, name: str) -> Iterator:
+    """The cache ``name`` opened read-write; a close that fails (the pool is full) is logged
+    here: the RBD lock of its handle stays, for the cache's removal to release. (A close is
+    tried once: the ``with`` closes a closed image no more.)"""
+    with rbd.Image(ioctx, name) as image:
+        try:
+            yield image
+        finally:
+            try:
+                image.close()
+            except (rbd.Error, rados.Error) as exc:
+                LOG.warning("Cache %s: closing its writable handle failed, its RBD lock stays "
+                            "until the cache is removed: %s", name, exc)
+                raise

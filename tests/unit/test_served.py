@@ -1,6 +1,7 @@
 """cacheraw.ceph.served: reads of a snapshot served to qemu-img, which notice the snapshot or
 its image removed under them; writes of the cache served to qemu-img."""
 
+import contextlib
 import errno
 import logging
 import socket
@@ -9,6 +10,7 @@ import threading
 
 import pytest
 import rados
+import rbd
 
 from cacheraw import exception
 from cacheraw.ceph import served
@@ -158,3 +160,41 @@ def test_the_served_snapshot_offers_no_flush_and_a_flush_is_refused_without_a_tr
     theirs.close()
     assert sorted(replies) == [(errno.EINVAL, 1), (errno.EINVAL, 2), (errno.EINVAL, 3)]
     assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+class ClosingImage(FakeImage):
+    """A writable image whose close fails as librbd's does when the pool is full (it cannot
+    release its lock), and is tried once: a closed image closes no more."""
+
+    def __init__(self):
+        super().__init__()
+        self.closes = 0
+        self.closed = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self.closes += 1
+            raise rbd.NoSpace("error while closing image")
+
+    def flush(self):
+        pass
+
+
+def test_a_failed_close_of_the_served_cache_is_a_warning_naming_it(monkeypatch, tmp_path,
+                                                                    caplog):
+    image = ClosingImage()
+    monkeypatch.setattr(served.rbd, "Image", lambda ioctx, name: image)
+    with pytest.raises(exception.CephError, match="closing"):
+        with served.serve_cache(contextlib.nullcontext, translate, ID + "_raw",
+                                str(tmp_path / "sock")):
+            pass
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert image.closes == 1 and len(warnings) == 1
+    assert warnings[0].startswith("Cache %s_raw: closing its writable handle failed" % ID)
