@@ -100,6 +100,7 @@ class Connection:
         self.client = None
         self._shared = None
         self._shared_lock = threading.Lock()
+        self._connect_lock = threading.Lock()  # one cluster handle, whichever thread needs it
         # Set once the cluster refused this client: the process must start again.
         self.blocklisted = threading.Event()
         # The caches this process has open for writing (served to its qemu-img): the RBD locks
@@ -175,7 +176,9 @@ class Connection:
     def connected(self) -> Any:
         """The cluster handle, connected now if it is not yet."""
         if self.cluster is None:
-            self.connect()
+            with self._connect_lock:
+                if self.cluster is None:
+                    self.connect()
         return self.cluster
 
     @contextlib.contextmanager
