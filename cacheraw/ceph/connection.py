@@ -10,7 +10,7 @@ import logging
 import os
 import re
 import threading
-from typing import Any, Callable, Iterator, Optional
+from typing import Any, Callable, Iterator, List, Optional
 
 import rados
 import rbd
@@ -26,8 +26,11 @@ LOG = logging.getLogger(__name__)
 TRANSIENT = (rados.TimedOut, rados.InterruptedOrTimeoutError, rbd.Timeout)
 # What a blocklisted client gets for every request (EBLOCKLISTED is ESHUTDOWN).
 SHUT_OUT = (rados.ConnectionShutdown, rbd.ConnectionShutdown)
-# One entity address in what get_addrs() says: "[v2:127.0.0.1:0/123,v1:...]" or "1.2.3.4:0/123".
-_ADDRESS = re.compile(r"(?:^|[\[,])(?:v[12]:|any:)?([^,\[\]/]+/\d+)")
+# One entity address in what get_addrs() says: "[v2:127.0.0.1:0/123,v1:...]" or "1.2.3.4:0/123",
+# or with IPv6, "[v2:[fd00::1]:0/123,v1:[fd00::1]:0/123]" (its IP in brackets, as the blocklist
+# takes it).
+_ADDRESS = re.compile(r"(?:^|[\[,])(?:v[12]:|any:)?"
+                      r"(\[[0-9A-Fa-f:.]+(?:%\w+)?\]:\d+/\d+|[^,\[\]/:]+:\d+/\d+)")
 
 
 def translated_error(exc: BaseException, shut_out: Optional[Callable[[], None]] = None
@@ -73,6 +76,12 @@ def entity_address(addresses: str) -> Optional[str]:
     return match.group(1) if match else None
 
 
+def entity_addresses(addresses: str) -> List[str]:
+    """Every address ``ip:port/nonce`` in get_addrs() (or a locker's address), without its
+    ``v1:``/``v2:`` type."""
+    return _ADDRESS.findall(addresses or "")
+
+
 class Connection:
     """One connection to the cluster, shared by the threads of a worker (librados is
     thread-safe); connected at the first use."""
@@ -92,6 +101,7 @@ class Connection:
         self.client: Optional[str] = None
         self._shared: Optional[rados.Ioctx] = None
         self._shared_lock = threading.Lock()
+        self._connect_lock = threading.Lock()  # one cluster handle, whichever thread needs it
         # Set once the cluster refused this client: the process must start again.
         self.blocklisted = threading.Event()
         # The caches this process has open for writing (served to its qemu-img): the RBD locks
@@ -170,7 +180,9 @@ class Connection:
     def connected(self) -> Any:
         """The cluster handle, connected now if it is not yet."""
         if self.cluster is None:
-            self.connect()
+            with self._connect_lock:
+                if self.cluster is None:
+                    self.connect()
         return self.cluster
 
     @contextlib.contextmanager

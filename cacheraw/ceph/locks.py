@@ -1,6 +1,6 @@
 """The conversion locks: one RADOS object ``cacheraw.lock.<id>`` per image in the pool, locked
-exclusively with cls_lock (its requests encoded here), and the record its holder keeps on it.
-cacheraw.ceph.lease drives them; every worker on every controller shares them.
+exclusively with cls_lock (its requests encoded in cacheraw.ceph.cls_lock), and the record its
+holder keeps on it. cacheraw.ceph.lease drives them; every worker on every controller shares them.
 
 Fencing: the holder records its client's address on the lock object. Whoever takes a lock that
 expired under another holder blocklists that address (``osd blocklist add``, for
@@ -16,67 +16,30 @@ import json
 import logging
 import os
 import socket
-import struct
 import threading
 import time
+import uuid
 from typing import Any, Callable, List, Optional, Set
 
 import rados
 
 from cacheraw import exception
 from cacheraw.ceph import connection
+from cacheraw.ceph.cls_lock import LOCK_FLAG_MUST_RENEW
+from cacheraw.ceph.cls_lock import LOCK_NAME
+from cacheraw.ceph.cls_lock import assert_locked_op
+from cacheraw.ceph.cls_lock import encode_string
+from cacheraw.ceph.cls_lock import encoded
+from cacheraw.ceph.cls_lock import get_info_op
+from cacheraw.ceph.cls_lock import lock_op
+from cacheraw.ceph.cls_lock import lockers_in_info
 
 LOG = logging.getLogger(__name__)
 
 LOCK_PREFIX = "cacheraw.lock."
-LOCK_NAME = "cacheraw"
-LOCK_DESCRIPTION = "cacheraw conversion"
-# cls_lock: renew the lock only when this cookie still holds it (ENOENT otherwise), never
-# take it anew as MAY_RENEW (0x1) would after it was lost.
-LOCK_FLAG_MUST_RENEW = 0x2
-LOCK_TYPE_EXCLUSIVE = 1
 # Extended attributes of a lock object: who holds it, and how far its conversion is.
 HOLDER_XATTR = "cacheraw.holder"
 PROGRESS_XATTR = "cacheraw.progress"
-
-
-# -- cls_lock's requests and replies (Ceph's encoding, src/cls/lock/cls_lock_ops.h)
-
-def encode_string(text: str) -> bytes:
-    data = text.encode()
-    return struct.pack("<I", len(data)) + data
-
-
-def encoded(*fields: bytes) -> bytes:
-    """Ceph's versioned encoding (ENCODE_START(1, 1)) of the fields, already encoded."""
-    body = b"".join(fields)
-    return struct.pack("<BBI", 1, 1, len(body)) + body
-
-
-def lock_op(cookie: str, duration: float, flags: int = 0) -> bytes:
-    """cls_lock's lock input (cls_lock_lock_op): the exclusive lock LOCK_NAME for ``cookie``,
-    for ``duration`` seconds (utime_t: seconds, nanoseconds)."""
-    seconds = int(duration)
-    return encoded(encode_string(LOCK_NAME), struct.pack("<B", LOCK_TYPE_EXCLUSIVE),
-                   encode_string(cookie), encode_string(""), encode_string(LOCK_DESCRIPTION),
-                   struct.pack("<IIB", seconds, int((duration - seconds) * 1e9), flags))
-
-
-def assert_locked_op(cookie: str) -> bytes:
-    """cls_lock's assert_locked input: the exclusive lock LOCK_NAME held with ``cookie``."""
-    return encoded(encode_string(LOCK_NAME), struct.pack("<B", LOCK_TYPE_EXCLUSIVE),
-                   encode_string(cookie), encode_string(""))
-
-
-def get_info_op() -> bytes:
-    return encoded(encode_string(LOCK_NAME))
-
-
-def lockers_in_info(reply: bytes) -> int:
-    """The number of live lockers in cls_lock's get_info reply (the OSD drops the expired)."""
-    if len(reply) < 10:
-        raise exception.CephError("short reply from cls_lock get_info")
-    return struct.unpack_from("<I", reply, 6)[0]
 
 
 class _LiveCookies:
@@ -154,9 +117,16 @@ class RadosLocks:
         if previous.get("cookie") in self._live:
             raise exception.LockBusy("image %s: an earlier lease of this worker still runs"
                                      % image_id)
-        if not address or address == self.conn.address():
+        if not address:
+            # Whoever held it cannot be fenced: as when a blocklist fails, nothing is touched.
+            raise exception.CephError(
+                "image %s: the lease of %s (host %s, pid %s) ran out and its record has no client "
+                "address to blocklist; once that worker is known to be stopped, remove the object "
+                "%s" % (image_id, previous.get("cookie"), previous.get("host"),
+                        previous.get("pid"), self._object(image_id)))
+        if address == self.conn.address():
             LOG.info("Image %s: the lease of %s ran out; nothing of it runs any more", image_id,
-                     address or "an unknown client")
+                     address)
             return
         LOG.warning("Image %s: the lease of %s (host %s, pid %s) ran out: blocklisting that "
                     "client for %d s before touching the image", image_id, address,
@@ -176,8 +146,13 @@ class RadosLocks:
         """The binding cannot list lockers: the holder says who it is on the lock object, with
         its client's address, in one operation with the check that it holds the lock (and
         clears an earlier holder's progress)."""
+        address = self.conn.address()
+        if not address:
+            # A holder that no later taker could fence must not hold the lock.
+            raise exception.CephError("image %s: this client's address (%s) cannot be recorded "
+                                      "on the lock" % (image_id, self.conn.addresses()))
         record = {"host": socket.gethostname(), "pid": os.getpid(), "since": int(time.time()),
-                  "cookie": cookie, "addr": self.conn.address()}
+                  "cookie": cookie, "addr": address}
         with self.conn.ioctx() as ioctx:
             with rados.WriteOpCtx() as op:
                 op.execute("lock", "assert_locked", assert_locked_op(cookie))
@@ -231,11 +206,43 @@ class RadosLocks:
     def release(self, image_id: str, cookie: str, remove: bool = True) -> None:
         """Remove the lock object (or, without ``remove``, only the lock) in one operation with
         the check that ``cookie`` holds it: a lock that another worker took meanwhile is never
-        removed."""
+        removed; one that expired under ``cookie`` and nobody touched since is (_remove_expired)."""
         self._live.discard(cookie)
-        self._retry(self._fenced, image_id, cookie, lambda op: op.remove() if remove else
-                    op.execute("lock", "unlock", encoded(encode_string(LOCK_NAME),
-                                                         encode_string(cookie))))
+        try:
+            self._retry(self._fenced, image_id, cookie, lambda op: op.remove() if remove else
+                        op.execute("lock", "unlock", encoded(encode_string(LOCK_NAME),
+                                                             encode_string(cookie))))
+        except exception.LockLost:
+            if not remove or not self._remove_expired(image_id, cookie):
+                raise
+            LOG.info("Image %s: its lock had expired; removed it with its holder record",
+                     image_id)
+
+    @connection.translate_errors
+    def _remove_expired(self, image_id: str, cookie: str) -> bool:
+        """True when the object bore ``cookie``'s record and is removed, in one operation that
+        takes the lock afresh (nobody holds it) and fails if the object was written since the
+        record was read: left, it would have the next taker blocklist this (healthy) worker."""
+        name = self._object(image_id)
+        with self.conn.ioctx() as ioctx:
+            try:
+                record = json.loads(ioctx.get_xattr(name, HOLDER_XATTR).decode())
+            except (rados.ObjectNotFound, rados.NoData, UnicodeDecodeError, ValueError):
+                return False
+            version = ioctx.get_last_version()
+            if not isinstance(record, dict) or record.get("cookie") != cookie:
+                return False
+            with rados.WriteOpCtx() as op:
+                op.assert_version(version)
+                op.execute("lock", "lock", lock_op("release-%s" % uuid.uuid4().hex, 1))
+                op.remove()
+                try:
+                    ioctx.operate_write_op(op, name)
+                except rados.OSError as exc:  # held, or written since (its version): left
+                    if exc.errno not in (errno.ENOENT, errno.EBUSY, errno.ERANGE, errno.EOVERFLOW):
+                        raise
+                    return False
+        return True
 
     def _fenced(self, image_id: str, cookie: str, add: Callable[[Any], None]) -> None:
         with self.conn.ioctx() as ioctx:

@@ -117,8 +117,9 @@ class CacheRemovals:
         thread of this worker publishing) are never broken: that would blocklist this
         worker."""
         lockers = image.list_lockers()
+        own = set(connection.entity_addresses(self.conn.addresses()))
         for client, cookie, address in (lockers["lockers"] if lockers else []):
-            if client == self.conn.client or (address and address in self.conn.addresses()):
+            if client == self.conn.client or own & set(connection.entity_addresses(address)):
                 self._release_own_lock(image, client, cookie)
                 continue
             LOG.info("Breaking the stale lock of %s at %s on %s", client, address,

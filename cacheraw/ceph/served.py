@@ -61,6 +61,7 @@ class ServedSnapshot:
         self.export: Optional[nbd.Export] = None
         self.gone = False
         self._unchecked = 0
+        self._warned = False  # once: qemu-img may go on reading after an error
 
     def check(self) -> None:
         """Raise CephNotFound when the snapshot or its image was removed."""
@@ -86,8 +87,10 @@ class ServedSnapshot:
             self.image.aio_read(offset, length, lambda completion, data: done(
                 data, 0 if data is not None else _errno(completion) or errno.EIO))
         except (exception.CacherawError, rbd.Error, rados.Error) as exc:
-            LOG.warning("Read of %d bytes at %d from %s failed: %s", length, offset,
-                        self.image.get_name(), exc)
+            if not self._warned:
+                self._warned = True
+                LOG.warning("Read of %d bytes at %d from %s failed (later failures are not "
+                            "logged): %s", length, offset, self.image.get_name(), exc)
             done(None, errno.EIO)
 
 
@@ -140,10 +143,27 @@ def serve_cache(open_ioctx: Callable[[], ContextManager[Any]],
     """``with serve_cache(...) as served:`` serves the cache ``name`` writable on the Unix socket
     ``path``; once qemu-img is done with it, what it wrote is flushed."""
     try:
-        with open_ioctx() as ioctx, rbd.Image(ioctx, name) as image:
+        with open_ioctx() as ioctx, _writable(ioctx, name) as image:
             served = ServedCache(image)
             with nbd.Export(path, served) as served.export:
                 yield served
             image.flush()  # every request has ended with the export
     except (rbd.Error, rados.Error) as exc:
         raise translate(exc) from exc
+
+
+@contextlib.contextmanager
+def _writable(ioctx: Any, name: str) -> Iterator:
+    """The cache ``name`` opened read-write; a close that fails (the pool is full) is logged
+    here: the RBD lock of its handle stays, for the cache's removal to release. (A close is
+    tried once: the ``with`` closes a closed image no more.)"""
+    with rbd.Image(ioctx, name) as image:
+        try:
+            yield image
+        finally:
+            try:
+                image.close()
+            except (rbd.Error, rados.Error) as exc:
+                LOG.warning("Cache %s: closing its writable handle failed, its RBD lock stays "
+                            "until the cache is removed: %s", name, exc)
+                raise

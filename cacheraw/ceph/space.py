@@ -8,19 +8,21 @@ full ratio); the part between the ceiling and the full ratio is taken off it. A 
 limits it further.
 
 A conversion reserves the bytes it will write before it creates its cache: one omap entry per
-image on the object ``cacheraw.reservations`` ({"bytes", "cookie"}). The room counts, of every
-other entry whose image is locked now, what its conversion has still to write (its progress on
-the lock object tells how far it is). A conversion writes its entry first and counts the others
-after, so that two workers deciding at the same moment each see the other (at worst both wait).
-An entry is removed when its lease ends; one left by a worker that died counts no more once its
-lock expired, and the next holder of that image overwrites it.
+lease on the object ``cacheraw.reservations``, keyed ``<image id>/<lease cookie>`` ({"bytes",
+"cookie"}). The room counts, of every other image's entry whose image is locked now, what its
+conversion has still to write (its progress on the lock object tells how far it is). A
+conversion writes its entry first and counts the others after, so that two workers deciding at
+the same moment each see the other (at worst both wait). An entry is removed by its own key when
+its lease ends, without reading first, so that an old holder never removes a new holder's entry;
+one left by a worker that died counts no more once its lock expired, and the next holder of that
+image removes it when it reserves (in the write of its own entry).
 """
 
 from __future__ import annotations
 
 import json
 import logging
-from typing import Any, Dict, Optional, Tuple
+from typing import Any, Dict, Iterable, Optional, Tuple
 
 import rados
 
@@ -71,7 +73,9 @@ class PoolSpace:
     def reserve(self, lease: Any, need: int) -> None:
         """Reserve ``need`` bytes for the conversion under ``lease``, or raise NotEnoughSpace
         (the reservation is not kept) when they do not fit beside the other conversions."""
-        self._write(lease.image_id, {"bytes": int(need), "cookie": lease.cookie}, lease=lease)
+        earlier = [key for key in self.entries() if image_of(key) == lease.image_id]
+        self._write(entry_key(lease.image_id, lease.cookie),
+                    {"bytes": int(need), "cookie": lease.cookie}, earlier, lease=lease)
         try:
             room, why = self.room()
             others = self.reserved(but=lease.image_id)
@@ -93,14 +97,20 @@ class PoolSpace:
         return max(0, room - self.reserved())
 
     @translate_errors
-    def _write(self, image_id: str, entry: dict, lease: Any = None) -> None:
+    def _write(self, key: str, entry: dict, earlier: Iterable[str], lease: Any = None) -> None:
+        """Write ``entry`` at ``key`` and remove the ``earlier`` entries of its image (of the
+        leases before ``lease``, which holds the image's lock now)."""
         with self.conn.ioctx() as ioctx:
             with rados.WriteOpCtx() as op:
-                ioctx.set_omap(op, (image_id,), (json.dumps(entry).encode(),))
+                stale = tuple(k for k in earlier if k != key)
+                if stale:
+                    ioctx.remove_omap_keys(op, stale)
+                ioctx.set_omap(op, (key,), (json.dumps(entry).encode(),))
                 ioctx.operate_write_op(op, RESERVATIONS)
 
     @translate_errors
     def entries(self) -> Dict[str, dict]:
+        """The reservations by their key (``image_of(key)`` is their image)."""
         with self.conn.ioctx() as ioctx:
             with rados.ReadOpCtx() as op:
                 found, _ = ioctx.get_omap_vals(op, "", "", MAX_ENTRIES)
@@ -113,7 +123,8 @@ class PoolSpace:
     def reserved(self, but: Optional[str] = None) -> int:
         """What the running conversions (of images other than ``but``) have still to write."""
         total = 0
-        for image_id, entry in self.entries().items():
+        for key, entry in self.entries().items():
+            image_id = image_of(key)
             if image_id == but or not self.locks.is_locked(image_id):
                 continue
             percent = (self.locks.progress(image_id) or {}).get("percent")
@@ -123,21 +134,34 @@ class PoolSpace:
         return total
 
     def release(self, image_id: str, cookie: Optional[str]) -> None:
-        """Remove the image's reservation if it is that of the lease ``cookie`` (a later
-        holder's stays), or whoever's it is when ``cookie`` is None."""
+        """Remove the reservation of the lease ``cookie`` by its key, unread (a later holder's
+        stays), or, when ``cookie`` is None (only while the caller's lease holds), every
+        reservation of the image."""
         try:
-            entry = self.entries().get(image_id)
-            if entry is not None and cookie in (None, entry.get("cookie")):
-                self._remove(image_id)
+            if cookie is not None:
+                self._remove((entry_key(image_id, cookie),))
+            else:
+                self._remove(tuple(key for key in self.entries() if image_of(key) == image_id))
         except exception.CacherawError as exc:
             LOG.warning("Image %s: could not remove its space reservation: %s", image_id, exc)
 
     @translate_errors
-    def _remove(self, image_id: str) -> None:
+    def _remove(self, keys: Iterable[str]) -> None:
+        if not keys:
+            return
         with self.conn.ioctx() as ioctx:
             with rados.WriteOpCtx() as op:
-                ioctx.remove_omap_keys(op, (image_id,))
+                ioctx.remove_omap_keys(op, keys)
                 ioctx.operate_write_op(op, RESERVATIONS)
+
+
+def entry_key(image_id: str, cookie: str) -> str:
+    return "%s/%s" % (image_id, cookie)
+
+
+def image_of(key: str) -> str:
+    """The image of a reservation's key (an entry of an earlier version is keyed by it alone)."""
+    return key.partition("/")[0]
 
 
 def _entry(value: bytes) -> dict:

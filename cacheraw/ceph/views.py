@@ -14,7 +14,7 @@ from cacheraw import properties
 from cacheraw.ceph import connection
 from cacheraw.ceph import lease
 from cacheraw.ceph.caches import SNAP
-from cacheraw.ceph.locks import LOCK_NAME
+from cacheraw.ceph.cls_lock import LOCK_NAME
 from cacheraw.ceph.locks import RadosLocks
 from cacheraw.ceph.removals import drop_snaps
 

@@ -6,7 +6,8 @@ The source is served read-only (no watch: its owner can delete it meanwhile), th
 
 Only what qemu's NBD client needs of the protocol (doc/proto.md of the NBD project): the fixed
 newstyle handshake, NBD_OPT_GO / NBD_OPT_INFO / NBD_OPT_EXPORT_NAME, simple replies, and READ,
-WRITE, WRITE_ZEROES, FLUSH and DISC (cacheraw.qemu.nbd_requests); everything else is refused.
+WRITE, WRITE_ZEROES, FLUSH (writable exports only) and DISC (cacheraw.qemu.nbd_requests);
+everything else is refused.
 Every client is bounded: only this worker's uid (SO_PEERCRED; the socket is 0600 in a private
 folder), MAX_CONNECTIONS at once, MAX_OPTIONS options within HANDSHAKE_TIMEOUT, requests of at
 most MAX_BLOCK bytes, at most DEPTH requests (and replies) in flight per connection.
@@ -48,8 +49,9 @@ INFO_EXPORT = 0
 INFO_BLOCK_SIZE = 3
 
 HAS_FLAGS, READ_ONLY, SEND_FLUSH, SEND_WRITE_ZEROES, CAN_MULTI_CONN = 0x1, 0x2, 0x4, 0x40, 0x100
-# One librbd handle behind every connection: a FLUSH on one covers the writes of all.
-READ_ONLY_FLAGS = HAS_FLAGS | READ_ONLY | SEND_FLUSH | CAN_MULTI_CONN
+# One librbd handle behind every connection: a FLUSH on one covers the writes of all. A read-only
+# export has nothing to flush: it offers no FLUSH (and refuses one, nbd_requests).
+READ_ONLY_FLAGS = HAS_FLAGS | READ_ONLY | CAN_MULTI_CONN
 WRITABLE_FLAGS = HAS_FLAGS | SEND_FLUSH | SEND_WRITE_ZEROES | CAN_MULTI_CONN
 
 MAX_OPTION = 4096

@@ -73,6 +73,7 @@ class Transmission:
         self.slots = threading.Semaphore(DEPTH)
         # never more than DEPTH: each item holds a slot
         self.replies: queue.Queue[Optional[Reply]] = queue.Queue()
+        self.logged = False  # a backend's exception is logged once per connection
 
     def run(self) -> None:
         sender = threading.Thread(target=self._send_replies, daemon=True,
@@ -113,6 +114,8 @@ class Transmission:
             return errno.EINVAL
         if command in WRITES and not self.backend.writable:
             return errno.EPERM
+        if command == CMD_FLUSH and not self.backend.writable:
+            return errno.EINVAL  # not offered: a read-only backend has no flush
         if command == CMD_READ and length > MAX_BLOCK:
             return errno.EINVAL
         if command != CMD_FLUSH and offset + length > self.export.size:
@@ -121,7 +124,7 @@ class Transmission:
 
     def _start(self, command: int, offset: int, length: int, payload: Optional[bytes],
                done: Completion) -> None:
-        # Only a writable backend gets a write (_refusal).
+        # Only a writable backend gets a write or a flush (_refusal).
         writable = cast("WritableBackend", self.backend)
         try:
             if command == CMD_READ:
@@ -130,13 +133,13 @@ class Transmission:
                 writable.write(offset, cast(bytes, payload), done)
             elif command == CMD_WRITE_ZEROES:
                 writable.write_zeroes(offset, length, done)
-            elif not self.backend.writable:
-                done(None, 0)  # nothing was written: nothing to flush
             else:
                 writable.flush(done)
         except Exception:  # noqa: BLE001 - the client gets an error reply; the slot is freed
-            LOG.exception("NBD request %d at %d of %d bytes failed on %s", command, offset,
-                          length, self.export.path)
+            if not self.logged:  # the client may repeat it: no flood of the journal
+                self.logged = True
+                LOG.exception("NBD request %d at %d of %d bytes failed on %s (logged once per "
+                              "connection)", command, offset, length, self.export.path)
             done(None, errno.EIO)
 
     def _send_replies(self) -> None:

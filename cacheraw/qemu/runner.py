@@ -49,6 +49,18 @@ GROUP_GONE_TIMEOUT = 10
 OPEN_PREFIX_RE = re.compile(r"Could not open '[^']*': ")
 
 
+def _libc_prctl() -> Optional[Callable[..., int]]:
+    """libc's prctl, resolved here once: the child of a threaded worker must not dlopen between
+    fork and exec (a lock another thread held at the fork is never released in the child)."""
+    try:
+        return ctypes.CDLL(None, use_errno=True).prctl
+    except (OSError, AttributeError):
+        return None
+
+
+_PRCTL = _libc_prctl()
+
+
 class OutputTooLong(Exception):
     """qemu-img wrote more than its limit to one of its outputs."""
 
@@ -150,6 +162,7 @@ class Run:
     def __call__(self, consume: Callable[[BoundedReader], Any], stdout_limit: int) -> Any:
         proc = subprocess.Popen(self.argv, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                                 stderr=subprocess.PIPE, close_fds=True, env={},
+                                start_new_session=True,
                                 preexec_fn=functools.partial(_child_setup, self.limits))
         # Pipes, buffered (bufsize -1): both are there.
         stdout = cast(io.BufferedReader, proc.stdout)
@@ -246,16 +259,14 @@ def _group_runs(pgid: int) -> bool:
 
 
 def _child_setup(limits: processutils.ProcessLimits) -> None:
-    """In the child before exec: its limits (as oslo.concurrency's prlimit wrapper sets them,
-    without a Python process in between), its own process group (so that a kill reaches all of
-    it), and SIGKILL when the worker dies, so that no qemu-img outlives a crashed worker."""
+    """In the child before exec, already in a session and process group of its own
+    (start_new_session, so that a kill reaches all of it): its limits (as oslo.concurrency's
+    prlimit wrapper sets them, without a Python process in between), and SIGKILL when the worker
+    dies. The child is bwrap: its --die-with-parent takes qemu-img with it, and this takes bwrap
+    with the worker, so that no qemu-img outlives a crashed worker."""
     for name, rlimit in RLIMITS:
         value = getattr(limits, name)
         if value is not None:
             resource.setrlimit(rlimit, (value, value))
-    os.setsid()
-    try:
-        libc = ctypes.CDLL(None, use_errno=True)
-        libc.prctl(PR_SET_PDEATHSIG, signal.SIGKILL)
-    except (OSError, AttributeError):
-        pass
+    if _PRCTL is not None:
+        _PRCTL(PR_SET_PDEATHSIG, signal.SIGKILL)

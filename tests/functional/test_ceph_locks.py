@@ -101,14 +101,35 @@ def test_a_renewal_after_the_lock_expired_is_lost(connect):
     assert not locks.is_locked(image)
     with pytest.raises(exception.LockLost):
         locks.renew(image, "cookie-a", 30, timeout=5)
-    with pytest.raises(exception.LockLost):
-        locks.release(image, "cookie-a")
-    _remove_lock_object(locks, image)
+    locks.release(image, "cookie-a")  # nobody took it since: removed with its record
+    assert locks.holder_record(image) is None
 
 
-def _remove_lock_object(locks, image):
-    with locks.conn.ioctx() as ioctx:
-        ioctx.remove_object(locks_mod.LOCK_PREFIX + image)
+def test_a_lease_that_ran_out_leaves_no_record_to_fence_its_healthy_worker(connect,
+                                                                        admin_cluster):
+    """The lock expired (renewals failed) and nobody took it: its release removes the object
+    with its record, so that whoever takes the lock later does not blocklist that worker, busy
+    with other images; a lock another client took meanwhile is left to it."""
+    first_conn, first = connect()
+    _, second = connect()
+    image, taken = image_id(), image_id()
+    first.take(image, "cookie-a", 1.5)
+    first.take(taken, "cookie-c", 1.5)
+    time.sleep(2.5)
+    first.release(image, "cookie-a")
+    assert first.holder_record(image) is None
+    second.take(image, "cookie-b", 30)
+    second.release(image, "cookie-b")
+    assert first_conn.address() not in blocklist_entries(admin_cluster)
+    assert not first.is_locked(image)  # the first client is not fenced
+    second.take(taken, "cookie-d", 30)  # blocklists the first: its lease of taken ran out
+    try:
+        with pytest.raises(exception.CephBlocklisted):
+            first.release(taken, "cookie-c")
+        assert second.holder_record(taken)["cookie"] == "cookie-d"
+    finally:
+        second.release(taken, "cookie-d")
+        _unblocklist(admin_cluster, first_conn.address())
 
 
 def test_the_taker_of_an_expired_lease_blocklists_its_holder_first(connect, admin_cluster):
@@ -148,8 +169,7 @@ def test_a_lease_that_ran_out_in_this_very_process_fences_nobody(connect, admin_
     time.sleep(2.5)
     with pytest.raises(exception.LockBusy):
         locks.take(image, "cookie-b", 30)  # cookie-a's block still runs in this process
-    with pytest.raises(exception.LockLost):
-        locks.release(image, "cookie-a")  # its block ends; the lock had expired
+    locks.release(image, "cookie-a")  # its block ends; the lock had expired: removed
     locks.take(image, "cookie-b", 30)
     assert conn.address() not in blocklist_entries(admin_cluster)
     locks.release(image, "cookie-b")
@@ -190,8 +210,23 @@ def test_running_conversions_reserve_their_space_on_every_worker(connect):
         with lease_mod.hold(second_locks, image_id(), 30) as second:
             with pytest.raises(exception.NotEnoughSpace, match="reserved by running conv"):
                 second_space.reserve(second, need)
-            assert second.image_id not in second_space.entries()
+            assert [key for key in second_space.entries()
+                    if space_mod.image_of(key) == second.image_id] == []
             first_space.release(first.image_id, first.cookie)
             second_space.reserve(second, need)
             second_space.release(second.image_id, second.cookie)
     assert first_space.entries() == {}
+
+
+def test_a_release_removes_only_its_own_reservation(connect):
+    """An old holder's release after a new holder of the same image reserved removes the old
+    entry only (by its key, unread)."""
+    conn, locks = connect()
+    pool = space_mod.PoolSpace(conn, locks)
+    image = image_id()
+    with lease_mod.hold(locks, image, 30) as lease:
+        pool.reserve(lease, 1024)
+        pool.release(image, "an-old-lease")
+        assert pool.entries()["%s/%s" % (image, lease.cookie)]["bytes"] == 1024
+        pool.release(image, lease.cookie)
+    assert pool.entries() == {}

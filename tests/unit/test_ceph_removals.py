@@ -45,3 +45,11 @@ def test_a_dry_run_hook_is_told_each_removal_and_keeps_the_cache(store, ceph):
     assert store.remove(other) == "trashed"
     assert told == [("removed", CACHE), ("trashed", other)]
     assert set(ceph.images) == {CACHE, other} and ceph.trash == {}
+
+
+def test_a_lock_of_another_client_whose_address_is_part_of_ours_is_broken(store, ceph):
+    """This worker is 127.0.0.1:0/4242 (the fake's get_addrs): the client at 127.0.0.1:0/42 is
+    another one, whose stale lock is broken, not released as our own."""
+    ceph.add(CACHE, snaps={"snap": True}, lockers=[("client.9", "cookie", "127.0.0.1:0/42")])
+    assert store.remove(CACHE) == "removed"
+    assert CACHE not in ceph.images

@@ -2,6 +2,9 @@
 monitors answer them), the reservations of the running conversions, and a reservation refused
 when it does not fit."""
 
+import contextlib
+import json
+
 import pytest
 
 from cacheraw import exception
@@ -64,7 +67,7 @@ def test_a_pool_missing_from_the_maps_is_an_error():
 def test_only_locked_images_reserve_what_they_have_still_to_write(monkeypatch):
     pool = space.PoolSpace(Conn(), FakeLocks(held={"a", "b"}, progress={"a": {"percent": 75}}))
     monkeypatch.setattr(pool, "entries", lambda: {
-        "a": {"bytes": 4 * GIB}, "b": {"bytes": GIB}, "dead": {"bytes": 9 * GIB}})
+        "a/1": {"bytes": 4 * GIB}, "b/2": {"bytes": GIB}, "dead/3": {"bytes": 9 * GIB}})
     assert pool.reserved() == 2 * GIB  # a quarter of a, all of b, nothing of the dead one
     assert pool.reserved(but="b") == GIB
     assert pool.available() == 3 * GIB
@@ -72,28 +75,85 @@ def test_only_locked_images_reserve_what_they_have_still_to_write(monkeypatch):
 
 def test_a_reservation_that_does_not_fit_is_refused_and_not_kept(monkeypatch):
     pool = space.PoolSpace(Conn(), FakeLocks(held={"other"}))
-    entries = {"other": {"bytes": 4 * GIB, "cookie": "x"}}
-    monkeypatch.setattr(pool, "entries", lambda: dict(entries))
-    monkeypatch.setattr(pool, "_write", lambda image_id, entry, lease=None:
-                        entries.__setitem__(image_id, entry))
-    monkeypatch.setattr(pool, "_remove", entries.pop)
+    omap = Omap(pool, monkeypatch, {"other/x": {"bytes": 4 * GIB, "cookie": "x"}})
     lease = FakeLease(image_id="mine")
     with pytest.raises(exception.NotEnoughSpace, match="need 2147483648, have 1073741824"):
         pool.reserve(lease, 2 * GIB)
-    assert set(entries) == {"other"}
+    assert set(omap.values) == {"other/x"}
     pool.reserve(lease, GIB)
-    assert entries["mine"] == {"bytes": GIB, "cookie": lease.cookie}
+    assert pool.entries()["mine/" + lease.cookie] == {"bytes": GIB, "cookie": lease.cookie}
+
+
+def test_a_reservation_replaces_those_of_the_images_earlier_leases(monkeypatch):
+    pool = space.PoolSpace(Conn(), FakeLocks())
+    omap = Omap(pool, monkeypatch, {"mine/dead": {"bytes": GIB, "cookie": "dead"},
+                                    "mine": {"bytes": GIB, "cookie": "older"},
+                                    "minefield/x": {"bytes": GIB, "cookie": "x"}})
+    lease = FakeLease(image_id="mine")
+    pool.reserve(lease, GIB)
+    assert set(omap.values) == {"mine/" + lease.cookie, "minefield/x"}
 
 
 def test_a_release_leaves_a_later_holders_reservation(monkeypatch):
+    """The old holder's release and the new holder's reservation at the same moment: the old
+    one removes its own entry only."""
     pool = space.PoolSpace(Conn(), FakeLocks())
-    entries = {"mine": {"bytes": 1, "cookie": "later"}}
-    monkeypatch.setattr(pool, "entries", lambda: dict(entries))
-    monkeypatch.setattr(pool, "_remove", entries.pop)
-    pool.release("mine", "stale")
-    assert "mine" in entries
-    pool.release("mine", None)
-    assert entries == {}
+    omap = Omap(pool, monkeypatch)
+    old, new = FakeLease("cookie-old", "img"), FakeLease("cookie-new", "img")
+    pool.reserve(old, GIB)
+    omap.meanwhile = lambda: pool.reserve(new, GIB)  # before the release's write lands
+    pool.release("img", old.cookie)
+    assert [entry["cookie"] for entry in pool.entries().values()] == ["cookie-new"]
+    pool.release("img", None)  # while the caller's lease holds: whoever's
+    assert omap.values == {}
+
+
+class Op:
+    """A read or write operation: its steps, run by Omap when it is operated."""
+
+    def __init__(self):
+        self.steps = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+
+class Omap:
+    """The reservations object's omap, behind the ioctx of ``pool``'s connection;
+    ``meanwhile()`` runs once, before the next write lands (another worker's request)."""
+
+    def __init__(self, pool, monkeypatch, entries=None):
+        self.values = {key: json.dumps(entry).encode() for key, entry in (entries or {}).items()}
+        self.meanwhile = None
+        monkeypatch.setattr(space.rados, "WriteOpCtx", Op)
+        monkeypatch.setattr(space.rados, "ReadOpCtx", Op)
+        monkeypatch.setattr(pool.conn, "ioctx", lambda: contextlib.nullcontext(self),
+                            raising=False)
+
+    def get_omap_vals(self, op, start, prefix, count):
+        found = []
+        op.steps.append(lambda: found.extend(sorted(self.values.items())))
+        return found, 0
+
+    def set_omap(self, op, keys, values):
+        op.steps.append(lambda: self.values.update(zip(keys, values)))
+
+    def remove_omap_keys(self, op, keys):
+        op.steps.append(lambda: [self.values.pop(key, None) for key in keys])
+
+    def operate_read_op(self, op, name):
+        for step in op.steps:
+            step()
+
+    def operate_write_op(self, op, name):
+        meanwhile, self.meanwhile = self.meanwhile, None
+        if meanwhile is not None:
+            meanwhile()
+        for step in op.steps:
+            step()
 
 
 @pytest.mark.parametrize("value, entry", [

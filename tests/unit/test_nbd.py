@@ -147,7 +147,7 @@ def test_reads_past_the_end_too_large_or_short_are_errors_and_writes_are_refused
     with nbd.Export(str(tmp_path / "sock"), FileBackend(data)) as export:
         assert oct(os.stat(export.path).st_mode & 0o777) == "0o600"
         conn, size, flags = handshake(export.path)
-        assert size == 8192 and flags & nbd.READ_ONLY
+        assert size == 8192 and flags & nbd.READ_ONLY and not flags & nbd.SEND_FLUSH
         request(conn, requests.CMD_READ, 4096, 8192)
         assert reply(conn) == (errno.EINVAL, 7)
         request(conn, requests.CMD_READ, 0, requests.MAX_BLOCK + 1, handle=8)
@@ -169,8 +169,8 @@ def test_a_short_read_is_an_error_reply_never_a_short_ok(tmp_path, data):
     with nbd.Export(str(tmp_path / "sock"), FileBackend(data, short=True)) as export:
         conn, _, _ = handshake(export.path)
         request(conn, requests.CMD_READ, 0, 16)
-        request(conn, requests.CMD_FLUSH, 0, 0, handle=8)
-        assert sorted([reply(conn), reply(conn)]) == [(0, 8), (errno.EIO, 7)]
+        request(conn, requests.CMD_FLUSH, 0, 0, handle=8)  # not offered read-only: refused
+        assert sorted([reply(conn), reply(conn)]) == [(errno.EIO, 7), (errno.EINVAL, 8)]
         assert export.failed.is_set()
 
 

@@ -3,6 +3,7 @@ request answered once, by its handle, refused before the backend sees it when it
 bounds, unknown, or a write to a read-only export."""
 
 import errno
+import logging
 import socket
 import threading
 
@@ -100,25 +101,21 @@ def test_writes_within_the_export_only_and_errors_nbd_has_no_name_for_are_eio():
     assert backend.written == {8: b"ab"} and export.failed.is_set()
 
 
-class ReadOnlyBackend:
-    """As the served snapshot: reads, and nothing to write or flush."""
-    writable = False
-
-    def read(self, offset, length, done):
-        done(DATA[offset:offset + length], 0)
-
-
-def test_a_flush_of_a_read_only_export_succeeds_without_the_backend():
-    # The read-only export offers FLUSH (one handle behind every connection): nothing was
-    # written through it, so there is nothing to flush, and it is no I/O error.
-    replies, export = transmit(ReadOnlyBackend(), read(0, 4), (requests.CMD_FLUSH, 0, 0, b""))
-    assert replies == {1: (0, DATA[:4]), 2: (0, b"")} and not export.failed.is_set()
-
-
 @pytest.mark.parametrize("backend", [Backend(short=True), Backend(raising=True)])
 def test_a_short_or_raising_read_is_an_eio_reply_and_marks_the_export_failed(backend):
     replies, export = transmit(backend, read(0, 16))
     assert replies == {1: (errno.EIO, b"")} and export.failed.is_set()
+
+
+def test_a_raising_backend_is_logged_once_per_connection(caplog):
+    replies, _ = transmit(Backend(raising=True), *[read(0, 16)] * 5)
+    assert set(replies.values()) == {(errno.EIO, b"")}
+    assert len([r for r in caplog.records if r.levelno >= logging.ERROR]) == 1
+
+
+def test_a_flush_is_refused_on_a_read_only_export_before_the_backend():
+    replies, export = transmit(Backend(raising=True), (requests.CMD_FLUSH, 0, 0, b""))
+    assert replies == {1: (errno.EINVAL, b"")} and not export.failed.is_set()
 
 
 def test_a_completion_called_twice_replies_once():

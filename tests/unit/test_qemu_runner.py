@@ -103,3 +103,22 @@ def test_a_cancelled_job_kills_qemu_img_and_says_why(tmp_path):
     with pytest.raises(exception.WorkerStopping):
         run(tmp_path, "sleep 316\n", job=job)
     assert processes_with("316") == []
+
+
+def test_the_child_calls_only_what_the_parent_resolved(tmp_path, monkeypatch):
+    """Between fork and exec, in a worker with many threads, the child neither loads a library
+    (ctypes.CDLL: dlopen) nor calls os.setsid: its session is start_new_session's."""
+    def forbidden(*args, **kwargs):
+        raise AssertionError("called in the child")
+
+    popen, seen = runner.subprocess.Popen, {}
+
+    def recording(*args, **kwargs):
+        seen.update(kwargs)
+        return popen(*args, **kwargs)
+
+    monkeypatch.setattr(runner.ctypes, "CDLL", forbidden)
+    monkeypatch.setattr(runner.os, "setsid", forbidden)
+    monkeypatch.setattr(runner.subprocess, "Popen", recording)
+    assert run(tmp_path, "echo ok\n") == b"ok\n"
+    assert seen["start_new_session"] is True and runner._PRCTL is not None

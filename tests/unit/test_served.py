@@ -1,13 +1,21 @@
 """cacheraw.ceph.served: reads of a snapshot served to qemu-img, which notice the snapshot or
 its image removed under them; writes of the cache served to qemu-img."""
 
+import contextlib
+import errno
+import logging
+import socket
 import struct
+import threading
 
 import pytest
 import rados
+import rbd
 
 from cacheraw import exception
 from cacheraw.ceph import served
+from cacheraw.qemu import nbd
+from cacheraw.qemu import nbd_requests
 
 ID = "0dc0185d-550c-461a-bdc5-25b9e20586d5"
 SNAP_ID = 4
@@ -82,7 +90,8 @@ def collect(done):
 
 
 @pytest.mark.parametrize("remove", ["snapshot", "image"])
-def test_a_served_snapshot_reads_and_notices_its_snapshot_or_image_removed(monkeypatch, remove):
+def test_a_served_snapshot_reads_and_notices_its_snapshot_or_image_removed(monkeypatch, remove,
+                                                                            caplog):
     monkeypatch.setattr(served.ServedSnapshot, "CHECK_EVERY", 4096)
     ioctx, image, done = HeaderIoctx(), FakeImage(), []
     snapshot = served.ServedSnapshot(ioctx, image, "snap", translate)
@@ -99,6 +108,8 @@ def test_a_served_snapshot_reads_and_notices_its_snapshot_or_image_removed(monke
     assert done[-1] == (None, 5) and image.reads == [(0, 1024), (1024, 1024)]
     snapshot.read(0, 1, collect(done))
     assert done[-1] == (None, 5)  # gone for good
+    warnings = [r for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1  # a client reading on is not a flood of the journal
     with pytest.raises(exception.CephNotFound):
         snapshot.check()
 
@@ -126,3 +137,64 @@ def test_the_served_cache_writes_zeroes_flushes_and_says_its_errors():
     image.result = -28
     cache.write(0, b"x", collect(done))
     assert done[-1] == (None, 28)
+
+
+def test_the_served_snapshot_offers_no_flush_and_a_flush_is_refused_without_a_traceback(caplog):
+    """ServedSnapshot has no flush: a FLUSH a client sends all the same (qemu-img taken over by
+    its image) is refused before it, each time, and logs nothing."""
+    snapshot = served.ServedSnapshot(HeaderIoctx(), FakeImage(), "snap", translate)
+    export = nbd.Export("/nonexistent/sock", snapshot)  # never entered: no socket
+    assert not hasattr(snapshot, "flush") and not export.flags & nbd.SEND_FLUSH
+    ours, theirs = socket.socketpair()
+    thread = threading.Thread(target=nbd_requests.Transmission(ours, export).run)
+    thread.start()
+    for handle in range(1, 4):
+        theirs.sendall(nbd_requests.REQUEST.pack(nbd_requests.REQUEST_MAGIC, 0,
+                                                 nbd_requests.CMD_FLUSH, handle, 0, 0))
+    theirs.sendall(nbd_requests.REQUEST.pack(nbd_requests.REQUEST_MAGIC, 0,
+                                             nbd_requests.CMD_DISC, 0, 0, 0))
+    thread.join(10)
+    replies = [nbd_requests.SIMPLE_REPLY.unpack(nbd_requests.recv_exact(
+        theirs, nbd_requests.SIMPLE_REPLY.size))[1:] for _ in range(3)]
+    ours.close()
+    theirs.close()
+    assert sorted(replies) == [(errno.EINVAL, 1), (errno.EINVAL, 2), (errno.EINVAL, 3)]
+    assert [r for r in caplog.records if r.levelno >= logging.WARNING] == []
+
+
+class ClosingImage(FakeImage):
+    """A writable image whose close fails as librbd's does when the pool is full (it cannot
+    release its lock), and is tried once: a closed image closes no more."""
+
+    def __init__(self):
+        super().__init__()
+        self.closes = 0
+        self.closed = False
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        self.close()
+
+    def close(self):
+        if not self.closed:
+            self.closed = True
+            self.closes += 1
+            raise rbd.NoSpace("error while closing image")
+
+    def flush(self):
+        pass
+
+
+def test_a_failed_close_of_the_served_cache_is_a_warning_naming_it(monkeypatch, tmp_path,
+                                                                    caplog):
+    image = ClosingImage()
+    monkeypatch.setattr(served.rbd, "Image", lambda ioctx, name: image)
+    with pytest.raises(exception.CephError, match="closing"):
+        with served.serve_cache(contextlib.nullcontext, translate, ID + "_raw",
+                                str(tmp_path / "sock")):
+            pass
+    warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
+    assert image.closes == 1 and len(warnings) == 1
+    assert warnings[0].startswith("Cache %s_raw: closing its writable handle failed" % ID)
