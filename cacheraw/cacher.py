@@ -36,7 +36,6 @@ NO_SPACE_RE = re.compile(r"^not enough space in pool \S+: need (\d+)")
 SHUTDOWN = exception.WorkerStopping("worker stopping")
 DELETED = exception.ImageDeleted("image deleted")
 LOST_LOCK = exception.LockLost("lost the conversion lock")
-GONE_STATUSES = ("deleted", "pending_delete")
 
 
 class Outcome(properties.StrEnum):
@@ -128,7 +127,7 @@ class Cacher:
             LOG.info("Image %s is gone", image_id)
             self.forget(image_id)
             return
-        if image.get("status") in GONE_STATUSES:
+        if image.get("status") in properties.DELETED_STATUSES:
             LOG.info("Image %s is %s", image_id, image["status"])
             self.forget(image_id)
             return
@@ -627,7 +626,7 @@ class Sweeper:
 
     def _is_gone(self, image_id):
         try:
-            return self.images.get(image_id).get("status") in GONE_STATUSES
+            return self.images.get(image_id).get("status") in properties.DELETED_STATUSES
         except exception.ImageNotFound:
             return True
 
