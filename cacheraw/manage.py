@@ -8,17 +8,19 @@ import time
 
 from cacheraw import cacher
 from cacheraw import check
+from cacheraw import conversion
 from cacheraw import core
 from cacheraw import exception
 from cacheraw import properties
 from cacheraw import report
+from cacheraw import wants
 from cacheraw.qemu.job import Job
 
 POLL_INTERVAL = 0.5
 Status = properties.Status
 # What cacher.cache() returns when it made a cache: converted, or shared with an image that has
 # the same data.
-MADE = (cacher.Outcome.CACHED, cacher.Outcome.SHARED)
+MADE = (conversion.Outcome.CACHED, conversion.Outcome.SHARED)
 
 
 class Refused(Exception):
@@ -43,7 +45,7 @@ def recache(conf, args):
     image_id = checked_id(args.image_id)
     cacher_ = core.build(conf)
     image = cacher_.images.get(image_id)
-    if not cacher.wants_cache(image):
+    if not wants.wants_cache(image):
         raise Refused("image %s does not ask for a cache (status %s, cache_raw %r)"
                       % (image_id, image.get("status"), image.get("cache_raw")))
     cacher_.fix_store_property(image)
@@ -128,7 +130,7 @@ def final_line(image):
     elif status == Status.ERROR:
         detail = image.get(properties.ERROR)
     elif status == Status.NOT_NEEDED:
-        detail = cacher.RAW_REASON
+        detail = wants.RAW_REASON
     else:
         detail = None
     return "%s: %s%s" % (image["id"], status, ": %s" % detail if detail else "")
@@ -256,7 +258,7 @@ def reconcile(conf, args):
     cacher_ = reporting_core(conf, args.dry_run, queued)
     counts = {}
     for image in all_images(cacher_.images):
-        if cacher.wants_cache(image):
+        if wants.wants_cache(image):
             found = image.get(properties.STATUS) or "no status"
             counts[found] = counts.get(found, 0) + 1
     print("found %s" % (", ".join("%d %s" % (n, s) for s, n in sorted(counts.items()))

@@ -4,8 +4,8 @@ import json
 import sys
 import time
 
-from cacheraw import cacher
 from cacheraw import properties
+from cacheraw import wants
 
 IMAGE_KEYS = ("status", "disk_format", "cache_raw", properties.STATUS, properties.URL,
               properties.SIZE, properties.ERROR, "store")
@@ -15,7 +15,7 @@ MIB = 1024 * 1024
 
 def is_followed(image):
     """An image cacheraw has business with: it asks for a cache or has a cache status."""
-    return cacher.wants_cache(image) or bool(image.get(properties.STATUS))
+    return wants.wants_cache(image) or bool(image.get(properties.STATUS))
 
 
 def image_view(core, image):
