@@ -13,7 +13,9 @@ from __future__ import annotations
 
 import logging
 import threading
-from typing import Any, Callable, Dict, List, Optional, Tuple
+from typing import Any, Callable, List, MutableMapping, Optional, Tuple
+
+import cachetools
 
 from cacheraw import conversion
 from cacheraw import exception
@@ -207,16 +209,15 @@ class PropertyProblems:
     REMEMBERED = 4096
 
     def __init__(self):
-        self._last: Dict[str, Tuple[str, ...]] = {}
+        self._last: MutableMapping[str, Tuple[str, ...]] = cachetools.LRUCache(
+            maxsize=self.REMEMBERED)
         self._lock = threading.Lock()
 
     def warn(self, image: dict) -> None:
         found = tuple(properties.problems(image))
         with self._lock:
             before = self._last.pop(image["id"], ())
-            self._last[image["id"]] = found  # the most recently seen last
-            while len(self._last) > self.REMEMBERED:
-                del self._last[next(iter(self._last))]
+            self._last[image["id"]] = found
         if found == before:
             return
         for problem in found:

@@ -4,13 +4,13 @@ HTTP and Keystone errors are translated into cacheraw.exception here; transient 
 with the one retry policy (cacheraw.retry).
 """
 
-import collections
 import contextlib
 import hashlib
 import logging
 import os
 import threading
 
+import cachetools
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
 
@@ -101,12 +101,11 @@ class _CountingAdapter:
 
 
 class _Remembered:
-    """The last version of each image read or written here (a bounded, thread-safe map), and
+    """The last version of each image read or written here (an LRU map, under a lock), and
     whether it is the answer to a write of ours."""
 
     def __init__(self, size=REMEMBERED):
-        self._images = collections.OrderedDict()
-        self._size = size
+        self._images = cachetools.LRUCache(maxsize=size)
         self._lock = threading.Lock()
 
     def put(self, image, written=False):
@@ -116,8 +115,6 @@ class _Remembered:
             before, was_written = self._images.pop(image["id"], (None, False))
             written = written or (was_written and before == image)
             self._images[image["id"]] = (image, written)
-            while len(self._images) > self._size:
-                self._images.popitem(last=False)
         return image
 
     def get(self, image_id):
