@@ -18,9 +18,12 @@ from cacheraw.qemu.job import Job
 
 POLL_INTERVAL = 0.5
 Status = properties.Status
-# What cacher.cache() returns when it made a cache: converted, or shared with an image that has
+# What Cacher.cache() returns when it made a cache: converted, or shared with an image that has
 # the same data.
 MADE = (conversion.Outcome.CACHED, conversion.Outcome.SHARED)
+# What else reconcile counts as no failure: nothing to make, another worker makes it, or the
+# image went.
+ENDED_WELL = (conversion.Outcome.SKIPPED, conversion.Outcome.BUSY, conversion.Outcome.DELETED)
 
 
 class Refused(Exception):
@@ -55,7 +58,7 @@ def recache(conf, args):
         return 0
     view = report.ProgressView() if args.wait else None
     outcome = convert_watching(cacher_, image_id, args.force, view)
-    if outcome == "busy":
+    if outcome == conversion.Outcome.BUSY:
         follow_other_worker(cacher_, image_id, view)
     # The image as our own last write left it, when we wrote last; else as it is now.
     image = (cacher_.images.own_write(image_id) if outcome in MADE else None) \
@@ -98,7 +101,7 @@ def convert_watching(cacher_, image_id, force, view):
         raise Refused("interrupted; image %s left Queued" % image_id, code=130) from None
     if "error" in result:
         raise result["error"]
-    if view is not None and result["outcome"] != "busy":
+    if view is not None and result["outcome"] != conversion.Outcome.BUSY:
         view.finish(result["outcome"] in MADE)
     return result["outcome"]
 
@@ -273,7 +276,7 @@ def reconcile(conf, args):
     for image_id in queued:
         outcome = cacher_.cache(image_id)
         print("image %s: %s" % (image_id, outcome), flush=True)
-        failed += outcome not in MADE + ("skipped", "busy", "deleted")
+        failed += outcome not in MADE + ENDED_WELL
     return 1 if failed else 0
 
 
