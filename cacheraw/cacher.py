@@ -88,7 +88,7 @@ class Cacher:
         with self._event_locks[hash(image_id) % len(self._event_locks)]:
             self._on_event(event_type, image_id, payload)
 
-    def _on_event(self, event_type, image_id, payload):
+    def _on_event(self, event_type: str, image_id: str, payload: Optional[dict]) -> None:
         if event_type == "image.update" and self.images.shows_own_write(image_id, payload):
             LOG.debug("Image %s: %s of our own write", image_id, event_type)
             return
@@ -145,7 +145,7 @@ class Cacher:
             image.update(written)
         return bool(queue and self.enqueue(image_id))
 
-    def _decide(self, image):
+    def _decide(self, image: dict) -> Tuple[Optional[dict], Optional[str], bool]:
         """What an image that may want a cache needs: (properties to write or None, the
         property that must be absent for that write, whether to queue the image)."""
         if not wants.wants_cache(image):
@@ -208,7 +208,7 @@ class PropertyProblems:
 
     REMEMBERED = 4096
 
-    def __init__(self):
+    def __init__(self) -> None:
         self._last: MutableMapping[str, Tuple[str, ...]] = cachetools.LRUCache(
             maxsize=self.REMEMBERED)
         self._lock = threading.Lock()

@@ -7,7 +7,7 @@ from __future__ import annotations
 
 import logging
 import time
-from typing import Any, Callable, Optional, Protocol, Tuple
+from typing import Any, Callable, Optional, Protocol, Tuple, Union
 
 from cacheraw import exception
 from cacheraw import identical
@@ -100,15 +100,15 @@ class Conversion:
         metrics.converted(time.monotonic() - began, image.get("size"), used)
         return self._finish(lease, used)
 
-    def _begin(self, lease: Any) -> Tuple[Optional[dict], Optional[Outcome], int]:
-        """(the image as read under the lease, an Outcome when there is nothing to convert,
-        the number of the temporary failures before)."""
+    def _begin(self, lease: Any) -> Tuple[dict, Optional[Outcome], int]:
+        """(the image as read under the lease (its id alone when it is gone), an Outcome when
+        there is nothing to convert, the number of the temporary failures before)."""
         image_id = self.image_id
         try:
             image = self.images.get(image_id)
         except exception.ImageNotFound:
             removal.remove(self.store, image_id, lease)
-            return None, Outcome.DELETED, 0
+            return {"id": image_id}, Outcome.DELETED, 0
         outcome = self._not_converted(image, lease)
         if outcome is not None:
             return image, outcome, 0
@@ -183,13 +183,14 @@ class Conversion:
         if isinstance(exc, exception.CephBlocklisted):
             LOG.error("Image %s: conversion stopped: %s", image_id, exc)
             return Outcome.ABORTED
+        error: Union[BaseException, str] = exc
         if not isinstance(exc, exception.CacherawError):
             # A bug of ours: leave no partial cache and tell the operator on the image.
             LOG.error("Image %s: unexpected error while converting", image_id, exc_info=exc)
-            exc = "internal error: %s: %s" % (type(exc).__name__, exc)
+            error = "internal error: %s: %s" % (type(exc).__name__, exc)
             attempt = 0
         self.store.remove_partial(properties.cache_name(image_id), lease=lease)
-        self._record_error(exc, attempt + 1, lease)
+        self._record_error(error, attempt + 1, lease)
         return Outcome.ERROR
 
     def _finish(self, lease: Any, used: Optional[int] = None) -> Outcome:
@@ -216,7 +217,8 @@ class Conversion:
         LOG.info("Image %s: cached as %s (%d bytes used)", image_id, name, used)
         return Outcome.CACHED
 
-    def _record_error(self, exc: Any, attempt: int = 1, lease: Any = None) -> None:
+    def _record_error(self, exc: Union[BaseException, str], attempt: int = 1,
+                      lease: Any = None) -> None:
         metrics.error(exc)
         if isinstance(exc, exception.Transient):
             message = "temporary failure (attempt %d of %d): %s" % (
