@@ -22,6 +22,7 @@ from oslo_config import cfg
 from oslo_utils.imageutils import format_inspector
 
 from cacheraw import exception
+from cacheraw import properties
 from cacheraw.qemu import convert
 from cacheraw.qemu import inspection
 from cacheraw.qemu import runner
@@ -37,8 +38,6 @@ SOURCE_SOCKET = "source"
 CACHE_SOCKET = "cache"
 # The longest path of a Unix socket (sun_path, without its terminating zero).
 MAX_SOCKET_PATH = 107
-# What the image API says of an image being deleted.
-DELETED_STATUSES = ("deleted", "pending_delete")
 # What a conversion leaves in conversion_dir until it ends: an image's download, or the folder
 # of its NBD sockets (and the key file of earlier versions).
 LEFTOVER_RE = re.compile(r"(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{12})"
@@ -250,7 +249,8 @@ class SourcePreparer:
         """The image's data left the pool while it was read: deleted with its image (the image
         API says so), or gone behind the image's back (an error recorded on the image)."""
         try:
-            deleted = self.images.get(self.image["id"]).get("status") in DELETED_STATUSES
+            status = self.images.get(self.image["id"]).get("status")
+            deleted = status in properties.DELETED_STATUSES
         except exception.ImageNotFound:
             deleted = True
         if deleted:

@@ -6,7 +6,6 @@ with the one retry policy (cacheraw.retry).
 
 from __future__ import annotations
 
-import collections
 import contextlib
 import hashlib
 import logging
@@ -14,6 +13,7 @@ import os
 import threading
 from typing import Any, Callable, Dict, Iterator, List, Optional, Sequence, Tuple
 
+import cachetools
 from keystoneauth1 import adapter
 from keystoneauth1 import exceptions as ks_exc
 from keystoneauth1 import loading as ks_loading
@@ -111,13 +111,12 @@ class _CountingAdapter:
 
 
 class _Remembered:
-    """The last version of each image read or written here (a bounded, thread-safe map), and
+    """The last version of each image read or written here (an LRU map, under a lock), and
     whether it is the answer to a write of ours."""
 
     def __init__(self, size: int = REMEMBERED):
-        self._images: collections.OrderedDict[str, Tuple[dict, bool]] = \
-            collections.OrderedDict()
-        self._size = size
+        self._images: cachetools.LRUCache[str, Tuple[dict, bool]] = \
+            cachetools.LRUCache(maxsize=size)
         self._lock = threading.Lock()
 
     def put(self, image: dict, written: bool = False) -> dict:
@@ -127,8 +126,6 @@ class _Remembered:
             before, was_written = self._images.pop(image["id"], (None, False))
             written = written or (was_written and before == image)
             self._images[image["id"]] = (image, written)
-            while len(self._images) > self._size:
-                self._images.popitem(last=False)
         return image
 
     def get(self, image_id: str) -> Optional[dict]:

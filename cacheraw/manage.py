@@ -2,35 +2,46 @@
 its answer on stdout. The command line itself is in cacheraw.cmd.manage.
 """
 
+from __future__ import annotations
+
+import argparse
 import contextlib
 import threading
 import time
+from typing import Any, Callable, ContextManager, Dict, Iterator, List, Optional
+
+from oslo_config import cfg
 
 from cacheraw import cacher
 from cacheraw import check
+from cacheraw import conversion
 from cacheraw import core
 from cacheraw import exception
 from cacheraw import properties
 from cacheraw import report
+from cacheraw import wants
 from cacheraw.qemu.job import Job
 
 POLL_INTERVAL = 0.5
 Status = properties.Status
-# What cacher.cache() returns when it made a cache: converted, or shared with an image that has
+# What Cacher.cache() returns when it made a cache: converted, or shared with an image that has
 # the same data.
-MADE = (cacher.Outcome.CACHED, cacher.Outcome.SHARED)
+MADE = (conversion.Outcome.CACHED, conversion.Outcome.SHARED)
+# What else reconcile counts as no failure: nothing to make, another worker makes it, or the
+# image went.
+ENDED_WELL = (conversion.Outcome.SKIPPED, conversion.Outcome.BUSY, conversion.Outcome.DELETED)
 
 
 class Refused(Exception):
     """The command cannot do what it was asked; the message is the operator's one line and
     ``code`` the exit status."""
 
-    def __init__(self, message, code=1):
+    def __init__(self, message: str, code: int = 1):
         super().__init__(message)
         self.code = code
 
 
-def checked_id(image_id):
+def checked_id(image_id: str) -> str:
     if not properties.valid_id(image_id):
         raise Refused("not an image id (a lowercase UUID): %r" % image_id, code=2)
     return image_id
@@ -38,12 +49,12 @@ def checked_id(image_id):
 
 # -- recache
 
-def recache(conf, args):
+def recache(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
     """(Re)build an image's cache in the foreground; 0 when the image ends Cached."""
     image_id = checked_id(args.image_id)
     cacher_ = core.build(conf)
     image = cacher_.images.get(image_id)
-    if not cacher.wants_cache(image):
+    if not wants.wants_cache(image):
         raise Refused("image %s does not ask for a cache (status %s, cache_raw %r)"
                       % (image_id, image.get("status"), image.get("cache_raw")))
     cacher_.fix_store_property(image)
@@ -53,7 +64,7 @@ def recache(conf, args):
         return 0
     view = report.ProgressView() if args.wait else None
     outcome = convert_watching(cacher_, image_id, args.force, view)
-    if outcome == "busy":
+    if outcome == conversion.Outcome.BUSY:
         follow_other_worker(cacher_, image_id, view)
     # The image as our own last write left it, when we wrote last; else as it is now.
     image = (cacher_.images.own_write(image_id) if outcome in MADE else None) \
@@ -62,7 +73,8 @@ def recache(conf, args):
     return 0 if image.get(properties.STATUS) in (Status.CACHED, Status.NOT_NEEDED) else 1
 
 
-def follow_other_worker(cacher_, image_id, view):
+def follow_other_worker(cacher_: cacher.Cacher, image_id: str,
+                        view: Optional[report.ProgressView]) -> None:
     holder = cacher_.store.lock_holder(image_id)
     print("%s: another worker converts it (%s); waiting for it"
           % (image_id, report.holder_text(holder)), flush=True)
@@ -72,12 +84,13 @@ def follow_other_worker(cacher_, image_id, view):
         convert_watching(cacher_, image_id, False, view)
 
 
-def convert_watching(cacher_, image_id, force, view):
+def convert_watching(cacher_: cacher.Cacher, image_id: str, force: bool,
+                     view: Optional[report.ProgressView]) -> conversion.Outcome:
     """cacher_.cache() in a thread while the progress it publishes is shown."""
     job = Job(image_id)
-    result = {}
+    result: Dict[str, Any] = {}
 
-    def convert():
+    def convert() -> None:
         try:
             result["outcome"] = cacher_.cache(image_id, job, force=force)
         except BaseException as exc:  # noqa: BLE001 - raised again in the main thread
@@ -96,12 +109,14 @@ def convert_watching(cacher_, image_id, force, view):
         raise Refused("interrupted; image %s left Queued" % image_id, code=130) from None
     if "error" in result:
         raise result["error"]
-    if view is not None and result["outcome"] != "busy":
-        view.finish(result["outcome"] in MADE)
-    return result["outcome"]
+    outcome: conversion.Outcome = result["outcome"]
+    if view is not None and outcome != conversion.Outcome.BUSY:
+        view.finish(outcome in MADE)
+    return outcome
 
 
-def wait_for_lock(cacher_, image_id, view):
+def wait_for_lock(cacher_: cacher.Cacher, image_id: str,
+                  view: Optional[report.ProgressView]) -> None:
     """Follow another worker's conversion until it releases the lock."""
     try:
         while cacher_.store.is_locked(image_id):
@@ -114,21 +129,23 @@ def wait_for_lock(cacher_, image_id, view):
         view.finish(cacher_.images.get(image_id).get(properties.STATUS) == Status.CACHED)
 
 
-def _progress(cacher_, image_id):
+def _progress(cacher_: cacher.Cacher, image_id: str) -> Optional[dict]:
     try:
-        return cacher_.store.progress(image_id)
+        progress: Optional[dict] = cacher_.store.progress(image_id)
+        return progress
     except exception.CacherawError:
         return None  # a missed sample; the next poll tries again
 
 
-def final_line(image):
+def final_line(image: dict) -> str:
     status = image.get(properties.STATUS) or "no cache status"
+    detail: Optional[str]
     if status == Status.CACHED:
         detail = "%s, %s bytes used" % (image.get(properties.URL), image.get(properties.SIZE))
     elif status == Status.ERROR:
         detail = image.get(properties.ERROR)
     elif status == Status.NOT_NEEDED:
-        detail = cacher.RAW_REASON
+        detail = wants.RAW_REASON
     else:
         detail = None
     return "%s: %s%s" % (image["id"], status, ": %s" % detail if detail else "")
@@ -136,7 +153,7 @@ def final_line(image):
 
 # -- status and list
 
-def status(conf, args):
+def status(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
     image_id = checked_id(args.image_id)
     cacher_ = core.build(conf)
     view = report.image_view(cacher_, cacher_.images.get(image_id))
@@ -144,7 +161,7 @@ def status(conf, args):
     return 0
 
 
-def listing(conf, args):
+def listing(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
     cacher_ = core.build(conf)
     views = [report.image_view(cacher_, image) for image in all_images(cacher_.images)
              if report.is_followed(image)
@@ -156,7 +173,7 @@ def listing(conf, args):
     return 0
 
 
-def all_images(images):
+def all_images(images: Any) -> Iterator[dict]:
     """Every image, hidden ones too, as the sweep sees them."""
     for hidden in ("false", "true"):
         yield from images.list(os_hidden=hidden)
@@ -167,20 +184,20 @@ def all_images(images):
 class Say:
     """Prints what is done, or in a dry run what would be."""
 
-    def __init__(self, dry_run):
+    def __init__(self, dry_run: bool):
         self.dry_run = dry_run
 
-    def __call__(self, doing, done=None):
+    def __call__(self, doing: str, done: Optional[str] = None) -> None:
         print(("would %s" % doing) if self.dry_run else (done or doing), flush=True)
 
-    def patch(self, image_id, ops):
+    def patch(self, image_id: str, ops: List[dict]) -> bool:
         """ImageAPI.before_patch: say the patch; send it unless dry-run."""
         self("set %s on image %s" % (describe(ops), image_id))
         return not self.dry_run
 
-    def removal(self, store):
+    def removal(self, store: Any) -> Callable[[str, str], bool]:
         """CephStore.before_remove: say each removal; make it unless dry-run."""
-        def before_remove(outcome, name):
+        def before_remove(outcome: str, name: str) -> bool:
             where = "%s/%s" % (store.pool, name)
             if outcome == "kept":
                 print("kept trashed cache %s: clones use it" % name, flush=True)
@@ -197,7 +214,7 @@ class Say:
         return before_remove
 
 
-def describe(ops):
+def describe(ops: List[dict]) -> str:
     """JSON-patch operations as an operator reads them: a=1, b=2, removed c."""
     return ", ".join("removed %s" % op["path"][1:] if op["op"] == "remove"
                      else "%s=%s" % (op["path"][1:], op["value"]) for op in ops)
@@ -206,37 +223,39 @@ def describe(ops):
 class DryRunLease:
     """A lease that nothing holds, for --dry-run: no step it fences is made anyway."""
 
-    def __init__(self, image_id):
+    def __init__(self, image_id: str):
         self.image_id = image_id
 
-    def held(self):
+    def held(self) -> bool:
         return True
 
-    def check(self):
+    def check(self) -> None:
         pass
 
 
 class DryRunLocks:
     """The store for a dry run: its conversion locks are asked about, never taken."""
 
-    def __init__(self, store):
+    def __init__(self, store: Any):
         self._store = store
 
-    def __getattr__(self, name):
+    def __getattr__(self, name: str) -> Any:
         return getattr(self._store, name)
 
-    def conversion_lock(self, image_id, on_lost=None):
+    def conversion_lock(self, image_id: str,
+                        on_lost: Optional[Callable[[], None]] = None
+                        ) -> ContextManager[DryRunLease]:
         if self._store.is_locked(image_id):
             raise exception.LockBusy("image %s is being cached by another worker" % image_id)
         return contextlib.nullcontext(DryRunLease(image_id))
 
 
-def reporting_core(conf, dry_run, queued):
+def reporting_core(conf: cfg.ConfigOpts, dry_run: bool, queued: List[str]) -> cacher.Cacher:
     """The core with each change it makes printed (and, for a dry run, not made); the images
     it would convert are appended to ``queued``."""
     say = Say(dry_run)
 
-    def enqueue(image_id):
+    def enqueue(image_id: str) -> bool:
         if image_id not in queued:
             queued.append(image_id)
             say("convert image %s" % image_id, "image %s: to convert" % image_id)
@@ -250,13 +269,13 @@ def reporting_core(conf, dry_run, queued):
     return cacher_
 
 
-def reconcile(conf, args):
+def reconcile(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
     """The daemon's sweep, then the conversions it queued; 1 when one of them failed."""
-    queued = []
+    queued: List[str] = []
     cacher_ = reporting_core(conf, args.dry_run, queued)
-    counts = {}
+    counts: Dict[str, int] = {}
     for image in all_images(cacher_.images):
-        if cacher.wants_cache(image):
+        if wants.wants_cache(image):
             found = image.get(properties.STATUS) or "no status"
             counts[found] = counts.get(found, 0) + 1
     print("found %s" % (", ".join("%d %s" % (n, s) for s, n in sorted(counts.items()))
@@ -271,11 +290,11 @@ def reconcile(conf, args):
     for image_id in queued:
         outcome = cacher_.cache(image_id)
         print("image %s: %s" % (image_id, outcome), flush=True)
-        failed += outcome not in MADE + ("skipped", "busy", "deleted")
+        failed += outcome not in MADE + ENDED_WELL
     return 1 if failed else 0
 
 
-def purge_orphans(conf, args):
+def purge_orphans(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
     cacher_ = reporting_core(conf, args.dry_run, [])
     removed, purged = cacher_.purge_orphans()
     print("%s %d orphaned caches, %d trashed caches" % (
@@ -285,7 +304,7 @@ def purge_orphans(conf, args):
 
 # -- check
 
-def check_all(conf, args):
+def check_all(conf: cfg.ConfigOpts, args: argparse.Namespace) -> int:
     failed = 0
     for name, passed, line in check.run_all(conf):
         print("%-20s %s" % (name + ":", ("OK: " + line) if passed else "FAILED: " + line),

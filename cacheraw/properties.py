@@ -51,6 +51,8 @@ class Status(StrEnum):
 
 STORES = ("rbd", "file")
 STATUSES = tuple(Status)
+# The values of an image's own ``status`` while the image API deletes it, or once it has.
+DELETED_STATUSES = ("deleted", "pending_delete")
 
 CACHE_RAW_DEFAULT = False
 AUTO_RECOVERY_DEFAULT = True

@@ -1,11 +1,15 @@
 """What cacheraw-manage shows: an image as the image API and Ceph see it, tables, progress."""
 
+from __future__ import annotations
+
 import json
 import sys
 import time
+from typing import Any, Callable, Iterable, List, Optional, Sequence, TextIO, Tuple
 
 from cacheraw import cacher
 from cacheraw import properties
+from cacheraw import wants
 
 IMAGE_KEYS = ("status", "disk_format", "cache_raw", properties.STATUS, properties.URL,
               properties.SIZE, properties.ERROR, "store")
@@ -13,12 +17,12 @@ Status = properties.Status
 MIB = 1024 * 1024
 
 
-def is_followed(image):
+def is_followed(image: dict) -> bool:
     """An image cacheraw has business with: it asks for a cache or has a cache status."""
-    return cacher.wants_cache(image) or bool(image.get(properties.STATUS))
+    return wants.wants_cache(image) or bool(image.get(properties.STATUS))
 
 
-def image_view(core, image):
+def image_view(core: cacher.Cacher, image: dict) -> dict:
     """One image, side by side: its properties in the image API and its cache in Ceph."""
     image_id = image["id"]
     name = properties.cache_name(image_id)
@@ -38,9 +42,9 @@ def image_view(core, image):
     return view
 
 
-def sharing_view(sharing):
+def sharing_view(sharing: dict) -> dict:
     """The images whose caches share data with this one (cacheraw.identical), by image id."""
-    def image_of(name):
+    def image_of(name: str) -> str:
         return name[:-len(properties.CACHE_SUFFIX)]
 
     parent = sharing["parent"]
@@ -49,7 +53,7 @@ def sharing_view(sharing):
             "shared_with": [image_of(name) for name in sharing["sharers"]]}
 
 
-def sharing_text(ceph):
+def sharing_text(ceph: dict) -> str:
     shared = ceph.get("shares_data_of")
     if not shared:
         return "-"
@@ -57,7 +61,7 @@ def sharing_text(ceph):
                            if ceph.get("shared_cache_trashed") else "")
 
 
-def problems(view, expected_url):
+def problems(view: dict, expected_url: str) -> List[str]:
     """Where the image API and Ceph disagree (the image's own properties are checked by
     cacheraw.properties)."""
     image, ceph = view["image"], view["ceph"]
@@ -80,7 +84,7 @@ def problems(view, expected_url):
 
 # -- text
 
-def holder_text(holder):
+def holder_text(holder: Optional[dict]) -> str:
     if not holder:
         return "-"
     text = "%s pid %s" % (holder.get("host", "?"), holder.get("pid", "?"))
@@ -90,17 +94,17 @@ def holder_text(holder):
     return text
 
 
-def ceph_state(ceph):
+def ceph_state(ceph: dict) -> str:
     if not ceph["exists"]:
         return "absent"
     return "protected" if ceph["protected"] else "partial"
 
 
-def show(value):
+def show(value: Any) -> str:
     return "-" if value is None or value == "" else str(value)
 
 
-def status_text(view):
+def status_text(view: dict) -> str:
     ceph = view["ceph"]
     rows = [("image", "%s (%s)" % (view["id"], show(view["name"]))), ("image API", "")]
     rows += [("  " + key, show(value)) for key, value in view["image"].items()]
@@ -121,21 +125,21 @@ def status_text(view):
 LIST_COLUMNS = ("ID", "CACHE_RAW", "STATUS", "SIZE", "STORE", "CEPH", "USED", "CLONES", "LOCK")
 
 
-def list_row(view):
+def list_row(view: dict) -> Tuple[str, ...]:
     image, ceph = view["image"], view["ceph"]
     return (view["id"], show(image["cache_raw"]), show(image[properties.STATUS]),
             show(image[properties.SIZE]), show(image["store"]), ceph_state(ceph),
             show(ceph["used_bytes"]), show(ceph["clones"]), holder_text(ceph["lock_holder"]))
 
 
-def table(header, rows):
+def table(header: Sequence[str], rows: Iterable[Sequence[Any]]) -> str:
     widths = [max(len(str(cell)) for cell in column) for column in zip(header, *rows)]
     lines = [header] + list(rows)
     return "\n".join("  ".join(str(cell).ljust(w) for cell, w in zip(line, widths)).rstrip()
                      for line in lines)
 
 
-def as_json(data):
+def as_json(data: Any) -> str:
     return json.dumps(data, indent=2, sort_keys=True)
 
 
@@ -148,17 +152,18 @@ class ProgressView:
     LINE_INTERVAL = 2.0
     WIDTH = 30
 
-    def __init__(self, stream=None, clock=time.monotonic):
+    def __init__(self, stream: Optional[TextIO] = None,
+                 clock: Callable[[], float] = time.monotonic):
         self.stream = stream or sys.stdout
         self.tty = self.stream.isatty()
         self.clock = clock
-        self._first = None
-        self._last_line = None
+        self._first: Optional[Tuple[float, float]] = None  # (percent, time) first seen
+        self._last_line: Optional[float] = None
         self._drawn = False
-        self._last_rate = None
-        self.shown = None
+        self._last_rate: Optional[float] = None
+        self.shown: Optional[str] = None
 
-    def update(self, progress):
+    def update(self, progress: Optional[dict]) -> None:
         """``progress``: what the converting worker published ({"percent", "data_bytes",
         "time"}), or None while it has published nothing."""
         if not progress or "percent" not in progress:
@@ -172,13 +177,15 @@ class ProgressView:
             self._last_rate = rate
         self._render(percent, rate)
 
-    def _rate(self, percent, now, data_bytes):
+    def _rate(self, percent: float, now: float, data_bytes: Optional[int]) -> Optional[float]:
+        if self._first is None:
+            return None
         start_percent, start = self._first
         if not data_bytes or now <= start:
             return None
         return (percent - start_percent) / 100.0 * data_bytes / (now - start)
 
-    def _render(self, percent, rate, final=False):
+    def _render(self, percent: float, rate: Optional[float], final: bool = False) -> None:
         text = "%5.1f%%  %s" % (percent, "%.1f MiB/s" % (rate / MIB) if rate is not None
                                 else "-- MiB/s")
         if text == self.shown and not final:
@@ -197,7 +204,7 @@ class ProgressView:
         self.shown = text
         self.stream.flush()
 
-    def finish(self, completed):
+    def finish(self, completed: bool) -> None:
         """The conversion ended; a completed one is shown at 100%."""
         if completed:
             self._render(100.0, self._last_rate, final=True)

@@ -44,7 +44,7 @@ def wait_status(images, image_id, status, timeout=60):
 
 # -- positive markers: what a "nothing happened" assertion waits for first
 
-# The end of the worker's line at the end of each complete sweep (cacheraw/cacher.py); its line
+# The end of the worker's line at the end of each complete sweep (cacheraw/sweeper.py); its line
 # once it has decided what an event leads to is "Handled EVENT for image ID" (messaging.py).
 SWEEP_ENDED = " orphaned caches removed, "
 

@@ -366,7 +366,7 @@ def test_a_worker_stalled_past_its_lease_is_blocklisted_by_the_next_holder(
     assert restarted.proc.poll() is None
     assert watch.stop()[-1] == "Cached"
     assert "Error" not in watch.seen, watch.seen
-    # What Cacher._record_error logs as it writes an Error.
+    # What Conversion._record_error logs as it writes an Error.
     assert "caching failed: " not in logs + stalled.log() + restarted.log()
     assert demo_images.get(image["id"])["cache_raw_status"] == "Cached"
     assert protected_snaps(ceph, image["id"] + "_raw") == [("snap", True)]

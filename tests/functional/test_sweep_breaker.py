@@ -39,7 +39,7 @@ def test_a_user_that_lost_its_view_of_the_images_removes_no_cache(
                                      "orphan_breaker_ratio = 0\n[metrics]\nenabled = true\n"
                                      "port = %d\n" % port)
     wait_until("two sweeps held back", lambda: worker.log().count(HELD) >= 2, 30)
-    assert "ERROR cacheraw.cacher" in worker.log()
+    assert "ERROR cacheraw.sweeper" in worker.log()
     assert caches <= names_in_pool(ceph)
     assert "removing its orphaned cache" not in worker.log()
     assert scrape(port)[OPEN] == 1

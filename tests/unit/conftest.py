@@ -2,6 +2,7 @@
 classes (a fake image API raises cacheraw.exception's, a fake Ceph the real rados and rbd
 errors). Test modules import the fake classes from here, never anything from one another."""
 
+import contextlib
 import itertools
 
 import pytest
@@ -16,6 +17,7 @@ import rbd  # noqa: E402
 from oslo_config import cfg  # noqa: E402
 
 from cacheraw import exception  # noqa: E402
+from cacheraw.ceph import lease  # noqa: E402
 from cacheraw.conf import register_opts  # noqa: E402
 
 ID = "0dc0185d-550c-461a-bdc5-25b9e20586d5"
@@ -401,3 +403,75 @@ def store(conf, ceph, tmp_path):
         # The option groups' options are shared by every ConfigOpts: leave no override behind.
         conf.clear_override("retry_attempts", group="worker")
         conf.clear_override("conf", group="ceph")
+
+
+# -- a store and a converter for the conversion's flow
+
+class LockingStore(FakeStore):
+    """A store whose cache image and lock are remembered, for the conversion flow."""
+
+    def __init__(self):
+        self.removed = []
+        self.locks = FakeLocks()
+        self.created = []
+
+    @property
+    def locked(self):
+        return {i for i in self.locks.holders if self.locks.is_locked(i)}
+
+    def conversion_lock(self, image_id, on_lost=None):
+        return lease.hold(self.locks, image_id, 60, on_lost, clock=self.locks.clock)
+
+    def remove(self, name, lease=None):
+        if lease is not None:
+            lease.check()
+        self.removed.append(name)
+        return "absent"
+
+    def remove_partial(self, name, lease=None):
+        return self.remove(name, lease)
+
+    @contextlib.contextmanager
+    def serve_snapshot(self, name, snapshot, path):
+        yield ServedImage()
+
+    @contextlib.contextmanager
+    def serve_cache(self, name, path):
+        yield ServedImage()
+
+    def pool_space(self):
+        return 1 << 40, "free space"
+
+    def reserve(self, lease, need):
+        lease.check()
+
+    def create(self, name, size, lease):
+        lease.check()
+        self.created.append((name, size))
+        return "rbd-id"
+
+    def publish(self, name, rbd_id, lease):
+        lease.check()
+
+
+class ServedImage:
+    def check(self):
+        """Still there."""
+
+
+class FailingConverter:
+    def __init__(self, error):
+        self.error = error
+
+    def inspect(self, source, fmt):
+        pass
+
+    def info(self, source, fmt, job=None):
+        return {"virtual-size": 1 << 20}
+
+    def data_bytes(self, source, fmt, job=None, bound=None, info=None):
+        return 1 << 20
+
+    def convert(self, source, fmt, target, job):
+        if self.error is not None:
+            raise self.error

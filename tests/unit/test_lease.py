@@ -182,6 +182,3 @@ def test_renewer_gives_up_once_failing_renewals_outlast_the_lease():
         clock.now += 1
         assert called.wait(5)
         assert not held.held()
-
-
-# -- the conversion's fencing (cacheraw.cacher with a fake store and converter)

@@ -20,7 +20,7 @@ def test_ruff_finds_nothing():
 
 
 # Modules not yet brought to the rule.
-NOT_YET = {"cacher.py"}
+NOT_YET: set = set()
 
 
 def test_a_module_of_cacheraw_is_imported_by_its_own_name():
