@@ -150,7 +150,7 @@ class Conversion:
     def _share(self, image: dict, lease: Any) -> Optional[Outcome]:
         """SHARED (or what recording it ended with) when the cache was made from the cache of
         an image with the same data; None when the image is to be converted."""
-        origin = making.share(self.store, self.core.finder, image, lease)
+        origin = making.share(self.core.conf, self.store, self.core.finder, image, lease)
         if origin is None:
             return None
         outcome = self._finish(lease)

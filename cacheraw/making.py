@@ -90,11 +90,12 @@ def check_space(conf: Any, store: Any, image: dict, need: int, lease: Any) -> No
     store.reserve(lease, need)
 
 
-def share(store: Any, finder: identical.Finder, image: dict, lease: Any) -> Optional[str]:
+def share(conf: Any, store: Any, finder: identical.Finder, image: dict,
+          lease: Any) -> Optional[str]:
     """Make the cache from the cache of a Cached image with the same data, without qemu-img
     ([converter] share_identical), and publish it: the RBD image whose data it shares. None
     when there is no such image or sharing failed (what it made is removed): the image is
-    converted."""
+    converted. A copy reserves its room first, as a conversion does (a clone takes none)."""
     twin = finder.twin(image)
     if twin is None:
         return None
@@ -102,6 +103,9 @@ def share(store: Any, finder: identical.Finder, image: dict, lease: Any) -> Opti
     mode = finder.mode
     origin: str
     try:
+        if mode == identical.Mode.COPY:
+            check_space(conf, store, image, store.used_bytes(properties.cache_name(twin["id"]),
+                                                             with_parent=True), lease)
         origin, rbd_id = store.clone_cache(properties.cache_name(twin["id"]), name, lease,
                                            independent=mode == identical.Mode.COPY)
         store.publish(name, rbd_id, lease)

@@ -221,11 +221,13 @@ class Caches:
             return image.read(offset, length) if length else b""
 
     @translate_errors
-    def used_bytes(self, name: str, snapshot: str = SNAP) -> int:
-        """Bytes allocated to ``name@snapshot``, as ``rbd du`` counts them (whole objects)."""
-        return self.count_used(name, snapshot)
+    def used_bytes(self, name: str, snapshot: str = SNAP, with_parent: bool = False) -> int:
+        """Bytes allocated to ``name@snapshot``, as ``rbd du`` counts them (whole objects); with
+        ``with_parent``, those of the clone's parent under it too (what a flattened copy
+        takes)."""
+        return self.count_used(name, snapshot, with_parent)
 
-    def count_used(self, name: str, snapshot: str) -> int:
+    def count_used(self, name: str, snapshot: str, with_parent: bool = False) -> int:
         used = 0
 
         def count(offset: int, length: int, exists: bool) -> None:
@@ -234,7 +236,7 @@ class Caches:
                 used += length
 
         with self.conn.image(name, snapshot=snapshot, read_only=True) as image:
-            image.diff_iterate(0, image.size(), None, count, include_parent=False,
+            image.diff_iterate(0, image.size(), None, count, include_parent=with_parent,
                                whole_object=True)
         return used
 

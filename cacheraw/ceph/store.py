@@ -136,8 +136,8 @@ class CephStore:
     def read(self, name: str, offset: int, length: int, snapshot: str = SNAP) -> bytes:
         return self.caches.read(name, offset, length, snapshot)
 
-    def used_bytes(self, name: str, snapshot: str = SNAP) -> int:
-        return self.caches.used_bytes(name, snapshot)
+    def used_bytes(self, name: str, snapshot: str = SNAP, with_parent: bool = False) -> int:
+        return self.caches.used_bytes(name, snapshot, with_parent)
 
     def cache_facts(self, name: str) -> dict:
         return self.caches.cache_facts(name)

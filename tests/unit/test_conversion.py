@@ -171,7 +171,7 @@ class SharingStore(LockingStore):
         assert rbd_id == self.made[name]
         self.published.append(name)
 
-    def used_bytes(self, name):
+    def used_bytes(self, name, with_parent=False):
         return 0
 
 

@@ -47,6 +47,9 @@ class ReservingStore(FakeStore):
     def publish(self, name, rbd_id, lease):
         self.published = (name, rbd_id)
 
+    def used_bytes(self, name, snapshot="snap", with_parent=False):
+        return 7000 if with_parent else 0
+
     def remove_partial(self, name, lease=None):
         self.removed.append(name)
 
@@ -86,23 +89,43 @@ class Twins:
         return self.found
 
 
-def test_a_cache_shared_with_a_twin_is_published_from_the_twins_cache():
+def test_a_cache_shared_with_a_twin_is_published_from_the_twins_cache(conf):
     store = ReservingStore()
-    origin = making.share(store, Twins({"id": TWIN}), {"id": ID}, FakeLease())
+    origin = making.share(conf, store, Twins({"id": TWIN}), {"id": ID}, FakeLease())
     assert origin == TWIN + "_raw"
     assert store.published == (ID + "_raw", "rbd-id")
 
 
-def test_no_twin_or_a_failed_clone_shares_nothing_and_leaves_nothing():
+def test_no_twin_or_a_failed_clone_shares_nothing_and_leaves_nothing(conf):
     store = ReservingStore()
-    assert making.share(store, Twins(None), {"id": ID}, FakeLease()) is None
+    assert making.share(conf, store, Twins(None), {"id": ID}, FakeLease()) is None
     assert store.removed == []
     store.clone_error = exception.CephBusy("snapshot unprotected")
-    assert making.share(store, Twins({"id": TWIN}), {"id": ID}, FakeLease()) is None
+    assert making.share(conf, store, Twins({"id": TWIN}), {"id": ID}, FakeLease()) is None
     assert store.removed == [ID + "_raw"]
     store.clone_error = exception.CephBlocklisted("fenced")
     with pytest.raises(exception.CephBlocklisted):
-        making.share(store, Twins({"id": TWIN}), {"id": ID}, FakeLease())
+        making.share(conf, store, Twins({"id": TWIN}), {"id": ID}, FakeLease())
+
+
+def test_a_copy_reserves_the_bytes_of_the_cache_it_copies_a_clone_none(conf):
+    store = ReservingStore()
+    assert making.share(conf, store, Twins({"id": TWIN}), {"id": ID, "size": 5000},
+                        FakeLease()) == TWIN + "_raw"
+    assert store.reserved == []
+    assert making.share(conf, store, Twins({"id": TWIN}, "copy"), {"id": ID, "size": 5000},
+                        FakeLease()) == TWIN + "_raw"
+    assert store.reserved == [7000]
+
+
+def test_a_copy_that_does_not_fit_is_not_made_and_the_image_is_converted(conf):
+    store = ReservingStore()
+    store.reserve = lambda lease, need: (_ for _ in ()).throw(
+        exception.NotEnoughSpace("not enough space in pool images"))
+    store.clone_cache = None  # never reached
+    assert making.share(conf, store, Twins({"id": TWIN}, "copy"), {"id": ID, "size": 5000},
+                        FakeLease()) is None
+    assert store.removed == [ID + "_raw"]
 
 
 def test_progress_is_published_at_most_once_an_interval_and_always_at_the_end(monkeypatch):
