@@ -53,6 +53,10 @@ STORES = ("rbd", "file")
 STATUSES = tuple(Status)
 # The values of an image's own ``status`` while the image API deletes it, or once it has.
 DELETED_STATUSES = ("deleted", "pending_delete")
+# The hashes the image API may record as ``os_hash_algo`` that no one can collide, each with
+# the length of its digest in hex digits: what a download is verified against, and what says
+# that two images hold the same data (cacheraw.identical).
+SECURE_HASHES = {"sha256": 64, "sha384": 96, "sha512": 128}
 
 CACHE_RAW_DEFAULT = False
 AUTO_RECOVERY_DEFAULT = True

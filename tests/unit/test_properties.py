@@ -1,5 +1,7 @@
 """The rules of the StarlingX image properties, case by case from the spec's text."""
 
+import hashlib
+
 import pytest
 
 from cacheraw import properties
@@ -228,3 +230,8 @@ def test_only_a_raw_image_needs_no_cache():
     assert properties.needs_no_cache({"disk_format": "raw"})
     assert not properties.needs_no_cache({"disk_format": "qcow2"})
     assert not properties.needs_no_cache({})
+
+
+def test_the_secure_hashes_are_hashlib_s_with_their_hex_lengths():
+    assert properties.SECURE_HASHES == {
+        name: 2 * hashlib.new(name).digest_size for name in ("sha256", "sha384", "sha512")}
