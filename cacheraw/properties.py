@@ -99,9 +99,18 @@ def scratch_name() -> str:
     return SCRATCH_PREFIX + uuid.uuid4().hex[:12]
 
 
+def image_id_of(name: str) -> Optional[str]:
+    """The image id of the cache ``name`` (the inverse of cache_name), or None when ``name`` is
+    not ``<image uuid>_raw``."""
+    if not name.endswith(CACHE_SUFFIX):
+        return None
+    image_id = name[:-len(CACHE_SUFFIX)]
+    return image_id if valid_id(image_id) else None
+
+
 def is_cache_name(name: str) -> bool:
     """True for ``<image uuid>_raw``: the only RBD images cacheraw ever removes unasked."""
-    return name.endswith(CACHE_SUFFIX) and valid_id(name[:-len(CACHE_SUFFIX)])
+    return image_id_of(name) is not None
 
 
 def rbd_url(fsid: str, pool: str, name: str, snapshot: str = CACHE_SNAP) -> str:

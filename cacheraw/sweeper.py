@@ -129,8 +129,8 @@ class Sweeper:
         caches = self.store.list_caches()
         gone = []
         for name in caches:
-            image_id = name[:-len(properties.CACHE_SUFFIX)]
-            if image_id in seen or not properties.valid_id(image_id):
+            image_id = properties.image_id_of(name)
+            if image_id is None or image_id in seen:
                 continue
             try:
                 if self._is_gone(image_id):

@@ -214,8 +214,11 @@ def test_only_lowercase_uuids_name_anything_in_ceph(image_id, ok):
 
 def test_only_uuid_caches_are_ever_removed_unasked():
     assert properties.is_cache_name(ID + "_raw")
-    for name in (ID, "volume-1_raw", ID.upper() + "_raw", ID + "_raw2", "x" + ID + "_raw"):
+    assert properties.image_id_of(properties.cache_name(ID)) == ID
+    for name in (ID, "volume-1_raw", ID.upper() + "_raw", ID + "_raw2", "x" + ID + "_raw",
+                 ID[:-4] + "_raw"):
         assert not properties.is_cache_name(name)
+        assert properties.image_id_of(name) is None
 
 
 def test_not_needed_stands_alone():
