@@ -3,6 +3,8 @@ converter, the Ceph store, the image API, the message bus): it does the real thi
 daemon would, and leaves nothing behind.
 """
 
+from oslo_config import cfg
+
 from cacheraw import converter
 from cacheraw import exception
 from cacheraw import image_api
@@ -48,15 +50,11 @@ def check_converter(conf):
     return converter.Converter(conf).check()
 
 
-def check_ceph(conf):
-    store = CephStore(conf)
-    try:
-        store.connect()
+def check_ceph(conf: cfg.ConfigOpts) -> str:
+    with CephStore(conf) as store:
         store.check_rbd_caps()
         space, limit = store.pool_space()
         fsid = store.fsid()
-    finally:
-        store.close()
     return ("client.%s may create, snapshot, protect, unprotect and remove images, lock "
             "objects and blocklist a client in pool %s (cluster %s; room for %d MiB of caches, "
             "limited by %s)" % (conf.ceph.user, conf.ceph.pool, fsid, space // (1024 * 1024),
@@ -94,13 +92,9 @@ def check_notifications(conf):
     return "the image service sent %s for a scratch image on exchange %s" % (event, exchange)
 
 
-def check_locations(conf):
-    store = CephStore(conf)
-    try:
-        store.connect()
+def check_locations(conf: cfg.ConfigOpts) -> str:
+    with CephStore(conf) as store:
         fsid = store.fsid()
-    finally:
-        store.close()
     with image_api.ImageAPI(conf).scratch_image(SCRATCH_DATA) as image:
         url = image.get("direct_url")
     if not url:
