@@ -7,7 +7,7 @@ from oslo_config import cfg
 
 from cacheraw import converter
 from cacheraw import exception
-from cacheraw import image_api
+from cacheraw import image_api_checks
 from cacheraw import properties
 from cacheraw.ceph.store import CephStore
 
@@ -62,11 +62,11 @@ def check_ceph(conf: cfg.ConfigOpts) -> str:
 
 
 def check_endpoint(conf):
-    return image_api.ImageAPI(conf).check_endpoint()
+    return image_api_checks.checks(conf).check_endpoint()
 
 
 def check_image_write(conf):
-    return image_api.ImageAPI(conf).check_write()
+    return image_api_checks.checks(conf).check_write()
 
 
 def check_bus(conf):
@@ -82,7 +82,7 @@ def check_notifications(conf):
     from cacheraw import messaging
     exchange = conf.notifications.exchange
     with messaging.NotificationWatch(conf) as watch:
-        with image_api.ImageAPI(conf).scratch_image() as image:
+        with image_api_checks.checks(conf).scratch_image() as image:
             event = watch.wait_for(image["id"], NOTIFICATION_TIMEOUT)
     if event is None:
         raise exception.ConfigError(
@@ -95,7 +95,7 @@ def check_notifications(conf):
 def check_locations(conf: cfg.ConfigOpts) -> str:
     with CephStore(conf) as store:
         fsid = store.fsid()
-    with image_api.ImageAPI(conf).scratch_image(SCRATCH_DATA) as image:
+    with image_api_checks.checks(conf).scratch_image(SCRATCH_DATA) as image:
         url = image.get("direct_url")
     if not url:
         raise exception.ConfigError(
@@ -110,7 +110,7 @@ def check_locations(conf: cfg.ConfigOpts) -> str:
 
 
 def check_protections(conf):
-    api = image_api.ImageAPI(conf)
+    api = image_api_checks.checks(conf)
     probe = properties.PROTECTION_PROBE
     with api.scratch_image() as image:
         refused = api.property_refused(image["id"], probe)
@@ -125,7 +125,7 @@ def check_protections(conf):
 
 
 def check_schema(conf):
-    schema = image_api.ImageAPI(conf).image_schema().get("properties") or {}
+    schema = image_api_checks.checks(conf).image_schema().get("properties") or {}
     missing = [name for name in SCHEMA_PROPERTIES if name not in schema]
     values = (schema.get(properties.STATUS) or {}).get("enum") or ()
     missing += ["%s value %s" % (properties.STATUS, value) for value in properties.STATUSES
