@@ -3,6 +3,10 @@ converter, the Ceph store, the image API, the message bus): it does the real thi
 daemon would, and leaves nothing behind.
 """
 
+from __future__ import annotations
+
+from typing import List, Tuple
+
 from oslo_config import cfg
 
 from cacheraw import converter
@@ -22,7 +26,7 @@ SCHEMA_PROPERTIES = (properties.CACHE_RAW, properties.AUTO_RECOVERY,
 RESTART = "in glance-api.conf on every Glance API server, and restart them"
 
 
-def run_all(conf):
+def run_all(conf: cfg.ConfigOpts) -> List[Tuple[str, bool, str]]:
     """[(name, passed, one line)] for each check, in order."""
     results = []
     for name, check in (("config", check_config), ("converter", check_converter),
@@ -42,11 +46,11 @@ def run_all(conf):
     return results
 
 
-def check_config(conf):
+def check_config(conf: cfg.ConfigOpts) -> str:
     return "parsed %s" % (", ".join(conf.config_file) or "no config file")
 
 
-def check_converter(conf):
+def check_converter(conf: cfg.ConfigOpts) -> str:
     return converter.Converter(conf).check()
 
 
@@ -61,15 +65,15 @@ def check_ceph(conf: cfg.ConfigOpts) -> str:
                                 limit))
 
 
-def check_endpoint(conf):
+def check_endpoint(conf: cfg.ConfigOpts) -> str:
     return image_api_checks.checks(conf).check_endpoint()
 
 
-def check_image_write(conf):
+def check_image_write(conf: cfg.ConfigOpts) -> str:
     return image_api_checks.checks(conf).check_write()
 
 
-def check_bus(conf):
+def check_bus(conf: cfg.ConfigOpts) -> str:
     # Only this command needs the bus: cacheraw-manage's other commands start without
     # loading oslo.messaging.
     from cacheraw import messaging
@@ -78,7 +82,7 @@ def check_bus(conf):
 
 # -- the settings of Glance that cacheraw needs, each seen from outside
 
-def check_notifications(conf):
+def check_notifications(conf: cfg.ConfigOpts) -> str:
     from cacheraw import messaging
     exchange = conf.notifications.exchange
     with messaging.NotificationWatch(conf) as watch:
@@ -109,7 +113,7 @@ def check_locations(conf: cfg.ConfigOpts) -> str:
         conf.ceph.pool)
 
 
-def check_protections(conf):
+def check_protections(conf: cfg.ConfigOpts) -> str:
     api = image_api_checks.checks(conf)
     probe = properties.PROTECTION_PROBE
     with api.scratch_image() as image:
@@ -124,7 +128,7 @@ def check_protections(conf):
     return "cacheraw's property protections are in force (%s refused)" % probe
 
 
-def check_schema(conf):
+def check_schema(conf: cfg.ConfigOpts) -> str:
     schema = image_api_checks.checks(conf).image_schema().get("properties") or {}
     missing = [name for name in SCHEMA_PROPERTIES if name not in schema]
     values = (schema.get(properties.STATUS) or {}).get("enum") or ()
