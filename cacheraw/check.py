@@ -3,9 +3,15 @@ converter, the Ceph store, the image API, the message bus): it does the real thi
 daemon would, and leaves nothing behind.
 """
 
+from __future__ import annotations
+
+from typing import List, Tuple
+
+from oslo_config import cfg
+
 from cacheraw import converter
 from cacheraw import exception
-from cacheraw import image_api
+from cacheraw import image_api_checks
 from cacheraw import properties
 from cacheraw.ceph.store import CephStore
 
@@ -20,7 +26,7 @@ SCHEMA_PROPERTIES = (properties.CACHE_RAW, properties.AUTO_RECOVERY,
 RESTART = "in glance-api.conf on every Glance API server, and restart them"
 
 
-def run_all(conf):
+def run_all(conf: cfg.ConfigOpts) -> List[Tuple[str, bool, str]]:
     """[(name, passed, one line)] for each check, in order."""
     results = []
     for name, check in (("config", check_config), ("converter", check_converter),
@@ -40,38 +46,34 @@ def run_all(conf):
     return results
 
 
-def check_config(conf):
+def check_config(conf: cfg.ConfigOpts) -> str:
     return "parsed %s" % (", ".join(conf.config_file) or "no config file")
 
 
-def check_converter(conf):
+def check_converter(conf: cfg.ConfigOpts) -> str:
     return converter.Converter(conf).check()
 
 
-def check_ceph(conf):
-    store = CephStore(conf)
-    try:
-        store.connect()
+def check_ceph(conf: cfg.ConfigOpts) -> str:
+    with CephStore(conf) as store:
         store.check_rbd_caps()
         space, limit = store.pool_space()
         fsid = store.fsid()
-    finally:
-        store.close()
     return ("client.%s may create, snapshot, protect, unprotect and remove images, lock "
             "objects and blocklist a client in pool %s (cluster %s; room for %d MiB of caches, "
             "limited by %s)" % (conf.ceph.user, conf.ceph.pool, fsid, space // (1024 * 1024),
                                 limit))
 
 
-def check_endpoint(conf):
-    return image_api.ImageAPI(conf).check_endpoint()
+def check_endpoint(conf: cfg.ConfigOpts) -> str:
+    return image_api_checks.checks(conf).check_endpoint()
 
 
-def check_image_write(conf):
-    return image_api.ImageAPI(conf).check_write()
+def check_image_write(conf: cfg.ConfigOpts) -> str:
+    return image_api_checks.checks(conf).check_write()
 
 
-def check_bus(conf):
+def check_bus(conf: cfg.ConfigOpts) -> str:
     # Only this command needs the bus: cacheraw-manage's other commands start without
     # loading oslo.messaging.
     from cacheraw import messaging
@@ -80,11 +82,11 @@ def check_bus(conf):
 
 # -- the settings of Glance that cacheraw needs, each seen from outside
 
-def check_notifications(conf):
+def check_notifications(conf: cfg.ConfigOpts) -> str:
     from cacheraw import messaging
     exchange = conf.notifications.exchange
     with messaging.NotificationWatch(conf) as watch:
-        with image_api.ImageAPI(conf).scratch_image() as image:
+        with image_api_checks.checks(conf).scratch_image() as image:
             event = watch.wait_for(image["id"], NOTIFICATION_TIMEOUT)
     if event is None:
         raise exception.ConfigError(
@@ -94,14 +96,10 @@ def check_notifications(conf):
     return "the image service sent %s for a scratch image on exchange %s" % (event, exchange)
 
 
-def check_locations(conf):
-    store = CephStore(conf)
-    try:
-        store.connect()
+def check_locations(conf: cfg.ConfigOpts) -> str:
+    with CephStore(conf) as store:
         fsid = store.fsid()
-    finally:
-        store.close()
-    with image_api.ImageAPI(conf).scratch_image(SCRATCH_DATA) as image:
+    with image_api_checks.checks(conf).scratch_image(SCRATCH_DATA) as image:
         url = image.get("direct_url")
     if not url:
         raise exception.ConfigError(
@@ -115,8 +113,8 @@ def check_locations(conf):
         conf.ceph.pool)
 
 
-def check_protections(conf):
-    api = image_api.ImageAPI(conf)
+def check_protections(conf: cfg.ConfigOpts) -> str:
+    api = image_api_checks.checks(conf)
     probe = properties.PROTECTION_PROBE
     with api.scratch_image() as image:
         refused = api.property_refused(image["id"], probe)
@@ -130,8 +128,8 @@ def check_protections(conf):
     return "cacheraw's property protections are in force (%s refused)" % probe
 
 
-def check_schema(conf):
-    schema = image_api.ImageAPI(conf).image_schema().get("properties") or {}
+def check_schema(conf: cfg.ConfigOpts) -> str:
+    schema = image_api_checks.checks(conf).image_schema().get("properties") or {}
     missing = [name for name in SCHEMA_PROPERTIES if name not in schema]
     values = (schema.get(properties.STATUS) or {}).get("enum") or ()
     missing += ["%s value %s" % (properties.STATUS, value) for value in properties.STATUSES

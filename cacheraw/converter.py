@@ -221,7 +221,7 @@ class SourcePreparer:
         path = os.path.join(self.directory, "%s.download" % image["id"])
         stack.callback(_unlink, path)
         checksums: List[Tuple[str, str]] = []
-        if image.get("os_hash_algo") in ("sha256", "sha384", "sha512") and \
+        if image.get("os_hash_algo") in properties.SECURE_HASHES and \
                 image.get("os_hash_value"):
             checksums.append((image["os_hash_algo"], image["os_hash_value"]))
         if image.get("checksum"):

@@ -18,9 +18,6 @@ from cacheraw import properties
 
 LOG = logging.getLogger(__name__)
 
-# The hashes Glance may record as os_hash_algo that no one can collide; the digest's length in
-# hex digits.
-SECURE_HASHES = {"sha256": 64, "sha384": 96, "sha512": 128}
 SAME = ("os_hash_algo", "os_hash_value", "size", "disk_format")
 _HEX = re.compile(r"[0-9a-f]+")
 
@@ -44,8 +41,8 @@ def fingerprint(image: dict) -> Optional[Tuple[Any, ...]]:
     algo = image.get("os_hash_algo")
     value = image.get("os_hash_value")
     size = image.get("size")
-    if image.get("status") != "active" or algo not in SECURE_HASHES \
-            or not isinstance(value, str) or len(value) != SECURE_HASHES[algo] \
+    if image.get("status") != "active" or algo not in properties.SECURE_HASHES \
+            or not isinstance(value, str) or len(value) != properties.SECURE_HASHES[algo] \
             or not _HEX.fullmatch(value) or not isinstance(size, int) or size <= 0:
         return None
     return tuple(image.get(key) for key in SAME)

@@ -1,12 +1,12 @@
 """The image API (Glance v2), reached through keystoneauth1 as the cacheraw service user.
 
 HTTP and Keystone errors are translated into cacheraw.exception here; transient ones are retried
-with the one retry policy (cacheraw.retry).
+with the one retry policy (cacheraw.retry). What cacheraw-manage check alone asks of the image
+API is in cacheraw.image_api_checks, over this module's adapter.
 """
 
 from __future__ import annotations
 
-import contextlib
 import hashlib
 import logging
 import os
@@ -21,7 +21,6 @@ from oslo_config import cfg
 
 from cacheraw import exception
 from cacheraw import metrics
-from cacheraw import properties
 from cacheraw import retry
 
 LOG = logging.getLogger(__name__)
@@ -62,6 +61,11 @@ def _translate(exc: BaseException, image_id: Optional[str] = None) -> exception.
 # Keystone's errors become ours, and the transient ones are retried (cacheraw.retry).
 calls_api = retry.boundary(
     ks_exc.ClientException, lambda self, exc, args: _translate(exc, args[0] if args else None))
+
+
+def url(path: str) -> str:
+    """The URL, relative to the image API's endpoint, of ``path`` in its version 2."""
+    return "/v2" + path
 
 
 def patch_ops(image: dict, wanted: Dict[str, Any]) -> List[Op]:
@@ -169,7 +173,7 @@ class ImageAPI:
     before_patch: Optional[Callable[[str, List[Op]], Any]] = None
 
     def __init__(self, conf: cfg.ConfigOpts):
-        self._options = conf.image_api
+        self.options = conf.image_api
         try:
             auth = ks_loading.load_auth_from_conf_options(conf, GROUP)
         except ks_exc.ClientException as exc:
@@ -184,8 +188,15 @@ class ImageAPI:
         self._seen = _Remembered()
         self._retry = retry.policy(conf, exception.ImageAPIUnavailable)
 
+    @property
+    def adapter(self) -> Any:
+        """The keystoneauth1 adapter to the image API, its requests counted: for the operator's
+        checks (cacheraw.image_api_checks), which ask the image API things the daemon never
+        does."""
+        return self._api
+
     def _url(self, path: str) -> str:
-        return "/v2" + path
+        return url(path)
 
     @calls_api
     def get(self, image_id: str) -> dict:
@@ -318,100 +329,3 @@ class ImageAPI:
                 raise exception.UnsafeImage("image data does not match its recorded %s checksum"
                                             % h.name)
         return written
-
-    # -- cacheraw-manage check: each does the real thing once and leaves nothing behind
-
-    def _keystone_reason(self, exc: Exception) -> str:
-        options = self._options
-        if isinstance(exc, ks_exc.Unauthorized):
-            return "Keystone at %s refused the credentials of user %s" % (
-                getattr(options, "auth_url", "?"), getattr(options, "username", "?"))
-        if isinstance(exc, ks_exc.ConnectionError):
-            return "cannot reach %s: %s" % (getattr(options, "auth_url", "?"),
-                                            exception.one_line(exc))
-        return exception.one_line(exc)
-
-    def check_endpoint(self) -> str:
-        """The image API's URL, and where it comes from, once it answers a listing."""
-        try:
-            url = self._api.get_endpoint()
-        except ks_exc.ClientException as exc:
-            raise exception.ImageAPIUnavailable(self._keystone_reason(exc)) from exc
-        if not url:
-            raise exception.ConfigError(
-                "no %s endpoint (interfaces %s, region %s) in the Keystone catalog; set "
-                "[image_api] endpoint_override" % (
-                    self._options.service_type, ", ".join(self._options.valid_interfaces or []),
-                    self._options.region_name or "any"))
-        source = "endpoint_override" if self._options.endpoint_override else \
-            "the Keystone catalog"
-        try:
-            self._api.get(self._url("/images"), params={"limit": 1})
-        except ks_exc.ClientException as exc:
-            raise exception.ImageAPIUnavailable("%s (from %s) does not answer: %s" % (
-                url, source, exception.one_line(exc))) from exc
-        return "%s (from %s)" % (url, source)
-
-    @contextlib.contextmanager
-    def scratch_image(self, data: Optional[bytes] = None) -> Iterator[dict]:
-        """A private scratch image of the service user, as the image API shows it once made
-        (with ``data``, bytes, uploaded as a raw image); deleted again in every outcome."""
-        user = getattr(self._options, "username", "?")
-        try:
-            image = self._api.post(self._url("/images"), json={
-                "name": properties.scratch_name(), "visibility": "private",
-                "disk_format": "raw" if data else "qcow2", "container_format": "bare"}).json()
-        except ks_exc.ClientException as exc:
-            raise exception.ImageAPIError("user %s cannot create a scratch image: %s" % (
-                user, self._keystone_reason(exc))) from exc
-        try:
-            if data:
-                self._api.put(self._url("/images/%s/file" % image["id"]), data=data,
-                              headers={"Content-Type": "application/octet-stream"})
-                image = self._api.get(self._url("/images/%s" % image["id"])).json()
-            yield image
-        except ks_exc.ClientException as exc:
-            raise exception.ImageAPIError("scratch image %s: %s" % (
-                image["id"], exception.one_line(exc))) from exc
-        finally:
-            try:
-                self._api.delete(self._url("/images/%s" % image["id"]))
-            except ks_exc.ClientException:
-                pass
-
-    def check_write(self) -> str:
-        """The service user may write cache_raw_*: tried on a scratch image of its own
-        (private, no data), deleted again in every outcome."""
-        user = getattr(self._options, "username", "?")
-        wanted = {properties.STATUS: properties.Status.ERROR,
-                  properties.ERROR: "written by cacheraw-manage check"}
-        with self.scratch_image() as image:
-            try:
-                self._api.patch(self._url("/images/%s" % image["id"]),
-                                json=patch_ops({}, wanted), headers={"Content-Type": PATCH_TYPE})
-            except ks_exc.ClientException as exc:
-                raise exception.ImageAPIError("user %s may not write %s: %s" % (
-                    user, properties.STATUS, exception.one_line(exc))) from exc
-        return "user %s may write %s (on a scratch image, deleted again)" % (
-            user, properties.STATUS)
-
-    def property_refused(self, image_id: str, name: str) -> bool:
-        """Whether the image API refuses (403) to set the property ``name`` on the image."""
-        try:
-            self._api.patch(self._url("/images/%s" % image_id),
-                            json=patch_ops({}, {name: "1"}), headers={"Content-Type": PATCH_TYPE})
-        except ks_exc.Forbidden:
-            return True
-        except ks_exc.ClientException as exc:
-            raise exception.ImageAPIError("setting %s on scratch image %s: %s" % (
-                name, image_id, exception.one_line(exc))) from exc
-        return False
-
-    def image_schema(self) -> dict:
-        """The image API's schema of an image (GET /v2/schemas/image)."""
-        try:
-            schema: dict = self._api.get(self._url("/schemas/image")).json()
-            return schema
-        except (ks_exc.ClientException, ValueError) as exc:
-            raise exception.ImageAPIError("cannot read the image schema: %s"
-                                          % exception.one_line(exc)) from exc

@@ -53,6 +53,10 @@ STORES = ("rbd", "file")
 STATUSES = tuple(Status)
 # The values of an image's own ``status`` while the image API deletes it, or once it has.
 DELETED_STATUSES = ("deleted", "pending_delete")
+# The hashes the image API may record as ``os_hash_algo`` that no one can collide, each with
+# the length of its digest in hex digits: what a download is verified against, and what says
+# that two images hold the same data (cacheraw.identical).
+SECURE_HASHES = {"sha256": 64, "sha384": 96, "sha512": 128}
 
 CACHE_RAW_DEFAULT = False
 AUTO_RECOVERY_DEFAULT = True
@@ -95,9 +99,18 @@ def scratch_name() -> str:
     return SCRATCH_PREFIX + uuid.uuid4().hex[:12]
 
 
+def image_id_of(name: str) -> Optional[str]:
+    """The image id of the cache ``name`` (the inverse of cache_name), or None when ``name`` is
+    not ``<image uuid>_raw``."""
+    if not name.endswith(CACHE_SUFFIX):
+        return None
+    image_id = name[:-len(CACHE_SUFFIX)]
+    return image_id if valid_id(image_id) else None
+
+
 def is_cache_name(name: str) -> bool:
     """True for ``<image uuid>_raw``: the only RBD images cacheraw ever removes unasked."""
-    return name.endswith(CACHE_SUFFIX) and valid_id(name[:-len(CACHE_SUFFIX)])
+    return image_id_of(name) is not None
 
 
 def rbd_url(fsid: str, pool: str, name: str, snapshot: str = CACHE_SNAP) -> str:

@@ -1,11 +1,12 @@
 """The removal of a cache: under its lease when the image is deleted, or by a conversion that
-found its image gone; a removed cache may free a trashed one it shared data with.
+found its image gone; a removed cache may free a trashed one it shared data with, which the
+purge of the trash (here, for the sweep too) removes.
 """
 
 from __future__ import annotations
 
 import logging
-from typing import Any, Callable
+from typing import Any, Callable, List
 
 from cacheraw import exception
 from cacheraw import properties
@@ -28,7 +29,9 @@ def forget(store: Any, image_id: str,
         LOG.info("Image %s deleted while another worker converts it", image_id)
         return
     if removed:
-        purge_freed(store)
+        # It may have been the last clone of a trashed cache whose data it shared: purge that
+        # one now rather than at the next sweep.
+        purge_trash(store)
 
 
 def remove(store: Any, image_id: str, lease: Any) -> str:
@@ -42,13 +45,14 @@ def remove(store: Any, image_id: str, lease: Any) -> str:
     return outcome
 
 
-def purge_freed(store: Any) -> None:
-    """A removed cache may have been the last clone of a trashed cache whose data it shared:
-    purge that one now rather than at the next sweep."""
+def purge_trash(store: Any) -> List[str]:
+    """Purge the trashed caches whose last clone is gone, each logged: the names purged. A
+    purge that Ceph refuses is a warning and purges nothing (the next sweep tries again)."""
     try:
-        purged = store.purge_trash()
+        purged: List[str] = store.purge_trash()
     except exception.CacherawError as exc:
         LOG.warning("Could not purge the trash: %s", exc)
-        return
+        return []
     for name in purged:
         LOG.info("Purged cache %s: its last clone is gone", name)
+    return purged

@@ -44,13 +44,10 @@ def image_view(core: cacher.Cacher, image: dict) -> dict:
 
 def sharing_view(sharing: dict) -> dict:
     """The images whose caches share data with this one (cacheraw.identical), by image id."""
-    def image_of(name: str) -> str:
-        return name[:-len(properties.CACHE_SUFFIX)]
-
     parent = sharing["parent"]
-    return {"shares_data_of": image_of(parent) if parent else None,
+    return {"shares_data_of": properties.image_id_of(parent) if parent else None,
             "shared_cache_trashed": bool(parent) and sharing["parent_trashed"],
-            "shared_with": [image_of(name) for name in sharing["sharers"]]}
+            "shared_with": [properties.image_id_of(name) for name in sharing["sharers"]]}
 
 
 def sharing_text(ceph: dict) -> str:

@@ -14,6 +14,7 @@ from oslo_utils import timeutils
 from cacheraw import exception
 from cacheraw import metrics
 from cacheraw import properties
+from cacheraw import removal
 from cacheraw import wants
 from cacheraw.properties import ERROR
 from cacheraw.properties import STATUS
@@ -75,13 +76,7 @@ class Sweeper:
                 except exception.CacherawError as exc:
                     LOG.warning("Image %s: sweep failed: %s", image["id"], exc)
         removed = self._remove_orphans(seen)
-        try:
-            purged = self.store.purge_trash()
-        except exception.CacherawError as exc:
-            LOG.warning("Sweep: could not purge the trash: %s", exc)
-            purged = []
-        for name in purged:
-            LOG.info("Purged cache %s: its last clone is gone", name)
+        purged = removal.purge_trash(self.store)
         LOG.info("Sweep: %d images queued, %d orphaned caches removed, %d purged from trash",
                  queued, removed, len(purged))
         return queued
@@ -129,8 +124,8 @@ class Sweeper:
         caches = self.store.list_caches()
         gone = []
         for name in caches:
-            image_id = name[:-len(properties.CACHE_SUFFIX)]
-            if image_id in seen or not properties.valid_id(image_id):
+            image_id = properties.image_id_of(name)
+            if image_id is None or image_id in seen:
                 continue
             try:
                 if self._is_gone(image_id):

@@ -32,6 +32,11 @@ def snapshots(image: Any) -> List[str]:
     return [s["name"] for s in image.list_snaps()]
 
 
+def is_finished(image: Any) -> bool:
+    """Whether the open ``image`` has a protected ``snap``: a finished cache (or Glance image)."""
+    return SNAP in snapshots(image) and image.is_protected_snap(SNAP)
+
+
 def live_id(ioctx: Any, name: str) -> Optional[str]:
     """The RBD id of the image ``name`` (not in the trash), or None."""
     try:
@@ -210,7 +215,7 @@ class Caches:
         """True when ``name@snap`` exists and is protected: a finished cache or Glance image."""
         try:
             with self.conn.image(name, read_only=True) as image:
-                return SNAP in snapshots(image) and image.is_protected_snap(SNAP)
+                return is_finished(image)
         except rbd.ImageNotFound:
             return False
 
@@ -248,9 +253,9 @@ class Caches:
         try:
             with self.conn.image(name, read_only=True) as image:
                 facts["exists"] = True
-                if SNAP not in snapshots(image):
+                facts["protected"] = is_finished(image)
+                if not facts["protected"] and SNAP not in snapshots(image):
                     return facts
-                facts["protected"] = image.is_protected_snap(SNAP)
                 image.set_snap(SNAP)
                 facts["clones"] = len(list(image.list_children2()))
         except rbd.ImageNotFound:

@@ -13,6 +13,7 @@ from cacheraw import properties
 from cacheraw import stall
 from cacheraw.ceph import connection
 from cacheraw.ceph.caches import SNAP
+from cacheraw.ceph.caches import is_finished
 from cacheraw.ceph.caches import snapshots
 from cacheraw.ceph.connection import translate_errors
 
@@ -80,7 +81,7 @@ class CacheRemovals:
     def _remove(self, name: str, finished_too: bool) -> str:
         try:
             with self.conn.image(name) as image:
-                if not finished_too and self._protected(image):
+                if not finished_too and is_finished(image):
                     return "finished"
                 if has_children(image):
                     if self._may_remove("trashed", name):
@@ -103,10 +104,6 @@ class CacheRemovals:
 
     def _may_remove(self, outcome: str, name: str) -> bool:
         return self.before_remove is None or self.before_remove(outcome, name) is not False
-
-    @staticmethod
-    def _protected(image: Any) -> bool:
-        return SNAP in snapshots(image) and image.is_protected_snap(SNAP)
 
     def _break_stale_locks(self, image: Any) -> None:
         """A cache is written only through the writable handle of a worker under the image's

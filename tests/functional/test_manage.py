@@ -19,6 +19,8 @@ from tests.functional.helpers import names_in_pool
 from tests.functional.helpers import upload
 from tests.functional.helpers import wait_status
 
+# The client address of a worker that died holding a lock (no client of the stack has it).
+DEAD_CLIENT = "127.0.0.1:0/4242"
 
 # qemu-img whose conversions write in order at RATE, so that their progress can be watched.
 THROTTLED_QEMU_IMG = """#!/usr/bin/python3
@@ -155,8 +157,10 @@ def test_recache_takes_over_from_a_worker_that_died_holding_the_lock(stack, demo
     _, ioctx = admin
     lock = "cacheraw.lock." + image["id"]
     ioctx.lock_exclusive(lock, "cacheraw", "dead-worker", duration=8)
+    # The dead worker's client address, which the taker blocklists before it touches the image
+    # (a record without one is refused: nobody could be fenced).
     ioctx.set_xattr(lock, "cacheraw.holder", json.dumps(
-        {"host": "dead-host", "pid": 4242}).encode())
+        {"host": "dead-host", "pid": 4242, "addr": DEAD_CLIENT}).encode())
     try:
         done = manage(stack, "recache", image["id"], "--wait")
     finally:

@@ -83,3 +83,19 @@ def test_publish_refuses_a_snap_it_did_not_make(store, ceph):
     with pytest.raises(exception.CephError, match="did not make"):
         store.publish(CACHE, rbd_id, lease)
     assert ceph.images[CACHE]["snaps"] == {"snap": False}
+
+
+@pytest.mark.parametrize("snaps, finished", [({}, False), ({"snap": False}, False),
+                                             ({"snap": True}, True)])
+def test_a_cache_is_finished_only_with_a_protected_snap(store, ceph, monkeypatch, snaps,
+                                                         finished):
+    """The store's three readers of "finished" agree: its question, its facts and the removal
+    of a partial cache."""
+    ceph.add(CACHE, snaps=snaps, clones=1 if snaps else 0)
+    monkeypatch.setattr(store.caches, "count_used", lambda *args, **kwargs: 0)
+    assert store.has_protected_snap(CACHE) is finished
+    facts = store.cache_facts(CACHE)
+    assert facts["protected"] is finished
+    assert facts["clones"] == (1 if snaps else None)
+    expected = "finished" if finished else "trashed" if snaps else "removed"
+    assert store.remove_partial(CACHE, lease=FakeLease()) == expected

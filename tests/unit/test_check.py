@@ -38,7 +38,7 @@ class FakeAPI:
 @pytest.fixture
 def api(monkeypatch):
     fake = FakeAPI()
-    monkeypatch.setattr(check.image_api, "ImageAPI", lambda conf: fake)
+    monkeypatch.setattr(check.image_api_checks, "checks", lambda conf: fake)
     return fake
 
 

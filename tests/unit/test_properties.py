@@ -1,5 +1,7 @@
 """The rules of the StarlingX image properties, case by case from the spec's text."""
 
+import hashlib
+
 import pytest
 
 from cacheraw import properties
@@ -212,8 +214,11 @@ def test_only_lowercase_uuids_name_anything_in_ceph(image_id, ok):
 
 def test_only_uuid_caches_are_ever_removed_unasked():
     assert properties.is_cache_name(ID + "_raw")
-    for name in (ID, "volume-1_raw", ID.upper() + "_raw", ID + "_raw2", "x" + ID + "_raw"):
+    assert properties.image_id_of(properties.cache_name(ID)) == ID
+    for name in (ID, "volume-1_raw", ID.upper() + "_raw", ID + "_raw2", "x" + ID + "_raw",
+                 ID[:-4] + "_raw"):
         assert not properties.is_cache_name(name)
+        assert properties.image_id_of(name) is None
 
 
 def test_not_needed_stands_alone():
@@ -228,3 +233,8 @@ def test_only_a_raw_image_needs_no_cache():
     assert properties.needs_no_cache({"disk_format": "raw"})
     assert not properties.needs_no_cache({"disk_format": "qcow2"})
     assert not properties.needs_no_cache({})
+
+
+def test_the_secure_hashes_are_hashlib_s_with_their_hex_lengths():
+    assert properties.SECURE_HASHES == {
+        name: 2 * hashlib.new(name).digest_size for name in ("sha256", "sha384", "sha512")}

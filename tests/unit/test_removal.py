@@ -5,6 +5,8 @@ import logging
 import pytest
 
 from cacheraw import cacher
+from cacheraw import exception
+from cacheraw import removal
 from tests.unit.conftest import FakeImages
 from tests.unit.conftest import LockingStore
 
@@ -34,3 +36,14 @@ def test_a_deleted_image_another_worker_converts_is_left_to_that_worker(conf):
     core.forget(ID)
     assert cancelled == [(ID, "image deleted")]
     assert store.removed == []
+
+
+def test_a_purge_that_ceph_refuses_is_a_warning_and_purges_nothing(caplog):
+    store = LockingStore()
+
+    def refuse():
+        raise exception.CephError("PermissionError: error listing children")
+
+    store.purge_trash = refuse
+    assert removal.purge_trash(store) == []
+    assert "Could not purge the trash: PermissionError" in caplog.text
