@@ -171,5 +171,8 @@ def test_the_check_runs_qemu_img_in_its_sandbox(conf):
 
 def test_the_check_says_when_qemu_img_cannot_run(conf):
     conf.set_override("qemu_img", "/nonexistent/qemu-img", group="converter")
-    with pytest.raises(exception.ConfigError, match="cannot run /nonexistent/qemu-img"):
-        converter.Converter(conf).check()
+    try:
+        with pytest.raises(exception.ConfigError, match="cannot run /nonexistent/qemu-img"):
+            converter.Converter(conf).check()
+    finally:  # the options' groups, and so their overrides, outlive this conf
+        conf.clear_override("qemu_img", group="converter")
