@@ -223,11 +223,12 @@ class SourcePreparer:
 
     def _check_free_space(self) -> None:
         size = self.image.get("size")
+        if size is None:
+            raise exception.UnsafeImage("the image API gives no size for the image's data")
         free = free_bytes(self.directory)
-        if size is None or size > free:
-            raise exception.NotEnoughSpace(
-                "not enough space in conversion directory %s: need %s, have %d"
-                % (self.directory, size, free))
+        if size > free:
+            raise exception.NotEnoughSpace(exception.Room.CONVERSION_DIR, self.directory, size,
+                                           free)
 
     def _download(self, stack: contextlib.ExitStack) -> FileSource:
         image = self.image

@@ -131,7 +131,7 @@ def test_a_copy_reserves_the_bytes_of_the_cache_it_copies_a_clone_none(conf):
 def test_a_copy_that_does_not_fit_is_not_made_and_the_image_is_converted(conf):
     store = ReservingStore()
     store.reserve = lambda lease, need: (_ for _ in ()).throw(
-        exception.NotEnoughSpace("not enough space in pool images"))
+        exception.NotEnoughSpace(exception.Room.POOL, "images", 7000, 0))
     store.clone_cache = None  # never reached
     assert making.share(conf, store, Twins({"id": TWIN}, "copy"), {"id": ID, "size": 5000},
                         FakeLease()) is None
