@@ -44,8 +44,14 @@ LEFTOVER_RE = re.compile(r"(?P<id>[0-9a-f]{8}-[0-9a-f]{4}-[0-9a-f]{4}-[0-9a-f]{4
                          r"\.(download|nbd|key)")
 
 
-class ServedImage(Protocol):
-    """An image the store serves to qemu-img (cacheraw.ceph.served)."""
+class ServedData(Protocol):
+    """Data the store serves to qemu-img (cacheraw.ceph.served)."""
+
+    def io_failed(self) -> bool: ...
+
+
+class ServedImage(ServedData, Protocol):
+    """An image the store serves to qemu-img, read-only."""
 
     def check(self) -> None: ...
 
@@ -60,7 +66,7 @@ class Store(Protocol):
     def serve_snapshot(self, name: str, snapshot: str,
                        path: str) -> ContextManager[ServedImage]: ...
 
-    def serve_cache(self, name: str, path: str) -> ContextManager[object]: ...
+    def serve_cache(self, name: str, path: str) -> ContextManager[ServedData]: ...
 
 
 class Images(Protocol):
@@ -98,10 +104,15 @@ class Served:
     """An RBD image this worker serves over NBD in the sockets' folder ``sockets``: what
     qemu-img is given of it."""
 
-    def __init__(self, served: object, sockets: str, socket_name: str):
+    def __init__(self, served: ServedData, sockets: str, socket_name: str):
         self.served = served
         self.sockets = sockets
         self.socket_name = socket_name
+
+    def io_failed(self) -> bool:
+        """Whether the worker's own reads or writes of Ceph failed under qemu-img: what
+        qemu-img concluded is then not the image's fault."""
+        return self.served.io_failed()
 
     def qemu_file(self) -> Dict[str, str]:
         return nbd_file(self.socket_name)
@@ -154,6 +165,10 @@ class FileSource:
 
     def check(self) -> None:
         """A local file stays."""
+
+    def io_failed(self) -> bool:
+        """qemu-img reads the file itself: its errors are the image's."""
+        return False
 
     def __str__(self) -> str:
         return "file %s" % self.path
@@ -208,11 +223,12 @@ class SourcePreparer:
 
     def _check_free_space(self) -> None:
         size = self.image.get("size")
+        if size is None:
+            raise exception.UnsafeImage("the image API gives no size for the image's data")
         free = free_bytes(self.directory)
-        if size is None or size > free:
-            raise exception.NotEnoughSpace(
-                "not enough space in conversion directory %s: need %s, have %d"
-                % (self.directory, size, free))
+        if size > free:
+            raise exception.NotEnoughSpace(exception.Room.CONVERSION_DIR, self.directory, size,
+                                           free)
 
     def _download(self, stack: contextlib.ExitStack) -> FileSource:
         image = self.image

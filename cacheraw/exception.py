@@ -1,6 +1,12 @@
 """The errors of cacheraw. Library errors (rados, rbd, HTTP) are translated into these at the
 boundary of the module that talks to the outside system; the core never sees a library error."""
 
+from __future__ import annotations
+
+import enum
+import re
+from typing import Optional, Tuple
+
 
 class CacherawError(Exception):
     """Base of every error of cacheraw."""
@@ -40,8 +46,32 @@ class LockBusy(CacherawError):
     """Another worker holds the conversion lock of the image."""
 
 
+class Room(enum.Enum):
+    """Where a conversion lacked the space it needs."""
+    POOL = "pool"
+    CONVERSION_DIR = "conversion directory"
+
+
 class NotEnoughSpace(Permanent):
-    """The cache would not fit in the pool (the sweep retries it once it fits)."""
+    """The cache would not fit in the pool, or the image's download in [converter]
+    conversion_dir: the sweep converts the image once there is room for it. The image's Error
+    is the only record of that: MESSAGE writes where and how much, parse() reads them back."""
+
+    MESSAGE = "not enough space in %s %s: need %d, have %d"
+    # The last ": need" (a directory's name may say anything; what follows it never does).
+    MESSAGE_RE = re.compile(r"^not enough space in (%s) .*: need (\d+), have \d+"
+                            % "|".join(room.value for room in Room))
+
+    def __init__(self, room: Room, name: str, need: int, have: int, detail: str = ""):
+        super().__init__(self.MESSAGE % (room.value, name, need, have) + detail)
+        self.room = room
+        self.need = need
+
+    @classmethod
+    def parse(cls, error: Optional[str]) -> Optional[Tuple[Room, int]]:
+        """(where, bytes needed) of a recorded NotEnoughSpace, None for any other Error."""
+        match = cls.MESSAGE_RE.match(error or "")
+        return (Room(match.group(1)), int(match.group(2))) if match else None
 
 
 class ExpandsTooMuch(Permanent):

@@ -6,9 +6,10 @@ then says is cacheraw.conversion's business.
 
 from __future__ import annotations
 
+import contextlib
 import logging
 import time
-from typing import Any, Optional, Protocol
+from typing import Any, Iterator, Optional, Protocol
 
 from cacheraw import converter
 from cacheraw import exception
@@ -44,22 +45,16 @@ def convert(core: Core, image: dict, job: Job, lease: Any) -> int:
     with preparer as source:
         job.check()
         core.converter.inspect(source, fmt)
-        try:
+        with judged(source):
             info = core.converter.info(source, fmt, job)
             need = core.converter.data_bytes(source, fmt, job=job, bound=info["virtual-size"],
                                              info=info)
-        except exception.UnreadableImage:
-            # qemu-img fails alike on a broken image and on an image deleted while it is
-            # read; the worker's own reads fail when the cluster is unreachable.
-            store.check_reachable()
-            source.check()
-            raise
         check_space(core.conf, store, image, need, lease)
         job.check()
         job.on_progress = ProgressPublisher(store, lease, need)
         rbd_id = store.create(name, info["virtual-size"], lease)
         try:
-            with preparer.serve_cache(name) as target:
+            with preparer.serve_cache(name) as target, judged(source, target):
                 core.converter.convert(source, fmt, target, job)
         finally:
             source.check()  # an image deleted while it was read is no cache
@@ -69,6 +64,26 @@ def convert(core: Core, image: dict, job: Job, lease: Any) -> int:
         store.publish(name, rbd_id, lease)
         used: int = store.used_bytes(name)
         return used
+
+
+@contextlib.contextmanager
+def judged(source: converter.Source,
+           target: Optional[converter.Served] = None) -> Iterator[None]:
+    """``with judged(source[, target]):`` around qemu-img's runs: when qemu-img failed or
+    refused the image while the worker's own reads (or writes) of Ceph failed under it, the
+    image is not at fault: CephUnavailable, retried by the sweep, however brief the outage was.
+    qemu-img fails alike on an image deleted while it is read: ImageDeleted then."""
+    try:
+        yield
+    except (exception.UnsafeImage, exception.ConversionFailed) as exc:
+        source.check()
+        failed = ["reads of the image"] if source.io_failed() else []
+        if target is not None and target.io_failed():
+            failed.append("writes of the cache")
+        if failed:
+            raise exception.CephUnavailable("Ceph failed the worker's %s under qemu-img: %s"
+                                            % (" and ".join(failed), exc)) from exc
+        raise
 
 
 def locate(core: Core, image: dict) -> Optional[converter.RBDSource]:

@@ -6,11 +6,11 @@ breaker when most of them read as gone at once).
 from __future__ import annotations
 
 import logging
-import re
-from typing import Any, Callable, List, Optional, Protocol, Set, Tuple
+from typing import Any, Callable, Dict, List, Protocol, Set, Tuple
 
 from oslo_utils import timeutils
 
+from cacheraw import converter
 from cacheraw import exception
 from cacheraw import metrics
 from cacheraw import properties
@@ -21,10 +21,6 @@ from cacheraw.properties import STATUS
 from cacheraw.properties import Status
 
 LOG = logging.getLogger(__name__)
-
-# The Error of a cache refused for want of pool space (cacheraw.ceph.space), retried by the sweep
-# once the pool has room for it.
-NO_SPACE_RE = re.compile(r"^not enough space in pool \S+: need (\d+)")
 
 
 class Core(Protocol):
@@ -54,7 +50,8 @@ class Sweeper:
         self.conf = core.conf
         self.images = core.images
         self.store = core.store
-        self._available: Optional[int] = None  # the pool's room for new caches, asked once
+        # The room for new caches (the pool) and downloads (conversion_dir), asked once a sweep.
+        self._available: Dict[exception.Room, int] = {}
 
     def purge_orphans(self) -> Tuple[int, List[str]]:
         """Remove the caches of images that no longer exist and the trashed caches whose
@@ -92,18 +89,22 @@ class Sweeper:
         return self.core.request(image)
 
     def _space_back(self, image: dict) -> bool:
-        """Queue an image refused for want of space once the pool has room for it (and count
-        that room as taken for the rest of this sweep)."""
-        match = NO_SPACE_RE.match(image.get(ERROR) or "")
-        if not match:
+        """Queue an image refused for want of space (NotEnoughSpace, in the pool or in
+        conversion_dir) once there is room for it (and count that room as taken for the rest of
+        this sweep)."""
+        refused = exception.NotEnoughSpace.parse(image.get(ERROR))
+        if refused is None:
             return False
-        if self._available is None:
-            self._available = self.store.available_space()
-        need = int(match.group(1))
-        if need > self._available:
+        room, need = refused
+        if room not in self._available:
+            self._available[room] = (
+                self.store.available_space() if room == exception.Room.POOL
+                else converter.free_bytes(self.conf.converter.conversion_dir))
+        if need > self._available[room]:
             return False
-        self._available -= need
-        LOG.info("Image %s: the pool has room for its cache again: retrying", image["id"])
+        self._available[room] -= need
+        LOG.info("Image %s: the %s has room for its %s again: retrying", image["id"], room.value,
+                 "cache" if room == exception.Room.POOL else "download")
         return bool(self.core.enqueue(image["id"]))
 
     def _retry_due(self, image: dict) -> bool:

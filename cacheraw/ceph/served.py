@@ -93,6 +93,10 @@ class ServedSnapshot:
                             "logged): %s", length, offset, self.image.get_name(), exc)
             done(None, errno.EIO)
 
+    def io_failed(self) -> bool:
+        """Whether a read of qemu-img's failed here: the cluster's fault, not the image's."""
+        return export_failed(self.export)
+
 
 class ServedCache:
     """The one new cache image, opened read-write, an NBD backend that qemu-img writes the
@@ -118,6 +122,15 @@ class ServedCache:
 
     def flush(self, done: nbd.Done) -> None:
         self.image.aio_flush(lambda completion: done(None, _errno(completion)))
+
+    def io_failed(self) -> bool:
+        """Whether a request of qemu-img's failed here: the cluster's fault, not the image's."""
+        return export_failed(self.export)
+
+
+def export_failed(export: Optional[nbd.Export]) -> bool:
+    """Whether a request of the backend behind ``export`` failed (qemu-img saw an I/O error)."""
+    return export is not None and export.failed.is_set()
 
 
 @contextlib.contextmanager

@@ -87,9 +87,8 @@ class PoolSpace:
             LOG.info("Image %s: pool %s can take %d bytes (limited by %s), %d of them reserved "
                      "by running conversions", lease.image_id, self.conn.pool, room, why, others)
             raise exception.NotEnoughSpace(
-                "not enough space in pool %s: need %d, have %d (limited by %s; %d reserved by "
-                "running conversions)" % (self.conn.pool, need, max(0, room - others), why,
-                                          others))
+                exception.Room.POOL, self.conn.pool, need, max(0, room - others),
+                " (limited by %s; %d reserved by running conversions)" % (why, others))
 
     def available(self) -> int:
         """The bytes a new cache may take now: the room less the reservations."""

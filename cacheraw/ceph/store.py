@@ -7,7 +7,6 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Callable, ContextManager, Iterator, List, Optional, Tuple
 
-import rados
 from oslo_config import cfg
 
 from cacheraw import properties
@@ -64,15 +63,6 @@ class CephStore:
     @connection.translate_errors
     def fsid(self) -> str:
         return self.conn.connected().get_fsid()
-
-    @connection.translate_errors
-    def check_reachable(self) -> None:
-        """Raise CephUnavailable unless the pool answers now."""
-        with self.conn.ioctx() as ioctx:
-            try:
-                ioctx.stat("rbd_directory")
-            except rados.ObjectNotFound:
-                pass
 
     # -- conversion locks, shared by every worker on every controller
 

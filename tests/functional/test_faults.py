@@ -14,6 +14,7 @@ snapshot and recording Cached. No test-only switch exists in the product to be l
 
 import os
 import signal
+import subprocess
 import threading
 import time
 import uuid
@@ -153,6 +154,71 @@ def test_osd_stopped_mid_conversion(stack, start_worker, demo_images, service_im
     outage.start("ceph-osd")
     wait_status(demo_images, image["id"], "Cached", timeout=180)
     assert worker.proc.poll() is None
+    assert_cached_once(demo_images, [image["id"]], worker.log())
+    assert_cache_matches(ceph, image["id"], qcow2, tmp_path)
+    assert_no_garbage(ceph, service_images)
+
+
+# -- 2b. a Ceph read failing under qemu-img info, the OSD back before qemu-img ends
+
+# qemu-img info, the first time: waits (in its sandbox, on the folder of the NBD sockets) until
+# the test has stopped the OSD, reads the image (the worker's reads time out), and ends only once
+# the test has started the OSD again and read from the pool; the test then puts a plain
+# qemu-img in its place for the retry.
+OUTAGE_INFO = """#!/bin/sh
+if [ "$1" = info ]; then
+  while [ ! -e /run/cacheraw/osd-down ]; do sleep 0.2; done
+  qemu-img "$@"; rc=$?
+  while [ ! -e /run/cacheraw/osd-back ]; do sleep 0.2; done
+  exit $rc
+fi
+exec qemu-img "$@"
+"""
+
+
+def replace_file(path, text):
+    """Write ``path`` anew (a qemu-img running from the old file goes on with it)."""
+    new = path.with_suffix(".new")
+    new.write_text(text)
+    new.chmod(0o755)
+    os.replace(new, path)
+
+
+def pids(*pgrep_args):
+    done = subprocess.run(["pgrep", *pgrep_args], capture_output=True, text=True)
+    return done.stdout.split()
+
+
+def info_reading(wrapper):
+    """Whether the wrapper's qemu-img info runs the real one now."""
+    return any(pids("-P", pid, "-x", "qemu-img") for pid in pids("-f", "^/bin/sh %s info"
+                                                                  % wrapper))
+
+
+def test_a_ceph_read_failing_under_qemu_img_info_is_retried_after_the_outage(
+        stack, start_worker, demo_images, service_images, ceph, qcow2, tmp_path, outage):
+    """qemu-img info fails because the worker's own reads of the image timed out (the OSD is
+    stopped; [ceph] op_timeout 5 s), and the cluster answers again before qemu-img has ended: a
+    temporary failure, retried and Cached, never an Error that waits for an operator."""
+    wrapper = tmp_path / "outage-qemu-img"
+    replace_file(wrapper, OUTAGE_INFO)
+    worker = start_worker(extra_conf=converter_conf(
+        "[worker]\nsweep_interval = 2\nerror_retry_delay = 1\n"
+        "[ceph]\nlock_duration = 60\nop_timeout = 5\n", wrapper))
+    image = upload(demo_images, qcow2, cache_raw="True")
+    sockets = os.path.join(stack["state_dir"], "cacheraw", "conversions", image["id"] + ".nbd")
+    wait_until("qemu-img info started", lambda: pids("-f", "^/bin/sh %s info" % wrapper), 60)
+    outage("ceph-osd")
+    open(os.path.join(sockets, "osd-down"), "w").close()
+    wait_until("qemu-img info reading", lambda: info_reading(wrapper), 10)
+    wait_until("qemu-img info failed", lambda: not info_reading(wrapper), 60)
+    outage.start("ceph-osd")
+    read_rbd(ceph, image["id"], "snap")  # the cluster answers again
+    replace_file(wrapper, "#!/bin/sh\nexec qemu-img \"$@\"\n")
+    open(os.path.join(sockets, "osd-back"), "w").close()
+    wait_status(demo_images, image["id"], "Cached", timeout=180)
+    assert "caching failed: temporary failure (attempt 1 of 5): Ceph failed the worker's reads " \
+        "of the image under qemu-img: qemu-img info failed" in worker.log()
     assert_cached_once(demo_images, [image["id"]], worker.log())
     assert_cache_matches(ceph, image["id"], qcow2, tmp_path)
     assert_no_garbage(ceph, service_images)

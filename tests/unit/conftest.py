@@ -458,6 +458,10 @@ class ServedImage:
     def check(self):
         """Still there."""
 
+    def io_failed(self):
+        """Every request of qemu-img's answered."""
+        return False
+
 
 class FailingConverter:
     def __init__(self, error):

@@ -77,8 +77,10 @@ def test_a_reservation_that_does_not_fit_is_refused_and_not_kept(monkeypatch):
     pool = space.PoolSpace(Conn(), FakeLocks(held={"other"}))
     omap = Omap(pool, monkeypatch, {"other/x": {"bytes": 4 * GIB, "cookie": "x"}})
     lease = FakeLease(image_id="mine")
-    with pytest.raises(exception.NotEnoughSpace, match="need 2147483648, have 1073741824"):
+    with pytest.raises(exception.NotEnoughSpace, match="need 2147483648, have 1073741824") \
+            as refused:
         pool.reserve(lease, 2 * GIB)
+    assert exception.NotEnoughSpace.parse(str(refused.value)) == (exception.Room.POOL, 2 * GIB)
     assert set(omap.values) == {"other/x"}
     pool.reserve(lease, GIB)
     assert pool.entries()["mine/" + lease.cookie] == {"bytes": GIB, "cookie": lease.cookie}

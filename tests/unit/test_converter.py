@@ -171,5 +171,31 @@ def test_the_check_runs_qemu_img_in_its_sandbox(conf):
 
 def test_the_check_says_when_qemu_img_cannot_run(conf):
     conf.set_override("qemu_img", "/nonexistent/qemu-img", group="converter")
-    with pytest.raises(exception.ConfigError, match="cannot run /nonexistent/qemu-img"):
-        converter.Converter(conf).check()
+    try:
+        with pytest.raises(exception.ConfigError, match="cannot run /nonexistent/qemu-img"):
+            converter.Converter(conf).check()
+    finally:  # the options' groups, and so their overrides, outlive this conf
+        conf.clear_override("qemu_img", group="converter")
+
+
+def test_a_download_that_does_not_fit_in_conversion_dir_is_a_space_refusal(tmp_path,
+                                                                          monkeypatch):
+    """Recorded so that the sweep reads it back (NotEnoughSpace.parse) and retries the image
+    once conversion_dir has room for its download."""
+    conf = Conf()
+    conf.converter.conversion_dir = str(tmp_path)
+    monkeypatch.setattr(converter, "free_bytes", lambda directory: 6)
+    image = {"id": str(uuid.uuid4()), "size": 7}
+    preparer = converter.SourcePreparer(conf, Images(AssertionError("not reached")),
+                                        ServingStore(False), image, CancelledJob())
+    with pytest.raises(exception.NotEnoughSpace) as refused:
+        with preparer:
+            pass
+    assert str(refused.value) == "not enough space in conversion directory %s: need 7, have 6" \
+        % tmp_path
+    assert exception.NotEnoughSpace.parse(exception.one_line(refused.value)) == \
+        (exception.Room.CONVERSION_DIR, 7)
+    image["size"] = None
+    with pytest.raises(exception.UnsafeImage, match="no size"):
+        with preparer:
+            pass

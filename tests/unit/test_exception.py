@@ -47,4 +47,25 @@ def test_one_line_cuts_long_text_to_its_limit():
 
 
 def test_one_line_of_an_exception_is_its_message():
-    assert exception.one_line(exception.NotEnoughSpace("need 5,\nhave 3")) == "need 5, have 3"
+    assert exception.one_line(exception.ImageAPIError("refused:\n413")) == "refused: 413"
+
+
+@pytest.mark.parametrize("room, name", [(exception.Room.POOL, "images"),
+                                        (exception.Room.CONVERSION_DIR, "/var/lib/cache raw"),
+                                        (exception.Room.CONVERSION_DIR, "/odd: need 1, have 2")])
+def test_a_space_refusal_as_recorded_on_the_image_is_read_back_as_written(room, name):
+    """NotEnoughSpace writes where and how much in its message; parse() reads them back from
+    the Error recorded on the image (the only record the sweep has of it)."""
+    error = exception.NotEnoughSpace(room, name, 5 * 1024 ** 3, 3, " (limited by\nits quota)")
+    recorded = exception.one_line(error)
+    assert recorded.startswith("not enough space in %s " % room.value)
+    assert exception.NotEnoughSpace.parse(recorded) == (room, 5 * 1024 ** 3)
+    assert (error.room, error.need) == (room, 5 * 1024 ** 3)
+
+
+@pytest.mark.parametrize("recorded", [
+    None, "", "temporary failure (attempt 1 of 5): not enough space in pool images: need 5, "
+    "have 3", "image is corrupt or truncated", "not enough space in the attic: need 5, have 3",
+    "not enough space in conversion directory /x: need None, have 3"])
+def test_any_other_error_is_no_space_refusal(recorded):
+    assert exception.NotEnoughSpace.parse(recorded) is None

@@ -1,12 +1,22 @@
 """How a cache's data is made (cacheraw.making): where qemu-img reads the image, the space limit,
 sharing an identical image's cache, the published progress."""
 
+import contextlib
+import errno
+import os
+import struct
+import subprocess
+
 import pytest
 
 from cacheraw import converter
 from cacheraw import exception
 from cacheraw import identical
 from cacheraw import making
+from cacheraw.ceph import served
+from cacheraw.qemu import nbd
+from cacheraw.qemu.job import Job
+from tests.unit.conftest import FakeImages
 from tests.unit.conftest import FakeLease
 from tests.unit.conftest import FakeStore
 
@@ -121,7 +131,7 @@ def test_a_copy_reserves_the_bytes_of_the_cache_it_copies_a_clone_none(conf):
 def test_a_copy_that_does_not_fit_is_not_made_and_the_image_is_converted(conf):
     store = ReservingStore()
     store.reserve = lambda lease, need: (_ for _ in ()).throw(
-        exception.NotEnoughSpace("not enough space in pool images"))
+        exception.NotEnoughSpace(exception.Room.POOL, "images", 7000, 0))
     store.clone_cache = None  # never reached
     assert making.share(conf, store, Twins({"id": TWIN}, "copy"), {"id": ID, "size": 5000},
                         FakeLease()) is None
@@ -140,3 +150,156 @@ def test_progress_is_published_at_most_once_an_interval_and_always_at_the_end(mo
     assert store.progress == [1, 3, 100]
     store.progress_error = exception.CephUnavailable("timed out")
     publish(100)  # a missed sample, no failure
+
+
+# -- a qemu-img failure under an outage of Ceph: real qemu-img, NBD server and served snapshot
+
+
+class Completion:
+    def __init__(self, result):
+        self.result = result
+
+    def get_return_value(self):
+        return self.result
+
+
+class FileImage:
+    """An RBD image handle over a local file whose aio calls fail with EIO while the cluster
+    is out (``outage["reads"]``, ``outage["writes"]``)."""
+
+    def __init__(self, path, outage):
+        self.path = str(path)
+        self.outage = outage
+
+    def id(self):
+        return "abc123"
+
+    def get_name(self):
+        return os.path.basename(self.path)
+
+    def size(self):
+        return os.path.getsize(self.path)
+
+    def snap_get_id(self, name):
+        return 4
+
+    def aio_read(self, offset, length, oncomplete):
+        if self.outage["reads"]:
+            oncomplete(Completion(-errno.EIO), None)
+            return
+        with open(self.path, "rb") as f:
+            f.seek(offset)
+            oncomplete(Completion(0), f.read(length))
+
+    def aio_write(self, data, offset, oncomplete):
+        if not self.outage["writes"]:
+            with open(self.path, "r+b") as f:
+                f.seek(offset)
+                f.write(data)
+        oncomplete(Completion(-errno.EIO if self.outage["writes"] else 0))
+
+    def aio_write_zeroes(self, offset, length, oncomplete):
+        self.aio_write(b"\0" * length, offset, oncomplete)
+
+    def aio_flush(self, oncomplete):
+        oncomplete(Completion(0))
+
+
+class SnapshotIoctx:
+    """The image's header: its snapshot is there."""
+
+    def execute(self, oid, cls, method, data):
+        return 0, struct.pack("<QIQ", 4, 1, 4)
+
+
+class OutageStore(ReservingStore):
+    """The image (a local qcow2) served through the real ServedSnapshot and NBD export, the
+    cache a local file; ``outage`` says which of the worker's requests fail now."""
+
+    def __init__(self, image_path, cache_path, outage_at=None):
+        super().__init__()
+        self.image_path = str(image_path)
+        self.cache_path = str(cache_path)
+        self.outage = {"reads": False, "writes": False}
+        self.outage_at = outage_at or {}
+
+    def read(self, name, offset, length, snapshot="snap"):
+        with open(self.image_path, "rb") as f:
+            f.seek(offset)
+            return f.read(length)
+
+    @contextlib.contextmanager
+    def serve_snapshot(self, name, snapshot, path):
+        self.outage.update(self.outage_at.get("info", {}))
+        snap = served.ServedSnapshot(SnapshotIoctx(), FileImage(self.image_path, self.outage),
+                                     snapshot, lambda exc: exc)
+        with nbd.Export(path, snap) as snap.export:
+            yield snap
+
+    def create(self, name, size, lease):
+        with open(self.cache_path, "wb") as f:
+            f.truncate(size)
+        self.outage.update(self.outage_at.get("convert", {}))
+        return "rbd-id"
+
+    @contextlib.contextmanager
+    def serve_cache(self, name, path):
+        cache = served.ServedCache(FileImage(self.cache_path, self.outage))
+        with nbd.Export(path, cache) as cache.export:
+            yield cache
+
+
+def qcow2(path, *writes):
+    subprocess.run(["qemu-img", "create", "-f", "qcow2", str(path), "8M"], check=True,
+                   capture_output=True)
+    if writes:
+        subprocess.run(["qemu-io", *[arg for w in writes for arg in ("-c", w)], str(path)],
+                       check=True, capture_output=True)
+    return path
+
+
+def convert_in_place(conf, store, image_path):
+    core = Core(conf, store)
+    core.images = FakeImages({"id": ID, "status": "active"})
+    core.converter = converter.Converter(conf)
+    image = {"id": ID, "disk_format": "qcow2", "size": os.path.getsize(image_path),
+             "direct_url": "rbd://fsid/images/%s/snap" % ID}
+    return making.convert(core, image, Job(ID), FakeLease())
+
+
+@pytest.mark.parametrize("step, failing, failed", [
+    ("info", {"reads": True}, "reads of the image"),
+    ("convert", {"reads": True}, "reads of the image"),
+    ("convert", {"writes": True}, "writes of the cache")])
+def test_qemu_img_failing_while_cephs_reads_or_writes_fail_is_a_temporary_failure(
+        conf, tmp_path, step, failing, failed):
+    """The worker's own reads (or writes) of Ceph failed under qemu-img, and the outage is over
+    when qemu-img has ended: not the image's fault, retried (however brief the outage)."""
+    image = qcow2(tmp_path / "disk.qcow2", "write -P 1 0 1M")
+    store = OutageStore(image, tmp_path / "cache", {step: failing})
+    with pytest.raises(exception.CephUnavailable,
+                       match="Ceph failed the worker's %s under qemu-img: qemu-img %s failed"
+                       % (failed, step)) as raised:
+        convert_in_place(conf, store, image)
+    assert isinstance(raised.value, exception.Transient)
+    assert isinstance(raised.value.__cause__,
+                      exception.UnreadableImage if step == "info" else exception.ConversionFailed)
+
+
+def test_a_broken_image_read_without_a_failure_of_ceph_stays_refused(conf, tmp_path):
+    image = qcow2(tmp_path / "disk.qcow2", "write -P 1 0 1M")
+    with open(image, "r+b") as f:  # the L1 table's offset past the end of the file
+        f.seek(40)
+        f.write(struct.pack(">Q", 1 << 40))
+    with pytest.raises(exception.UnsafeImage) as raised:
+        convert_in_place(conf, OutageStore(image, tmp_path / "cache"), image)
+    assert not isinstance(raised.value, exception.Transient)
+
+
+def test_an_image_read_without_failures_is_converted(conf, tmp_path):
+    image = qcow2(tmp_path / "disk.qcow2", "write -P 1 0 1M")
+    store = OutageStore(image, tmp_path / "cache")
+    convert_in_place(conf, store, image)
+    assert store.published == (ID + "_raw", "rbd-id")
+    with open(tmp_path / "cache", "rb") as f:
+        assert f.read(1 << 20) == b"\1" * (1 << 20)

@@ -198,3 +198,15 @@ def test_a_failed_close_of_the_served_cache_is_a_warning_naming_it(monkeypatch, 
     warnings = [r.getMessage() for r in caplog.records if r.levelno == logging.WARNING]
     assert image.closes == 1 and len(warnings) == 1
     assert warnings[0].startswith("Cache %s_raw: closing its writable handle failed" % ID)
+
+
+def test_a_failed_request_of_an_export_says_the_cluster_failed_qemu_img(tmp_path):
+    """io_failed(): whether qemu-img saw an I/O error of the worker's, not of the image."""
+    snap = served.ServedSnapshot(None, FakeImage(), "snap", lambda exc: exc)
+    cache = served.ServedCache(FakeImage())
+    assert not snap.io_failed() and not cache.io_failed()  # not served yet
+    for backend in (snap, cache):
+        with nbd.Export(str(tmp_path / "socket"), backend) as backend.export:
+            assert not backend.io_failed()
+            backend.export.failed.set()
+            assert backend.io_failed()

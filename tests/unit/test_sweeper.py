@@ -44,6 +44,47 @@ def test_sweep_retries_transient_errors_with_growing_capped_delays(conf, attempt
     assert queued == ([ID] if due else [])
 
 
+def space_refused_image(room, need):
+    return {"id": ID, "status": "active", "cache_raw": "True", "disk_format": "qcow2",
+            "cache_raw_status": "Error",
+            "cache_raw_error": exception.one_line(exception.NotEnoughSpace(
+                room, "images" if room == exception.Room.POOL else "/var/lib/cacheraw", need,
+                need - 1, " (limited by the nearfull ratio 0.85; 0 reserved by running "
+                "conversions)"))}
+
+
+class RoomyStore(FakeStore):
+    def __init__(self, room):
+        self.room = room
+
+    def available_space(self):
+        return self.room()
+
+
+@pytest.mark.parametrize("room", list(exception.Room))
+def test_an_image_refused_for_space_is_retried_once_there_is_room_for_it(conf, monkeypatch,
+                                                                          room):
+    """The pool's room for a cache, conversion_dir's for a download, each asked once a sweep
+    and counted as taken by the images it lets through."""
+    free = {"pool": 0, "conversion directory": 0}
+    monkeypatch.setattr(sweeper.converter, "free_bytes",
+                        lambda directory: free["conversion directory"])
+    queued = []
+    core = cacher.Cacher(conf, None, RoomyStore(lambda: free["pool"]), None,
+                         enqueue=lambda image_id: queued.append(image_id) or True)
+    assert not sweeper.Sweeper(core)._sweep_image(space_refused_image(room, 100))
+    assert queued == []
+    free[room.value] = 150
+    sweep = sweeper.Sweeper(core)
+    assert sweep._sweep_image(space_refused_image(room, 100))
+    assert queued == [ID]
+    assert not sweep._sweep_image(space_refused_image(room, 100))  # 50 left this sweep
+    assert queued == [ID]
+    other = exception.Room.POOL if room == exception.Room.CONVERSION_DIR \
+        else exception.Room.CONVERSION_DIR
+    assert not sweeper.Sweeper(core)._sweep_image(space_refused_image(other, 100))
+
+
 class OrphanStore(LockingStore):
     """Two orphaned caches; Ceph refuses to remove the first, and to purge the trash."""
 
