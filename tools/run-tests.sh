@@ -94,7 +94,7 @@ report_others() {
 SECOND_GROUP=${CACHERAW_SECOND_GROUP:-"test_systemd_unit_live.py test_nova.py test_manage.py
   test_identical.py test_cinder.py test_space.py test_glance_settings.py test_isolation.py
   test_stack.py test_sweep_breaker.py test_systemd_notify.py test_worker_startup.py
-  test_metrics.py"}
+  test_metrics.py test_import.py test_recovery.py"}
 second=""
 if [ "${1:-}" = "--split" ]; then
   shift
