@@ -1,5 +1,6 @@
-"""Short functions and classes in cacheraw/: a function over 40 lines or a class over 300 lines
-says why in a comment starting with "# Long:" in its first lines."""
+"""Short functions, classes and modules in cacheraw/: a function over 40 lines or a class over 300
+lines says why in a comment starting with "# Long:" in its first lines; no module is over 400
+lines."""
 
 import ast
 from pathlib import Path
@@ -10,6 +11,7 @@ import cacheraw
 
 PACKAGE = Path(cacheraw.__file__).parent
 LIMITS = {ast.FunctionDef: 40, ast.AsyncFunctionDef: 40, ast.ClassDef: 300}
+MODULE_LINES = 400
 
 
 def too_long(package=PACKAGE):
@@ -30,6 +32,13 @@ def too_long(package=PACKAGE):
 
 def test_functions_and_classes_are_short_or_say_why():
     assert too_long() == []
+
+
+def test_no_module_is_over_400_lines():
+    assert [("%s (%d lines)" % (path.relative_to(PACKAGE), count))
+            for path in sorted(PACKAGE.rglob("*.py"))
+            for count in [len(path.read_text().splitlines())]
+            if count > MODULE_LINES] == []
 
 
 @pytest.mark.parametrize("source, long", [
