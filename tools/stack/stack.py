@@ -468,6 +468,9 @@ def mariadb_conf_text(d, port):
 datadir = {d}/data
 socket = {d}/mysqld.sock
 pid-file = {d}/mysqld.pid
+# Its own temporary folder: two stacks that start at once (make test) once collided in /tmp
+# ("Error on delete of '/tmp/#sql-temptable-...'") while installing their system tables.
+tmpdir = {d}/tmp
 log-error = {STATE if port else d}/log/mariadb.log
 {network}
 skip-name-resolve
@@ -488,6 +491,7 @@ def mariadb_start(d, port, service="mariadb"):
     """Initialise a MariaDB data folder in ``d`` and start a server on it (on the unix socket
     only when ``port`` is None). Returns the command line of its client, as this user."""
     (d / "log").mkdir(parents=True, exist_ok=True)
+    (d / "tmp").mkdir(parents=True, exist_ok=True)
     write(d / "my.cnf", mariadb_conf_text(d, port))
     user = pwd.getpwuid(os.getuid()).pw_name
     defaults = "--defaults-file=%s" % (d / "my.cnf")
