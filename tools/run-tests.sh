@@ -107,15 +107,18 @@ if [ "${1:-}" = "--split" ]; then
   done
   set -- "${ignores[@]}" "$@"
   (
+    set +e
     export CACHERAW_STACK_DIR=$top/.stack-second
     export CACHERAW_STACK_PORT_OFFSET=$((${CACHERAW_STACK_PORT_OFFSET:-0} + 10000))
-    { "$py" "$stack" down >/dev/null 2>&1 || true; }
+    "$py" "$stack" down >/dev/null 2>&1
+    rc=1
     if "$py" "$stack" up > "$second/main.log" 2>&1; then
       "$py" -m pytest -v -rfEs -p no:cacheprovider --basetemp "$second/tmp" "${files[@]}" \
         >> "$second/main.log" 2>&1
-      echo $? > "$second/rc"
+      rc=$?
     fi
-    "$py" "$stack" down >> "$second/main.log" 2>&1 || true
+    echo $rc > "$second/rc"
+    "$py" "$stack" down >> "$second/main.log" 2>&1
   ) &
   second_pid=$!
   if [ "$(id -u)" = 0 ] && command -v debootstrap >/dev/null; then
@@ -136,17 +139,23 @@ report_second() {
 }
 
 started=0
-if ! "$py" "$stack" status >/dev/null 2>&1; then
-  "$py" "$stack" up
-  started=1
-fi
 stop_stack() {
   [ "$started" = 1 ] && "$py" "$stack" down
-  # The second stack, when this script ends before its suites did.
+  # The second stack, when this script ends before its suites did (the main stack did not
+  # start, an interrupt): its start or its tests are stopped, then the stack.
+  if [ -n "$second" ] && kill -0 "$second_pid" 2>/dev/null; then
+    pkill -TERM -P "$second_pid" 2>/dev/null
+    wait "$second_pid" 2>/dev/null
+  fi
   [ -z "$second" ] || CACHERAW_STACK_DIR=$top/.stack-second "$py" "$stack" down >/dev/null 2>&1
   true
 }
 trap stop_stack EXIT
+# (stack.py up stops what it started when it fails.)
+if ! "$py" "$stack" status >/dev/null 2>&1; then
+  "$py" "$stack" up
+  started=1
+fi
 
 status=0
 if [ -z "$others" ]; then
