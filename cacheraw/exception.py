@@ -93,6 +93,16 @@ class ImageAPIError(CacherawError):
     """The image API refused a request for another reason."""
 
 
+class ImageAPIRequestFailed(ImageAPIError):
+    """A request of the operator's checks failed (cacheraw.image_api.CheckingAdapter): ``kind``
+    says how, for the check to word it: "unauthorized" (Keystone refused the credentials),
+    "unreachable", "forbidden" (403), "other"."""
+
+    def __init__(self, message: str, kind: str = "other") -> None:
+        super().__init__(message)
+        self.kind = kind
+
+
 # -- message bus
 
 class MessagingUnavailable(Transient):

@@ -114,6 +114,37 @@ class _CountingAdapter:
         return self.request(url, "PATCH", **kwargs)
 
 
+def failure_kind(exc: ks_exc.ClientException) -> str:
+    """How a request failed, in exception.ImageAPIRequestFailed's words."""
+    if isinstance(exc, ks_exc.Unauthorized):
+        return "unauthorized"
+    if isinstance(exc, ks_exc.ConnectionError):
+        return "unreachable"
+    if isinstance(exc, ks_exc.Forbidden):
+        return "forbidden"
+    return "other"
+
+
+class CheckingAdapter:
+    """An adapter to the image API whose requests fail with
+    exception.ImageAPIRequestFailed instead of keystoneauth1's errors: the operator's checks
+    word each failure without importing keystoneauth1."""
+
+    def __init__(self, api: Any) -> None:
+        self._api = api
+
+    def __getattr__(self, name: str) -> Callable[..., Any]:
+        call = getattr(self._api, name)
+
+        def translated(*args: Any, **kwargs: Any) -> Any:
+            try:
+                return call(*args, **kwargs)
+            except ks_exc.ClientException as exc:
+                raise exception.ImageAPIRequestFailed(exception.one_line(exc),
+                                                      failure_kind(exc)) from exc
+        return translated
+
+
 class _Remembered:
     """The last version of each image read or written here (an LRU map, under a lock), and
     whether it is the answer to a write of ours."""
@@ -189,11 +220,10 @@ class ImageAPI:
         self._retry = retry.policy(conf, exception.ImageAPIUnavailable)
 
     @property
-    def adapter(self) -> Any:
-        """The keystoneauth1 adapter to the image API, its requests counted: for the operator's
-        checks (cacheraw.image_api_checks), which ask the image API things the daemon never
-        does."""
-        return self._api
+    def adapter(self) -> CheckingAdapter:
+        """The adapter to the image API for the operator's checks (cacheraw.image_api_checks),
+        which ask the image API things the daemon never does."""
+        return CheckingAdapter(self._api)
 
     def _url(self, path: str) -> str:
         return url(path)

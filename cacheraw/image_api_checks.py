@@ -3,8 +3,8 @@ endpoint answer, may the service user write the cache's properties, does Glance 
 protected property, what is its image schema. Each does the real thing once, on a scratch image
 of the service user's when it writes, and leaves nothing behind.
 
-With cacheraw.image_api, the only module that talks to Keystone: each check says in one line
-what Keystone or the image API refused, through the ImageAPI's own adapter.
+Each check says in one line what Keystone or the image API refused, through the ImageAPI's
+CheckingAdapter, whose failures are cacheraw's (cacheraw.image_api alone talks to keystoneauth1).
 """
 
 from __future__ import annotations
@@ -12,7 +12,6 @@ from __future__ import annotations
 import contextlib
 from typing import Any, Dict, Iterator, Optional
 
-from keystoneauth1 import exceptions as ks_exc
 from oslo_config import cfg
 
 from cacheraw import exception
@@ -27,20 +26,20 @@ def checks(conf: cfg.ConfigOpts) -> ImageAPIChecks:
 
 
 class ImageAPIChecks:
-    """The checks over ``adapter`` (keystoneauth1's, to the image API) with ``options`` (the
+    """The checks over ``adapter`` (the image API's, for them) with ``options`` (the
     [image_api] group, which names the user and Keystone in the messages)."""
 
-    def __init__(self, adapter: Any, options: Any) -> None:
+    def __init__(self, adapter: image_api.CheckingAdapter, options: Any) -> None:
         self.adapter = adapter
         self.options = options
 
-    def _keystone_reason(self, exc: Exception) -> str:
+    def _keystone_reason(self, exc: exception.ImageAPIRequestFailed) -> str:
         """What Keystone refused, naming its URL and the user, when it was Keystone."""
         options = self.options
-        if isinstance(exc, ks_exc.Unauthorized):
+        if exc.kind == "unauthorized":
             return "Keystone at %s refused the credentials of user %s" % (
                 getattr(options, "auth_url", "?"), getattr(options, "username", "?"))
-        if isinstance(exc, ks_exc.ConnectionError):
+        if exc.kind == "unreachable":
             return "cannot reach %s: %s" % (getattr(options, "auth_url", "?"),
                                             exception.one_line(exc))
         return exception.one_line(exc)
@@ -49,7 +48,7 @@ class ImageAPIChecks:
         """The image API's URL, and where it comes from, once it answers a listing."""
         try:
             url = self.adapter.get_endpoint()
-        except ks_exc.ClientException as exc:
+        except exception.ImageAPIRequestFailed as exc:
             raise exception.ImageAPIUnavailable(self._keystone_reason(exc)) from exc
         if not url:
             raise exception.ConfigError(
@@ -61,7 +60,7 @@ class ImageAPIChecks:
             "the Keystone catalog"
         try:
             self.adapter.get(image_api.url("/images"), params={"limit": 1})
-        except ks_exc.ClientException as exc:
+        except exception.ImageAPIRequestFailed as exc:
             raise exception.ImageAPIUnavailable("%s (from %s) does not answer: %s" % (
                 url, source, exception.one_line(exc))) from exc
         return "%s (from %s)" % (url, source)
@@ -75,7 +74,7 @@ class ImageAPIChecks:
             image = self.adapter.post(image_api.url("/images"), json={
                 "name": properties.scratch_name(), "visibility": "private",
                 "disk_format": "raw" if data else "qcow2", "container_format": "bare"}).json()
-        except ks_exc.ClientException as exc:
+        except exception.ImageAPIRequestFailed as exc:
             raise exception.ImageAPIError("user %s cannot create a scratch image: %s" % (
                 user, self._keystone_reason(exc))) from exc
         try:
@@ -84,13 +83,13 @@ class ImageAPIChecks:
                                  headers={"Content-Type": "application/octet-stream"})
                 image = self.adapter.get(image_api.url("/images/%s" % image["id"])).json()
             yield image
-        except ks_exc.ClientException as exc:
+        except exception.ImageAPIRequestFailed as exc:
             raise exception.ImageAPIError("scratch image %s: %s" % (
                 image["id"], exception.one_line(exc))) from exc
         finally:
             try:
                 self.adapter.delete(image_api.url("/images/%s" % image["id"]))
-            except ks_exc.ClientException:
+            except exception.ImageAPIRequestFailed:
                 pass
 
     def check_write(self) -> str:
@@ -102,7 +101,7 @@ class ImageAPIChecks:
         with self.scratch_image() as image:
             try:
                 self._add(image["id"], wanted)
-            except ks_exc.ClientException as exc:
+            except exception.ImageAPIRequestFailed as exc:
                 raise exception.ImageAPIError("user %s may not write %s: %s" % (
                     user, properties.STATUS, exception.one_line(exc))) from exc
         return "user %s may write %s (on a scratch image, deleted again)" % (
@@ -112,9 +111,9 @@ class ImageAPIChecks:
         """Whether the image API refuses (403) to set the property ``name`` on the image."""
         try:
             self._add(image_id, {name: "1"})
-        except ks_exc.Forbidden:
-            return True
-        except ks_exc.ClientException as exc:
+        except exception.ImageAPIRequestFailed as exc:
+            if exc.kind == "forbidden":
+                return True
             raise exception.ImageAPIError("setting %s on scratch image %s: %s" % (
                 name, image_id, exception.one_line(exc))) from exc
         return False
@@ -130,6 +129,6 @@ class ImageAPIChecks:
         try:
             schema: dict = self.adapter.get(image_api.url("/schemas/image")).json()
             return schema
-        except (ks_exc.ClientException, ValueError) as exc:
+        except (exception.ImageAPIRequestFailed, ValueError) as exc:
             raise exception.ImageAPIError("cannot read the image schema: %s"
                                           % exception.one_line(exc)) from exc

@@ -80,7 +80,7 @@ def adapter():
 
 @pytest.fixture
 def checks(adapter):
-    return image_api_checks.ImageAPIChecks(adapter, OPTIONS)
+    return image_api_checks.ImageAPIChecks(image_api.CheckingAdapter(adapter), OPTIONS)
 
 
 def deleted(adapter):
@@ -127,7 +127,8 @@ def test_a_scratch_image_with_data_is_read_again_and_deleted(checks, adapter):
 def test_a_scratch_image_is_deleted_when_its_use_fails(checks, adapter):
     with pytest.raises(exception.ImageAPIError, match="scratch image %s: 500" % ID):
         with checks.scratch_image():
-            raise ks_exc.HttpError("500")
+            # What a use of the scratch image through the checks' adapter raises.
+            raise exception.ImageAPIRequestFailed("500")
     assert deleted(adapter)
 
 
@@ -158,6 +159,18 @@ def test_a_property_is_refused_only_by_a_403(checks, adapter, fault, refused):
     if fault is not None:
         adapter.faults["PATCH"] = fault
     assert checks.property_refused(ID, properties.PROTECTION_PROBE) is refused
+
+
+def test_the_checks_adapter_says_how_a_request_failed_in_cacheraw_s_errors(adapter):
+    checking = image_api.CheckingAdapter(adapter)
+    for fault, kind in [(ks_exc.Unauthorized("401"), "unauthorized"),
+                        (ks_exc.ConnectFailure("refused"), "unreachable"),
+                        (ks_exc.Forbidden("403"), "forbidden"),
+                        (ks_exc.BadRequest("400"), "other")]:
+        adapter.faults["GET"] = fault
+        with pytest.raises(exception.ImageAPIRequestFailed) as raised:
+            checking.get(image_api.url("/images"))
+        assert raised.value.kind == kind
 
 
 def test_any_other_answer_to_a_property_is_an_error(checks, adapter):
