@@ -479,3 +479,27 @@ class FailingConverter:
     def convert(self, source, fmt, target, job):
         if self.error is not None:
             raise self.error
+
+
+class RecordedOp:
+    """A rados read or write operation (ReadOpCtx, WriteOpCtx) whose ``steps`` a fake ioctx
+    runs when it is operated; each test module's fake adds them."""
+
+    def __init__(self):
+        self.steps = []
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc_info):
+        return False
+
+
+class Completion:
+    """An rbd aio completion, with the result of its request."""
+
+    def __init__(self, result):
+        self.result = result
+
+    def get_return_value(self):
+        return self.result

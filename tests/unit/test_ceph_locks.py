@@ -11,6 +11,7 @@ import rados
 from cacheraw import exception
 from cacheraw.ceph import cls_lock
 from cacheraw.ceph import locks
+from tests.unit.conftest import RecordedOp
 
 
 def test_the_lock_object_of_an_image_is_named_after_it():
@@ -76,17 +77,8 @@ def test_the_taker_of_an_expired_ipv6_lease_blocklists_its_address():
     assert rados_locks.blocklisted == ["[fd00::2]:0/9"] and rados_locks.recorded == ["cookie-a"]
 
 
-class FakeOp:
+class FakeOp(RecordedOp):
     """A write operation: its steps, applied by LockObject.operate_write_op."""
-
-    def __init__(self):
-        self.steps = []
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        return False
 
     def __getattr__(self, step):
         return lambda *args: self.steps.append((step,) + args)

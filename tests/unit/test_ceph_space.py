@@ -11,6 +11,7 @@ from cacheraw import exception
 from cacheraw.ceph import space
 from tests.unit.conftest import FakeLease
 from tests.unit.conftest import FakeLocks
+from tests.unit.conftest import RecordedOp
 
 GIB = 1 << 30
 
@@ -110,19 +111,6 @@ def test_a_release_leaves_a_later_holders_reservation(monkeypatch):
     assert omap.values == {}
 
 
-class Op:
-    """A read or write operation: its steps, run by Omap when it is operated."""
-
-    def __init__(self):
-        self.steps = []
-
-    def __enter__(self):
-        return self
-
-    def __exit__(self, *exc_info):
-        return False
-
-
 class Omap:
     """The reservations object's omap, behind the ioctx of ``pool``'s connection;
     ``meanwhile()`` runs once, before the next write lands (another worker's request)."""
@@ -130,8 +118,8 @@ class Omap:
     def __init__(self, pool, monkeypatch, entries=None):
         self.values = {key: json.dumps(entry).encode() for key, entry in (entries or {}).items()}
         self.meanwhile = None
-        monkeypatch.setattr(space.rados, "WriteOpCtx", Op)
-        monkeypatch.setattr(space.rados, "ReadOpCtx", Op)
+        monkeypatch.setattr(space.rados, "WriteOpCtx", RecordedOp)
+        monkeypatch.setattr(space.rados, "ReadOpCtx", RecordedOp)
         monkeypatch.setattr(pool.conn, "ioctx", lambda: contextlib.nullcontext(self),
                             raising=False)
 

@@ -16,6 +16,7 @@ from cacheraw import making
 from cacheraw.ceph import served
 from cacheraw.qemu import nbd
 from cacheraw.qemu.job import Job
+from tests.unit.conftest import Completion
 from tests.unit.conftest import FakeImages
 from tests.unit.conftest import FakeLease
 from tests.unit.conftest import FakeStore
@@ -153,14 +154,6 @@ def test_progress_is_published_at_most_once_an_interval_and_always_at_the_end(mo
 
 
 # -- a qemu-img failure under an outage of Ceph: real qemu-img, NBD server and served snapshot
-
-
-class Completion:
-    def __init__(self, result):
-        self.result = result
-
-    def get_return_value(self):
-        return self.result
 
 
 class FileImage:

@@ -16,17 +16,10 @@ from cacheraw import exception
 from cacheraw.ceph import served
 from cacheraw.qemu import nbd
 from cacheraw.qemu import nbd_requests
+from tests.unit.conftest import Completion
 
 ID = "0dc0185d-550c-461a-bdc5-25b9e20586d5"
 SNAP_ID = 4
-
-
-class Completion:
-    def __init__(self, result):
-        self.result = result
-
-    def get_return_value(self):
-        return self.result
 
 
 class FakeImage:
